@@ -1,0 +1,428 @@
+//! The TOML config: which listeners exist and which plugin, with which
+//! arguments, grants and limits, serves each.
+//!
+//! ```toml
+//! [server]
+//! hostname = "mx.example.com"
+//!
+//! [[listener]]
+//! name = "inbound"
+//! address = "0.0.0.0:25"
+//! plugin = "inbox"
+//!
+//! [plugin.inbox]
+//! component = "mailbox"            # a built-in name, or a path to a .wasm component
+//! args = ["/var/mail/inbox"]
+//! ```
+//!
+//! Every error names the file, the key and the problem in one sentence.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::plugin::host::{DirGrant, Grants};
+use crate::plugin::loaded::{Limits, Source};
+use crate::plugin::runtime::RuntimeSettings;
+use crate::plugin::{builtin, PluginSpec};
+
+/// aiosmtpd's default message size limit (`DATA_SIZE_DEFAULT`, 32 MiB).
+pub const DEFAULT_SIZE: u64 = 1 << 25;
+/// aiosmtpd's default idle timeout.
+pub const DEFAULT_TIMEOUT_SECS: f64 = 300.0;
+/// aiosmtpd's default address.
+pub const DEFAULT_ADDRESS: &str = "localhost:8025";
+
+/// A config problem: where and what.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The file, or `None` for the command line.
+    pub file: Option<PathBuf>,
+    /// The key, as a TOML path: `listener[0].size`. Empty for the whole file.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.file {
+            Some(file) => write!(f, "{}", file.display())?,
+            None => write!(f, "command line")?,
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+// ---- the file as written -------------------------------------------------
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    /// `[server]`: settings of the whole process.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// `[[listener]]`: one table per address to serve.
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<ListenerSection>,
+    /// `[plugin.NAME]`: plugins, by the name listeners use.
+    #[serde(default, rename = "plugin")]
+    pub plugins: BTreeMap<String, PluginSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// `hostname = "mx.example.com"`: the name in greetings; default: this
+    /// machine's host name.
+    pub hostname: Option<String>,
+    /// `max_plugin_instances = 1000`: plugin instances alive at once, across
+    /// all sessions (one per session that reached a plugin hook).
+    pub max_plugin_instances: Option<u32>,
+    /// `compile_cache = true`: keep compiled plugins on disk so a restart
+    /// does not compile them again.
+    pub compile_cache: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSection {
+    /// `name = "inbound"`: in logs and in `session.listener`; default
+    /// `listener-N`.
+    pub name: Option<String>,
+    /// `address = "0.0.0.0:25"`: `HOST:PORT` to listen on.
+    pub address: String,
+    /// `plugin = "inbox"`: a `[plugin.NAME]` table, or a built-in plugin name.
+    pub plugin: String,
+    /// `hostname = "mx2.example.com"`: overrides `[server] hostname`.
+    pub hostname: Option<String>,
+    /// `size = 33554432`: the largest message in bytes; 0 for no limit.
+    pub size: Option<u64>,
+    /// `smtputf8 = true`: accept UTF-8 addresses (RFC 6531).
+    pub smtputf8: Option<bool>,
+    /// `timeout = 300`: seconds of client silence before the connection closes.
+    pub timeout: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSection {
+    /// `component = "mailbox"` or `component = "plugins/policy.wasm"`
+    /// (relative to the config file).
+    pub component: String,
+    /// `args = ["/var/mail/inbox"]`: the plugin's arguments (aiosmtpd's `from_cli`).
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// `memory_limit_mib = 64`: the most linear memory one instance may use.
+    pub memory_limit_mib: Option<u32>,
+    /// `hook_timeout = 30`: seconds one hook call may run.
+    pub hook_timeout: Option<f64>,
+    /// `[plugin.NAME.grants]`: what the plugin may touch beyond its own memory.
+    #[serde(default)]
+    pub grants: GrantsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsSection {
+    /// `stdout = true`: the plugin's stdout goes to the server's.
+    #[serde(default)]
+    pub stdout: bool,
+    /// `stderr = true`: likewise for stderr.
+    #[serde(default)]
+    pub stderr: bool,
+    /// `env = { TZ = "UTC" }`: environment variables the plugin sees.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// `dirs = [{ path = "/var/mail", writable = true }]`.
+    #[serde(default)]
+    pub dirs: Vec<DirSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirSection {
+    /// The directory on the host (relative to the config file).
+    pub path: PathBuf,
+    /// Where the plugin sees it; default: the same absolute path.
+    pub guest: Option<String>,
+    /// Whether the plugin may create, change and delete files in it.
+    #[serde(default)]
+    pub writable: bool,
+}
+
+// ---- the config as the server uses it -------------------------------------
+
+/// A checked config.
+#[derive(Debug)]
+pub struct Config {
+    pub file: Option<PathBuf>,
+    pub runtime: RuntimeSettings,
+    pub listeners: Vec<ListenerConfig>,
+}
+
+#[derive(Debug)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub address: String,
+    pub hostname: String,
+    pub size: Option<usize>,
+    pub smtputf8: bool,
+    pub timeout: Duration,
+    pub plugin: PluginSpec,
+}
+
+impl Config {
+    /// Read and check a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: Some(path.to_owned()),
+            key: String::new(),
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Config::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let err = |key: String, message: String| ConfigError { file: Some(path.to_owned()), key, message };
+        let deserializer = toml::Deserializer::parse(text).map_err(|e| err(String::new(), one_line(&e.to_string())))?;
+        let file: File = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." { String::new() } else { key };
+            err(key, one_line(&e.inner().to_string()))
+        })?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        file.check(base).map_err(|(key, message)| err(key, message)).map(|mut config| {
+            config.file = Some(path.to_owned());
+            config
+        })
+    }
+}
+
+/// toml's messages quote the offending line over several lines; keep the
+/// first line and the line/column.
+fn one_line(message: &str) -> String {
+    let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c.is_ascii_digit() || c == ' ' || c == '|' || c == '^'));
+    let first = lines.next().unwrap_or("invalid TOML").to_owned();
+    let rest: Vec<&str> = lines.collect();
+    if rest.is_empty() { first } else { format!("{first}: {}", rest.join("; ")) }
+}
+
+type CheckResult<T> = Result<T, (String, String)>;
+
+impl File {
+    /// Check what serde can't and resolve names and paths. `base` is the
+    /// directory relative paths are taken from.
+    pub fn check(self, base: &Path) -> CheckResult<Config> {
+        let hostname = match self.server.hostname {
+            Some(h) => check_hostname(&h).map_err(|m| ("server.hostname".to_owned(), m))?,
+            None => system_hostname(),
+        };
+        let runtime = RuntimeSettings {
+            max_instances: match self.server.max_plugin_instances {
+                Some(0) => return Err(("server.max_plugin_instances".into(), "must be at least 1".into())),
+                Some(n) => n,
+                None => RuntimeSettings::default().max_instances,
+            },
+            compile_cache: self.server.compile_cache.unwrap_or(true),
+        };
+        if self.listeners.is_empty() {
+            return Err((String::new(), "no [[listener]] is defined; add one with an `address` and a `plugin`".into()));
+        }
+        let mut plugins = BTreeMap::new();
+        for (name, section) in &self.plugins {
+            let key = format!("plugin.{name}");
+            plugins.insert(name.clone(), section.spec(name, base).map_err(|(k, m)| (format!("{key}{k}"), m))?);
+        }
+        let mut listeners = Vec::new();
+        for (i, l) in self.listeners.into_iter().enumerate() {
+            let key = |field: &str| format!("listener[{i}].{field}");
+            let name = l.name.unwrap_or_else(|| format!("listener-{}", i + 1));
+            if listeners.iter().any(|other: &ListenerConfig| other.name == name) {
+                return Err((key("name"), format!("another listener is already named `{name}`")));
+            }
+            check_address(&l.address).map_err(|m| (key("address"), m))?;
+            let plugin = match plugins.get(&l.plugin) {
+                Some(spec) => PluginSpec::clone(spec),
+                None if builtin::find(&l.plugin).is_some() => builtin_spec(&l.plugin, Vec::new(), base).map_err(|m| (key("plugin"), m))?,
+                None => {
+                    let known: Vec<&str> = plugins.keys().map(String::as_str).chain(builtin::BUILTINS.iter().map(|b| b.name)).collect();
+                    return Err((key("plugin"), format!("no plugin is named `{}` (known: {})", l.plugin, known.join(", "))));
+                }
+            };
+            let hostname = match l.hostname {
+                Some(h) => check_hostname(&h).map_err(|m| (key("hostname"), m))?,
+                None => hostname.clone(),
+            };
+            let timeout = check_seconds(l.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS)).map_err(|m| (key("timeout"), m))?;
+            listeners.push(ListenerConfig {
+                name,
+                address: l.address,
+                hostname,
+                size: size_limit(l.size.unwrap_or(DEFAULT_SIZE)),
+                smtputf8: l.smtputf8.unwrap_or(false),
+                timeout,
+                plugin,
+            });
+        }
+        Ok(Config { file: None, runtime, listeners })
+    }
+}
+
+impl PluginSection {
+    fn spec(&self, name: &str, base: &Path) -> CheckResult<PluginSpec> {
+        let mut spec = if builtin::find(&self.component).is_some() && !self.component.contains('/') {
+            builtin_spec(&self.component, self.args.clone(), base).map_err(|m| (".args".to_owned(), m))?
+        } else {
+            let path = base.join(&self.component);
+            if !path.is_file() {
+                let builtins: Vec<&str> = builtin::BUILTINS.iter().map(|b| b.name).collect();
+                return Err((".component".into(), format!(
+                    "`{}` is neither a built-in plugin ({}) nor a file ({} does not exist)",
+                    self.component, builtins.join(", "), path.display()
+                )));
+            }
+            PluginSpec { name: String::new(), source: Source::File(path), args: self.args.clone(), grants: Grants::default(), limits: Limits::default() }
+        };
+        spec.name = name.to_owned();
+        if let Some(mib) = self.memory_limit_mib {
+            if mib == 0 {
+                return Err((".memory_limit_mib".into(), "must be at least 1".into()));
+            }
+            spec.limits.memory = (mib as usize) << 20;
+        }
+        if let Some(secs) = self.hook_timeout {
+            spec.limits.hook_timeout = check_seconds(secs).map_err(|m| (".hook_timeout".to_owned(), m))?;
+        }
+        let g = &self.grants;
+        spec.grants.stdout |= g.stdout;
+        spec.grants.stderr |= g.stderr;
+        spec.grants.env.extend(g.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for (i, dir) in g.dirs.iter().enumerate() {
+            let host = absolute(&base.join(&dir.path));
+            if !host.is_dir() {
+                return Err((format!(".grants.dirs[{i}].path"), format!("{} is not a directory", host.display())));
+            }
+            let guest = dir.guest.clone().unwrap_or_else(|| host.to_string_lossy().into_owned());
+            spec.grants.dirs.push(DirGrant { host, guest, writable: dir.writable });
+        }
+        Ok(spec)
+    }
+}
+
+/// A built-in plugin with the grants it needs to do its job: Debugging its
+/// output streams, Mailbox its Maildir (created if missing, and passed to it
+/// as an absolute path, which is also where the plugin sees it).
+pub fn builtin_spec(name: &str, mut args: Vec<String>, base: &Path) -> Result<PluginSpec, String> {
+    let b = builtin::find(name).expect("caller checked the name");
+    let mut grants = Grants::default();
+    match b.name {
+        "debugging" => {
+            grants.stdout = true;
+            grants.stderr = true;
+        }
+        "mailbox" if args.len() == 1 => {
+            let dir = absolute(&base.join(&args[0]));
+            std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create the Maildir {}: {e}", dir.display()))?;
+            let dir_text = dir.to_string_lossy().into_owned();
+            grants.dirs.push(DirGrant { host: dir, guest: dir_text.clone(), writable: true });
+            args[0] = dir_text;
+        }
+        _ => {}
+    }
+    Ok(PluginSpec { name: b.name.to_owned(), source: Source::Builtin(b), args, grants, limits: Limits::default() })
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// `HOST:PORT`, `[v6]:PORT`; the host is resolved when the server binds.
+pub fn check_address(address: &str) -> Result<(), String> {
+    let (host, port) = address.rsplit_once(':').ok_or_else(|| format!("`{address}` is not HOST:PORT"))?;
+    if host.is_empty() {
+        return Err(format!("`{address}` has no host; use 0.0.0.0 or [::] for every address"));
+    }
+    port.parse::<u16>().map_err(|_| format!("`{port}` in `{address}` is not a port number (0-65535)"))?;
+    Ok(())
+}
+
+fn check_hostname(name: &str) -> Result<String, String> {
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{name:?} is not a host name"));
+    }
+    Ok(name.to_owned())
+}
+
+fn check_seconds(secs: f64) -> Result<Duration, String> {
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!("{secs} is not a positive number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// aiosmtpd treats a size limit of 0 as no limit.
+pub fn size_limit(size: u64) -> Option<usize> {
+    (size > 0).then(|| usize::try_from(size).unwrap_or(usize::MAX))
+}
+
+/// This machine's host name (aiosmtpd uses the FQDN; the kernel's name is
+/// what we have without DNS).
+pub fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(toml: &str) -> String {
+        Config::parse(toml, Path::new("/etc/wasmtp.toml")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_file_key_and_problem() {
+        assert_eq!(
+            error("[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"sink\"\nsise = 10\n"),
+            "/etc/wasmtp.toml: listener[0].sise: unknown field `sise`, expected one of `name`, `address`, `plugin`, `hostname`, `size`, `smtputf8`, `timeout`"
+        );
+        assert_eq!(
+            error("[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"sink\"\nsize = \"big\"\n"),
+            "/etc/wasmtp.toml: listener[0].size: invalid type: string \"big\", expected u64"
+        );
+        assert_eq!(
+            error("[[listener]]\naddress = \"127.0.0.1\"\nplugin = \"sink\"\n"),
+            "/etc/wasmtp.toml: listener[0].address: `127.0.0.1` is not HOST:PORT"
+        );
+        assert_eq!(
+            error("[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"nope\"\n"),
+            "/etc/wasmtp.toml: listener[0].plugin: no plugin is named `nope` (known: sink, debugging, mailbox)"
+        );
+        assert_eq!(error(""), "/etc/wasmtp.toml: no [[listener]] is defined; add one with an `address` and a `plugin`");
+        assert!(error("[[listener]\n").starts_with("/etc/wasmtp.toml: TOML parse error at line 1"));
+        assert_eq!(
+            error("[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"p\"\n[plugin.p]\ncomponent = \"missing.wasm\"\n"),
+            "/etc/wasmtp.toml: plugin.p.component: `missing.wasm` is neither a built-in plugin (sink, debugging, mailbox) nor a file (/etc/missing.wasm does not exist)"
+        );
+    }
+
+    #[test]
+    fn defaults_follow_aiosmtpd() {
+        let c = Config::parse("[[listener]]\naddress = \"127.0.0.1:2525\"\nplugin = \"sink\"\n", Path::new("x.toml")).unwrap();
+        let l = &c.listeners[0];
+        assert_eq!(l.name, "listener-1");
+        assert_eq!(l.size, Some(1 << 25));
+        assert!(!l.smtputf8);
+        assert_eq!(l.timeout, Duration::from_secs(300));
+    }
+}

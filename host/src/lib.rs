@@ -1,0 +1,19 @@
+//! wasmtp: an SMTP server whose every policy and delivery decision is made
+//! by WebAssembly component plugins implementing aiosmtpd's handler hooks.
+//!
+//! # Layout
+//!
+//! - [`server`]: binds listeners, accepts connections, shuts down gracefully.
+//! - [`smtp`]: the protocol — command parsing, replies, the DATA decoder,
+//!   and the session state machine that calls the hooks.
+//! - [`plugin`]: the WebAssembly side — engine, loading and checking
+//!   components, one instance per session, the host imports and sandbox.
+//! - [`config`]: the TOML config and its checks; [`cli`]: the command line.
+//!
+//! The plugin contract is the WIT package in `wit/smtp.wit`.
+
+pub mod cli;
+pub mod config;
+pub mod plugin;
+pub mod server;
+pub mod smtp;

@@ -1,0 +1,71 @@
+//! The `wasmtp` binary: parse the command line, load the config and
+//! plugins, serve until SIGINT or SIGTERM.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use wasmtp::cli::Cli;
+use wasmtp::plugin::PluginError;
+use wasmtp::server::{self, StartError};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.debug);
+
+    // Usage errors exit with 2, as argparse's do (aiosmtpd's CLI).
+    let config = match cli.config() {
+        Ok(config) => config,
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(1, &format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(async {
+        let listeners = match server::start(config).await {
+            Ok(listeners) => listeners,
+            Err(e @ StartError::Plugin(PluginError::ArgsRefused { .. })) => return fail(2, &e.to_string()),
+            Err(e) => return fail(1, &e.to_string()),
+        };
+        server::run(listeners, shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("wasmtp: error: {message}");
+    ExitCode::from(code)
+}
+
+/// Logs go to stderr (stdout belongs to plugins granted it, like Debugging).
+/// `RUST_LOG` overrides the level chosen by `-d`.
+fn init_logging(debug: u8) {
+    let level = match debug {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("warn,wasmtp={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,38 @@
+//! The reference plugins, compiled from `plugins/` by the build script and
+//! embedded, so `-c sink`, `-c debugging` and `-c mailbox` need no files.
+
+/// A built-in plugin: its name and component bytes.
+pub struct Builtin {
+    pub name: &'static str,
+    pub wasm: &'static [u8],
+    /// What the plugin is for, for `--help` and errors.
+    pub summary: &'static str,
+}
+
+impl std::fmt::Debug for Builtin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builtin").field("name", &self.name).field("bytes", &self.wasm.len()).finish()
+    }
+}
+
+pub const BUILTINS: &[Builtin] = &[
+    Builtin {
+        name: "sink",
+        wasm: include_bytes!(concat!(env!("WASMTP_PLUGIN_DIR"), "/sink.wasm")),
+        summary: "accepts every message and discards it; no arguments",
+    },
+    Builtin {
+        name: "debugging",
+        wasm: include_bytes!(concat!(env!("WASMTP_PLUGIN_DIR"), "/debugging.wasm")),
+        summary: "prints every message; argument: stdout (default) or stderr",
+    },
+    Builtin {
+        name: "mailbox",
+        wasm: include_bytes!(concat!(env!("WASMTP_PLUGIN_DIR"), "/mailbox.wasm")),
+        summary: "delivers every message into a Maildir; argument: the Maildir path",
+    },
+];
+
+pub fn find(name: &str) -> Option<&'static Builtin> {
+    BUILTINS.iter().find(|b| b.name.eq_ignore_ascii_case(name))
+}

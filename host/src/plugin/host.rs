@@ -1,0 +1,137 @@
+//! What the host gives a plugin instance: the store's data, the host imports
+//! (`content`, `log`), and the WASI sandbox built from the plugin's grants.
+//!
+//! A plugin starts with nothing (DESIGN.md, decision 7): no files, no
+//! network, no environment, stdout and stderr discarded. The config grants
+//! directories, stdio and environment variables, per plugin.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::wasmtp::smtp::{content, log, types};
+
+/// The most a single `content.read` returns, so a plugin can't make the host
+/// allocate a huge buffer with one call.
+pub const MAX_READ: u32 = 1 << 20;
+/// Longer plugin log lines are cut.
+const MAX_LOG_LINE: usize = 4096;
+
+/// A directory a plugin may open.
+#[derive(Clone, Debug)]
+pub struct DirGrant {
+    pub host: PathBuf,
+    /// The path the plugin sees; the host path when not set.
+    pub guest: String,
+    pub writable: bool,
+}
+
+/// Everything a plugin is allowed beyond computing.
+#[derive(Clone, Debug, Default)]
+pub struct Grants {
+    pub dirs: Vec<DirGrant>,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub env: Vec<(String, String)>,
+}
+
+impl Grants {
+    pub fn wasi_ctx(&self) -> wasmtime::Result<WasiCtx> {
+        let mut b = WasiCtxBuilder::new();
+        if self.stdout {
+            b.inherit_stdout();
+        }
+        if self.stderr {
+            b.inherit_stderr();
+        }
+        for (k, v) in &self.env {
+            b.env(k, v);
+        }
+        for dir in &self.dirs {
+            let perms = if dir.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+            b.preopened_dir(&dir.host, &dir.guest, perms)?;
+        }
+        b.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        Ok(b.build())
+    }
+}
+
+/// Caps an instance's memory and remembers that it hit the cap, so a trap
+/// that follows (an allocator giving up) is reported as out-of-memory.
+pub struct MemoryCap {
+    pub limit: usize,
+    pub hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}
+
+/// The data of one plugin instance's store.
+pub struct HostState {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub memory: MemoryCap,
+    /// The message during the `data` hook; `None` otherwise.
+    pub content: Option<Arc<Vec<u8>>>,
+    /// When the running hook must be stopped.
+    pub deadline: Instant,
+    pub plugin: Arc<str>,
+    pub session_id: u64,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// `types` has no functions; the bindings still ask for its host trait.
+impl types::Host for HostState {}
+
+impl content::Host for HostState {
+    fn size(&mut self) -> u64 {
+        self.content.as_ref().map_or(0, |c| c.len() as u64)
+    }
+
+    fn read(&mut self, offset: u64, len: u32) -> Vec<u8> {
+        let Some(content) = &self.content else { return Vec::new() };
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(content.len());
+        let end = start.saturating_add(len.min(MAX_READ) as usize).min(content.len());
+        content[start..end].to_vec()
+    }
+}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String) {
+        let mut message: String = message.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        let (plugin, session) = (&*self.plugin, self.session_id);
+        match level {
+            log::Level::Trace => tracing::trace!(target: "wasmtp::plugin", plugin, session, "{message}"),
+            log::Level::Debug => tracing::debug!(target: "wasmtp::plugin", plugin, session, "{message}"),
+            log::Level::Info => tracing::info!(target: "wasmtp::plugin", plugin, session, "{message}"),
+            log::Level::Warn => tracing::warn!(target: "wasmtp::plugin", plugin, session, "{message}"),
+            log::Level::Error => tracing::error!(target: "wasmtp::plugin", plugin, session, "{message}"),
+        }
+    }
+}

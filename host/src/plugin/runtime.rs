@@ -1,0 +1,98 @@
+//! The engine and linker every plugin shares.
+//!
+//! Settings chosen from measurements (DESIGN.md, decision 11): the pooling
+//! allocator with copy-on-write memory images makes the per-session instance
+//! cheap; component-model async (`concurrency_support`) is left off because it
+//! made plain calls several times slower; epoch interruption lets a hook that
+//! runs long yield to tokio every tick and be stopped at its deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::bindings::AllHooks;
+use super::host::HostState;
+use super::loaded::PluginError;
+
+/// How often the engine's epoch advances: the granularity of hook deadlines
+/// and how long a busy plugin runs before it yields its tokio worker.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Settings of the engine, from the `[server]` section of the config.
+#[derive(Clone, Debug)]
+pub struct RuntimeSettings {
+    /// The most plugin instances alive at once (pooling allocator slots).
+    pub max_instances: u32,
+    /// Keep compiled plugins in wasmtime's on-disk cache.
+    pub compile_cache: bool,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        RuntimeSettings { max_instances: 1000, compile_cache: true }
+    }
+}
+
+pub struct Runtime {
+    pub engine: Engine,
+    pub linker: Linker<HostState>,
+}
+
+impl Runtime {
+    pub fn new(settings: &RuntimeSettings) -> Result<Arc<Runtime>, PluginError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.memory_init_cow(true);
+
+        let slots = settings.max_instances.max(1);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(slots)
+            .total_core_instances(slots.saturating_mul(4))
+            .total_memories(slots.saturating_mul(2))
+            .total_tables(slots.saturating_mul(4))
+            .total_stacks(slots)
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(4)
+            .max_tables_per_component(32)
+            .max_component_instance_size(4 << 20)
+            .max_core_instance_size(4 << 20)
+            // Return most of a finished instance's memory to the kernel, but
+            // keep a little resident so the next session starts warm.
+            .linear_memory_keep_resident(64 << 10)
+            .table_keep_resident(16 << 10)
+            .pagemap_scan(wasmtime::Enabled::Auto);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+
+        if settings.compile_cache {
+            match wasmtime::Cache::new(wasmtime::CacheConfig::new()) {
+                Ok(cache) => {
+                    config.cache(Some(cache));
+                }
+                Err(e) => tracing::warn!("compiled-plugin cache disabled: {e:#}"),
+            }
+        }
+
+        let engine = Engine::new(&config).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        AllHooks::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)
+            .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("wasmtp-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| PluginError::Engine(format!("cannot start the epoch thread: {e}")))?;
+
+        Ok(Arc::new(Runtime { engine, linker }))
+    }
+}
