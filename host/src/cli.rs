@@ -72,7 +72,7 @@ impl Cli {
         if let Some(path) = &self.config {
             return Config::load(path);
         }
-        let err = |key: &str, message: String| ConfigError { file: None, key: key.to_owned(), message };
+        let err = |key: &str, message: String| ConfigError { file: None, position: None, key: key.to_owned(), message };
         let address = listen_address(self.listen.as_deref()).map_err(|m| err("--listen", m))?;
         let plugin = match builtin::find(&self.plugin) {
             Some(b) if !self.plugin.contains('/') => {

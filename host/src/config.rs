@@ -41,6 +41,8 @@ pub const DEFAULT_ADDRESS: &str = "localhost:8025";
 pub struct ConfigError {
     /// The file, or `None` for the command line.
     pub file: Option<PathBuf>,
+    /// Line and column in the file, when known.
+    pub position: Option<(usize, usize)>,
     /// The key, as a TOML path: `listener[0].size`. Empty for the whole file.
     pub key: String,
     pub message: String,
@@ -51,6 +53,9 @@ impl fmt::Display for ConfigError {
         match &self.file {
             Some(file) => write!(f, "{}", file.display())?,
             None => write!(f, "command line")?,
+        }
+        if let Some((line, column)) = self.position {
+            write!(f, ":{line}:{column}")?;
         }
         if !self.key.is_empty() {
             write!(f, ": {}", self.key)?;
@@ -183,6 +188,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: Some(path.to_owned()),
+            position: None,
             key: String::new(),
             message: format!("cannot read the file: {e}"),
         })?;
@@ -190,12 +196,18 @@ impl Config {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let err = |key: String, message: String| ConfigError { file: Some(path.to_owned()), key, message };
-        let deserializer = toml::Deserializer::parse(text).map_err(|e| err(String::new(), one_line(&e.to_string())))?;
+        let err = |key: String, message: String| ConfigError { file: Some(path.to_owned()), position: None, key, message };
+        let located = |key: String, e: &toml::de::Error| ConfigError {
+            file: Some(path.to_owned()),
+            position: e.span().map(|span| line_column(text, span.start)),
+            key,
+            message: e.message().trim().to_owned(),
+        };
+        let deserializer = toml::Deserializer::parse(text).map_err(|e| located(String::new(), &e))?;
         let file: File = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let key = e.path().to_string();
             let key = if key == "." { String::new() } else { key };
-            err(key, one_line(&e.inner().to_string()))
+            located(key, e.inner())
         })?;
         let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         file.check(base).map_err(|(key, message)| err(key, message)).map(|mut config| {
@@ -205,13 +217,12 @@ impl Config {
     }
 }
 
-/// toml's messages quote the offending line over several lines; keep the
-/// first line and the line/column.
-fn one_line(message: &str) -> String {
-    let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c.is_ascii_digit() || c == ' ' || c == '|' || c == '^'));
-    let first = lines.next().unwrap_or("invalid TOML").to_owned();
-    let rest: Vec<&str> = lines.collect();
-    if rest.is_empty() { first } else { format!("{first}: {}", rest.join("; ")) }
+/// 1-based line and column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    (line, column)
 }
 
 type CheckResult<T> = Result<T, (String, String)>;
@@ -394,11 +405,11 @@ mod tests {
     fn errors_name_file_key_and_problem() {
         assert_eq!(
             error("[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"sink\"\nsise = 10\n"),
-            "/etc/wasmtp.toml: listener[0].sise: unknown field `sise`, expected one of `name`, `address`, `plugin`, `hostname`, `size`, `smtputf8`, `timeout`"
+            "/etc/wasmtp.toml:4:1: listener[0].sise: unknown field `sise`, expected one of `name`, `address`, `plugin`, `hostname`, `size`, `smtputf8`, `timeout`"
         );
         assert_eq!(
             error("[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"sink\"\nsize = \"big\"\n"),
-            "/etc/wasmtp.toml: listener[0].size: invalid type: string \"big\", expected u64"
+            "/etc/wasmtp.toml:4:8: listener[0].size: invalid type: string \"big\", expected u64"
         );
         assert_eq!(
             error("[[listener]]\naddress = \"127.0.0.1\"\nplugin = \"sink\"\n"),
@@ -409,7 +420,7 @@ mod tests {
             "/etc/wasmtp.toml: listener[0].plugin: no plugin is named `nope` (known: sink, debugging, mailbox)"
         );
         assert_eq!(error(""), "/etc/wasmtp.toml: no [[listener]] is defined; add one with an `address` and a `plugin`");
-        assert!(error("[[listener]\n").starts_with("/etc/wasmtp.toml: TOML parse error at line 1"));
+        assert_eq!(error("[[listener]\n"), "/etc/wasmtp.toml:1:12: unclosed array table, expected `]`");
         assert_eq!(
             error("[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"p\"\n[plugin.p]\ncomponent = \"missing.wasm\"\n"),
             "/etc/wasmtp.toml: plugin.p.component: `missing.wasm` is neither a built-in plugin (sink, debugging, mailbox) nor a file (/etc/missing.wasm does not exist)"

@@ -70,14 +70,24 @@ impl setup::Guest for Mailbox {
 
 impl data::Guest for Mailbox {
     fn handle_data(session: Session, envelope: Envelope) -> Option<Reply> {
-        let maildir = MAILDIR.lock().unwrap().clone()?;
+        // The host calls `init` first; were it not to, refusing beats
+        // accepting a message and storing it nowhere.
+        let Some(maildir) = MAILDIR.lock().unwrap().clone() else {
+            return Some(not_delivered("no Maildir was configured"));
+        };
         let error = deliver(&maildir, &session, &envelope).err()?;
         log(Level::Error, &format!("cannot deliver to the Maildir {}: {error}", maildir.display()));
-        Some(Reply {
-            code: 451,
-            enhanced: Some("4.3.0".into()),
-            lines: vec![format!("Error: cannot deliver to mailbox: {error}")],
-        })
+        Some(not_delivered(&error.to_string()))
+    }
+}
+
+/// The reply when a message could not be stored: temporary, so the client
+/// tries again later (aiosmtpd would answer 500 with the Python exception).
+fn not_delivered(reason: &str) -> Reply {
+    Reply {
+        code: 451,
+        enhanced: Some("4.3.0".into()),
+        lines: vec![format!("Error: cannot deliver to mailbox: {reason}")],
     }
 }
 
