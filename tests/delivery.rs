@@ -54,7 +54,7 @@ fn content_reaches_the_plugin_byte_for_byte() {
     // Leading dots, a lone dot, bare LF and bare CR inside lines, 8-bit
     // bytes, and a line of exactly 1001 octets: all content, all kept.
     let mut content = b"Subject: bytes\r\n\r\n.leading dot\r\n.\r\n..two\r\nbare\nLF and bare\rCR\r\n\xff\xfe 8-bit\r\n".to_vec();
-    content.extend_from_slice(&[b'x'; 1001]);
+    content.extend_from_slice(&[b'x'; 999]);
     content.extend_from_slice(b"\r\n");
     let reply = deliver(&mut c, &content);
     assert!(reply.contains(&format!("data {} bytes fnv1a={}", content.len(), fnv1a(&content))), "{reply}");
