@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
+/// The reference plugins embedded in the binary (plugin/builtin.rs).
+const BUILTINS: [&str; 3] = ["sink", "debugging", "mailbox"];
 
 fn main() {
     let host_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
@@ -34,6 +36,11 @@ fn main() {
         .arg(root.join("plugins/Cargo.toml"))
         .arg("--target-dir")
         .arg(&target_dir);
+    // Only the components the host embeds and the tests load; the SDK and
+    // examples are built as their dependents need them.
+    for package in BUILTINS.iter().map(|b| b.to_string()).chain(test_plugins(&root.join("tests/plugins"))) {
+        cmd.args(["-p", &package]);
+    }
     // The outer build's flags and target settings are for the host, not for wasm.
     for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET",
         "CARGO_TARGET_DIR", "RUSTC_WORKSPACE_WRAPPER", "CARGO_BUILD_RUSTFLAGS"]
@@ -46,11 +53,26 @@ fn main() {
     }
 
     let wasm_dir = target_dir.join(TARGET).join("release");
-    for builtin in ["sink", "debugging", "mailbox"] {
+    for builtin in BUILTINS {
         let file = wasm_dir.join(format!("{builtin}.wasm"));
         assert!(file.exists(), "the wasm build did not produce {}", file.display());
     }
     println!("cargo::rustc-env=WASMTP_PLUGIN_DIR={}", wasm_dir.display());
+}
+
+/// The package names of the test plugins: each directory of `tests/plugins`
+/// with a Cargo.toml.
+fn test_plugins(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("Cargo.toml")).ok())
+        .filter_map(|manifest| {
+            let line = manifest.lines().find(|l| l.trim_start().starts_with("name"))?;
+            Some(line.split('"').nth(1)?.to_owned())
+        })
+        .collect();
+    names.sort();
+    names
 }
 
 /// The plugins need the wasm32-wasip2 standard library. Install it through

@@ -9,7 +9,7 @@ use clap::{ArgAction, Parser};
 
 use crate::config::{self, Config, ConfigError, ListenerConfig, DEFAULT_SIZE};
 use crate::plugin::host::Grants;
-use crate::plugin::loaded::{Limits, Source};
+use crate::plugin::loaded::{FailurePolicy, Limits, Source};
 use crate::plugin::runtime::RuntimeSettings;
 use crate::plugin::{builtin, PluginSpec};
 
@@ -88,7 +88,14 @@ impl Cli {
                     )));
                 }
                 let name = path.file_stem().map_or_else(|| self.plugin.clone(), |s| s.to_string_lossy().into_owned());
-                PluginSpec { name, source: Source::File(path), args: self.args.clone(), grants: Grants::default(), limits: Limits::default() }
+                PluginSpec {
+                    name,
+                    source: Source::File(path),
+                    args: self.args.clone(),
+                    grants: Grants::default(),
+                    limits: Limits::default(),
+                    on_failure: FailurePolicy::default(),
+                }
             }
         };
         let hostname = match &self.hostname {
@@ -111,7 +118,7 @@ impl Cli {
                 size: config::size_limit(self.size.unwrap_or(DEFAULT_SIZE)),
                 smtputf8: self.smtputf8,
                 timeout,
-                plugin,
+                plugins: vec![plugin],
             }],
         })
     }

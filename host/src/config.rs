@@ -25,7 +25,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::plugin::host::{DirGrant, Grants};
-use crate::plugin::loaded::{Limits, Source};
+use crate::plugin::loaded::{FailurePolicy, Limits, Source};
 use crate::plugin::runtime::RuntimeSettings;
 use crate::plugin::{builtin, PluginSpec};
 
@@ -104,7 +104,11 @@ pub struct ListenerSection {
     /// `address = "0.0.0.0:25"`: `HOST:PORT` to listen on.
     pub address: String,
     /// `plugin = "inbox"`: a `[plugin.NAME]` table, or a built-in plugin name.
-    pub plugin: String,
+    /// Short for a chain of one: `plugins = ["inbox"]`.
+    pub plugin: Option<String>,
+    /// `plugins = ["policy", "inbox"]`: the chain, in order. Each hook goes
+    /// to each plugin that exports it until one decides.
+    pub plugins: Option<Vec<String>>,
     /// `hostname = "mx2.example.com"`: overrides `[server] hostname`.
     pub hostname: Option<String>,
     /// `size = 33554432`: the largest message in bytes; 0 for no limit.
@@ -128,6 +132,11 @@ pub struct PluginSection {
     pub memory_limit_mib: Option<u32>,
     /// `hook_timeout = 30`: seconds one hook call may run.
     pub hook_timeout: Option<f64>,
+    /// `on_failure = "tempfail"`: what a trap, timeout, out-of-memory or
+    /// invalid reply costs the session: `tempfail` (451), `reject` (554),
+    /// `skip` (as if the plugin had no opinion) or `disconnect` (421).
+    #[serde(default)]
+    pub on_failure: FailurePolicy,
     /// `[plugin.NAME.grants]`: what the plugin may touch beyond its own memory.
     #[serde(default)]
     pub grants: GrantsSection,
@@ -148,6 +157,10 @@ pub struct GrantsSection {
     /// `dirs = [{ path = "/var/mail", writable = true }]`.
     #[serde(default)]
     pub dirs: Vec<DirSection>,
+    /// `network = ["relay.example.com:25"]`: outbound TCP connections the
+    /// plugin may open, by host:port (host names are resolved at load).
+    #[serde(default)]
+    pub network: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,7 +193,8 @@ pub struct ListenerConfig {
     pub size: Option<usize>,
     pub smtputf8: bool,
     pub timeout: Duration,
-    pub plugin: PluginSpec,
+    /// The chain, in order; never empty.
+    pub plugins: Vec<PluginSpec>,
 }
 
 impl Config {
@@ -259,14 +273,25 @@ impl File {
                 return Err((key("name"), format!("another listener is already named `{name}`")));
             }
             check_address(&l.address).map_err(|m| (key("address"), m))?;
-            let plugin = match plugins.get(&l.plugin) {
-                Some(spec) => PluginSpec::clone(spec),
-                None if builtin::find(&l.plugin).is_some() => builtin_spec(&l.plugin, Vec::new(), base).map_err(|m| (key("plugin"), m))?,
-                None => {
-                    let known: Vec<&str> = plugins.keys().map(String::as_str).chain(builtin::BUILTINS.iter().map(|b| b.name)).collect();
-                    return Err((key("plugin"), format!("no plugin is named `{}` (known: {})", l.plugin, known.join(", "))));
-                }
+            let (chain_key, names) = match (l.plugin, l.plugins) {
+                (Some(one), None) => (key("plugin"), vec![one]),
+                (None, Some(list)) if !list.is_empty() => (key("plugins"), list),
+                (None, Some(_)) => return Err((key("plugins"), "the chain is empty; name at least one plugin".into())),
+                (Some(_), Some(_)) => return Err((key("plugins"), "give either `plugin` or `plugins`, not both".into())),
+                (None, None) => return Err((key("plugin"), "missing: which plugin serves this listener (`plugin = \"NAME\"`)".into())),
             };
+            let mut chain = Vec::new();
+            for name in names {
+                let spec = match plugins.get(&name) {
+                    Some(spec) => PluginSpec::clone(spec),
+                    None if builtin::find(&name).is_some() => builtin_spec(&name, Vec::new(), base).map_err(|m| (chain_key.clone(), m))?,
+                    None => {
+                        let known: Vec<&str> = plugins.keys().map(String::as_str).chain(builtin::BUILTINS.iter().map(|b| b.name)).collect();
+                        return Err((chain_key, format!("no plugin is named `{name}` (known: {})", known.join(", "))));
+                    }
+                };
+                chain.push(spec);
+            }
             let hostname = match l.hostname {
                 Some(h) => check_hostname(&h).map_err(|m| (key("hostname"), m))?,
                 None => hostname.clone(),
@@ -279,7 +304,7 @@ impl File {
                 size: size_limit(l.size.unwrap_or(DEFAULT_SIZE)),
                 smtputf8: l.smtputf8.unwrap_or(false),
                 timeout,
-                plugin,
+                plugins: chain,
             });
         }
         Ok(Config { file: None, runtime, listeners })
@@ -299,9 +324,17 @@ impl PluginSection {
                     self.component, builtins.join(", "), path.display()
                 )));
             }
-            PluginSpec { name: String::new(), source: Source::File(path), args: self.args.clone(), grants: Grants::default(), limits: Limits::default() }
+            PluginSpec {
+                name: String::new(),
+                source: Source::File(path),
+                args: self.args.clone(),
+                grants: Grants::default(),
+                limits: Limits::default(),
+                on_failure: FailurePolicy::default(),
+            }
         };
         spec.name = name.to_owned();
+        spec.on_failure = self.on_failure;
         if let Some(mib) = self.memory_limit_mib {
             if mib == 0 {
                 return Err((".memory_limit_mib".into(), "must be at least 1".into()));
@@ -322,6 +355,10 @@ impl PluginSection {
             }
             let guest = dir.guest.clone().unwrap_or_else(|| host.to_string_lossy().into_owned());
             spec.grants.dirs.push(DirGrant { host, guest, writable: dir.writable });
+        }
+        for (i, target) in g.network.iter().enumerate() {
+            let addrs = resolve(target).map_err(|m| (format!(".grants.network[{i}]"), m))?;
+            spec.grants.network.extend(addrs);
         }
         Ok(spec)
     }
@@ -347,7 +384,25 @@ pub fn builtin_spec(name: &str, mut args: Vec<String>, base: &Path) -> Result<Pl
         }
         _ => {}
     }
-    Ok(PluginSpec { name: b.name.to_owned(), source: Source::Builtin(b), args, grants, limits: Limits::default() })
+    Ok(PluginSpec {
+        name: b.name.to_owned(),
+        source: Source::Builtin(b),
+        args,
+        grants,
+        limits: Limits::default(),
+        on_failure: FailurePolicy::default(),
+    })
+}
+
+/// `host:port` → the socket addresses a network grant allows.
+fn resolve(target: &str) -> Result<Vec<std::net::SocketAddr>, String> {
+    use std::net::ToSocketAddrs;
+    check_address(target)?;
+    let addrs: Vec<_> = target.to_socket_addrs().map_err(|e| format!("cannot resolve `{target}`: {e}"))?.collect();
+    if addrs.is_empty() {
+        return Err(format!("`{target}` resolves to no address"));
+    }
+    Ok(addrs)
 }
 
 fn absolute(path: &Path) -> PathBuf {
@@ -405,7 +460,7 @@ mod tests {
     fn errors_name_file_key_and_problem() {
         assert_eq!(
             error("[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"sink\"\nsise = 10\n"),
-            "/etc/wasmtp.toml:4:1: listener[0].sise: unknown field `sise`, expected one of `name`, `address`, `plugin`, `hostname`, `size`, `smtputf8`, `timeout`"
+            "/etc/wasmtp.toml:4:1: listener[0].sise: unknown field `sise`, expected one of `name`, `address`, `plugin`, `plugins`, `hostname`, `size`, `smtputf8`, `timeout`"
         );
         assert_eq!(
             error("[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"sink\"\nsize = \"big\"\n"),

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::plugin::{Plugin, PluginError, Runtime};
+use crate::plugin::{Chain, Plugin, PluginError, Runtime};
 use crate::smtp::session::{ListenerSettings, Session};
 
 /// The text after the host name in the greeting.
@@ -36,8 +36,22 @@ pub struct Listener {
 pub async fn start(config: Config) -> Result<Vec<Listener>, StartError> {
     let runtime = Runtime::new(&config.runtime)?;
     let mut listeners = Vec::new();
+    // A plugin named in several chains is loaded once.
+    let mut loaded: Vec<Arc<Plugin>> = Vec::new();
     for l in config.listeners {
-        let plugin = Plugin::load(&runtime, l.plugin).await?;
+        let mut plugins = Vec::new();
+        for spec in l.plugins {
+            let plugin = match loaded.iter().find(|p| *p.name == spec.name) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = Plugin::load(&runtime, spec).await?;
+                    loaded.push(p.clone());
+                    p
+                }
+            };
+            plugins.push(plugin);
+        }
+        let plugin = Arc::new(Chain { name: l.name.clone().into(), plugins });
         let socket = TcpListener::bind(&l.address)
             .await
             .map_err(|reason| StartError::Bind { listener: l.name.clone(), address: l.address.clone(), reason })?;
@@ -63,7 +77,7 @@ pub async fn run(listeners: Vec<Listener>, shutdown: impl std::future::Future<Ou
     let mut accepting = JoinSet::new();
     for listener in listeners {
         let addr = listener.socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        tracing::info!(listener = &*listener.settings.name, plugin = &*listener.settings.plugin.name, "listening on {addr}");
+        tracing::info!(listener = &*listener.settings.name, plugins = listener.settings.plugin.names(), "listening on {addr}");
         let stop_rx = stop_rx.clone();
         accepting.spawn(async move {
             let mut sessions = JoinSet::new();

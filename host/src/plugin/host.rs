@@ -36,6 +36,8 @@ pub struct Grants {
     pub stdout: bool,
     pub stderr: bool,
     pub env: Vec<(String, String)>,
+    /// Addresses the plugin may open TCP connections to.
+    pub network: Vec<std::net::SocketAddr>,
 }
 
 impl Grants {
@@ -54,7 +56,24 @@ impl Grants {
             let perms = if dir.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
             b.preopened_dir(&dir.host, &dir.guest, perms)?;
         }
-        b.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        // Outbound TCP only, and only to the granted addresses; no UDP, no
+        // name lookups (grants are resolved when the config is loaded).
+        b.allow_udp(false).allow_ip_name_lookup(false);
+        if self.network.is_empty() {
+            b.allow_tcp(false);
+        } else {
+            let allowed: std::sync::Arc<[std::net::SocketAddr]> = self.network.clone().into();
+            b.allow_tcp(true).socket_addr_check(move |addr, usage| {
+                use wasmtime_wasi::sockets::SocketAddrUse;
+                let ok = match usage {
+                    SocketAddrUse::TcpConnect => allowed.contains(&addr),
+                    // The implicit bind a connect performs, to any local port.
+                    SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
+                    _ => false,
+                };
+                Box::pin(async move { ok })
+            });
+        }
         Ok(b.build())
     }
 }

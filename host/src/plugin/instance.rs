@@ -1,11 +1,22 @@
-//! One plugin instance per SMTP session (DESIGN.md, decision 1).
+//! Plugins as one session uses them: one instance of each plugin per SMTP
+//! session (DESIGN.md, decision 1), and the chain that passes each hook
+//! along the plugins that serve a listener.
 //!
-//! The instance is created the first time the session reaches a hook the
+//! An instance is created the first time the session reaches a hook its
 //! plugin exports, lives in its own `Store` (so sessions never see each
 //! other's plugin state), and is dropped with the session. A hook that traps,
 //! runs past its deadline or returns an invalid reply loses the instance and
-//! costs the session one reply; the host state it was given was a copy, so
-//! nothing is left half-written (decision 3).
+//! costs the session what the plugin's failure policy says; the host state
+//! it was given was a copy, so nothing is left half-written (decision 3).
+//!
+//! ## The chain
+//!
+//! A hook goes to each plugin that exports it, in the configured order:
+//! - a plugin that answers `none` passes the hook on to the next one;
+//! - a plugin that answers with a reply decides, and the chain stops there;
+//! - when no plugin decides, the host applies its default.
+//!
+//! With one plugin this is exactly aiosmtpd's single-handler behaviour.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,10 +30,11 @@ use crate::smtp::reply::{self, Reply};
 use super::bindings::types::{self, ErrorKind};
 use super::convert;
 use super::host::{HostState, MemoryCap};
-use super::loaded::{Hook, Plugin};
+use super::loaded::{FailurePolicy, Hook, Plugin};
 
-/// The outcome of a hook as the session sees it: the hook's answer, or the
-/// reply to send because the plugin failed.
+/// The outcome of a hook as the session sees it: `Ok(None)` for the host's
+/// default, `Ok(Some(reply))` for a decision, `Err(reply)` for the reply to
+/// send because a plugin failed.
 pub type HookResult<T> = Result<T, Reply>;
 
 /// The epoch callback's error: the hook's deadline passed.
@@ -88,64 +100,64 @@ impl Live {
     }
 }
 
+/// A command hook call and its own arguments.
+#[derive(Clone, Copy)]
+pub enum HookCall<'a> {
+    Helo { hostname: &'a str },
+    Ehlo { hostname: &'a str, planned: &'a types::Reply },
+    Mail { address: &'a str, options: &'a [String] },
+    Rcpt { address: &'a str, options: &'a [String] },
+    Data { content: &'a Arc<Vec<u8>> },
+    Rset,
+    Noop { arg: &'a str },
+    Quit,
+    Vrfy { address: &'a str },
+}
+
+impl HookCall<'_> {
+    pub fn hook(&self) -> Hook {
+        match self {
+            HookCall::Helo { .. } => Hook::Helo,
+            HookCall::Ehlo { .. } => Hook::Ehlo,
+            HookCall::Mail { .. } => Hook::Mail,
+            HookCall::Rcpt { .. } => Hook::Rcpt,
+            HookCall::Data { .. } => Hook::Data,
+            HookCall::Rset => Hook::Rset,
+            HookCall::Noop { .. } => Hook::Noop,
+            HookCall::Quit => Hook::Quit,
+            HookCall::Vrfy { .. } => Hook::Vrfy,
+        }
+    }
+}
+
 /// A failure of one hook call.
 struct Failure {
     kind: ErrorKind,
     message: String,
 }
 
-/// The plugin as one session uses it.
-pub struct SessionPlugin {
+/// What a plugin's failure means for the chain.
+enum Failed {
+    /// Send this reply; the chain stops.
+    Reply(Reply),
+    /// The failure policy says to go on as if the plugin had answered `none`.
+    Skip,
+}
+
+/// One plugin's instance for one session.
+pub struct PluginInstance {
     plugin: Arc<Plugin>,
     session_id: u64,
     live: Option<Live>,
 }
 
-/// Generates the methods of the command hooks that answer `option<reply>`.
-macro_rules! reply_hooks {
-    ($(
-        $(#[$doc:meta])*
-        $method:ident => $field:ident, $hook:ident, $call:ident ($($arg:ident: $ty:ty),*);
-    )*) => {$(
-        $(#[$doc])*
-        pub async fn $method(&mut self, session: &SessionInfo, envelope: &Envelope $(, $arg: $ty)*) -> HookResult<Option<Reply>> {
-            let plugin = self.plugin.clone();
-            let wit_session = convert::session(session);
-            let wit_envelope = convert::envelope(envelope);
-            let answer = match self.live().await {
-                Ok(live) => {
-                    live.arm(&plugin);
-                    let indices = plugin.hooks.$field.as_ref().expect("the caller checks that the hook exists");
-                    match indices.load(&mut live.store, &live.instance) {
-                        Ok(guest) => guest.$call(&mut live.store, &wit_session, &wit_envelope $(, $arg)*).await,
-                        Err(e) => Err(e),
-                    }
-                }
-                Err(e) => Err(e),
-            };
-            self.answer(Hook::$hook, session, answer).await
-        }
-    )*};
-}
-
-impl SessionPlugin {
-    pub fn new(plugin: Arc<Plugin>, session_id: u64) -> SessionPlugin {
-        SessionPlugin { plugin, session_id, live: None }
+impl PluginInstance {
+    fn new(plugin: Arc<Plugin>, session_id: u64) -> PluginInstance {
+        PluginInstance { plugin, session_id, live: None }
     }
 
-    pub fn name(&self) -> &str {
-        &self.plugin.name
-    }
-
-    /// Whether the plugin exports `hook`. When it does not, the session
-    /// applies the default without calling into the plugin.
-    pub fn has(&self, hook: Hook) -> bool {
+    fn has(&self, hook: Hook) -> bool {
         self.plugin.hooks.has(hook)
-    }
-
-    /// Whether an instance exists (for tests of lazy instantiation and logs).
-    pub fn is_instantiated(&self) -> bool {
-        self.live.is_some()
     }
 
     async fn live(&mut self) -> wasmtime::Result<&mut Live> {
@@ -159,67 +171,9 @@ impl SessionPlugin {
         Ok(self.live.as_mut().expect("just set"))
     }
 
-    reply_hooks! {
-        /// HELO.
-        helo => helo, Helo, call_handle_helo(hostname: &str);
-        /// MAIL FROM.
-        mail => mail, Mail, call_handle_mail(address: &str, options: &[String]);
-        /// RCPT TO.
-        rcpt => rcpt, Rcpt, call_handle_rcpt(address: &str, options: &[String]);
-        /// RSET.
-        rset => rset, Rset, call_handle_rset();
-        /// NOOP.
-        noop => noop, Noop, call_handle_noop(arg: &str);
-        /// QUIT.
-        quit => quit, Quit, call_handle_quit();
-        /// VRFY.
-        vrfy => vrfy, Vrfy, call_handle_vrfy(address: &str);
-    }
-
-    /// EHLO/LHLO: the plugin may replace the planned reply.
-    pub async fn ehlo(&mut self, session: &SessionInfo, envelope: &Envelope, hostname: &str, planned: &Reply) -> HookResult<Option<Reply>> {
-        let plugin = self.plugin.clone();
-        let (wit_session, wit_envelope) = (convert::session(session), convert::envelope(envelope));
-        let planned = convert::to_wit_reply(planned);
-        let answer = match self.live().await {
-            Ok(live) => {
-                live.arm(&plugin);
-                let indices = plugin.hooks.ehlo.as_ref().expect("the caller checks that the hook exists");
-                match indices.load(&mut live.store, &live.instance) {
-                    Ok(guest) => guest.call_handle_ehlo(&mut live.store, &wit_session, &wit_envelope, hostname, &planned).await,
-                    Err(e) => Err(e),
-                }
-            }
-            Err(e) => Err(e),
-        };
-        self.answer(Hook::Ehlo, session, answer).await
-    }
-
-    /// The end of DATA: `content` is readable through the `content` import
-    /// for the duration of the call, without being copied into the plugin.
-    pub async fn data(&mut self, session: &SessionInfo, envelope: &Envelope, content: Arc<Vec<u8>>) -> HookResult<Option<Reply>> {
-        let plugin = self.plugin.clone();
-        let (wit_session, wit_envelope) = (convert::session(session), convert::envelope(envelope));
-        let answer = match self.live().await {
-            Ok(live) => {
-                live.arm(&plugin);
-                live.store.data_mut().content = Some(content);
-                let indices = plugin.hooks.data.as_ref().expect("the caller checks that the hook exists");
-                let answer = match indices.load(&mut live.store, &live.instance) {
-                    Ok(guest) => guest.call_handle_data(&mut live.store, &wit_session, &wit_envelope).await,
-                    Err(e) => Err(e),
-                };
-                live.store.data_mut().content = None;
-                answer
-            }
-            Err(e) => Err(e),
-        };
-        self.answer(Hook::Data, session, answer).await
-    }
-
-    /// Turn a hook's raw answer into what the session sends: the validated
-    /// reply, or the failure reply.
-    async fn answer(&mut self, hook: Hook, session: &SessionInfo, answer: wasmtime::Result<Option<types::Reply>>) -> HookResult<Option<Reply>> {
+    /// Call one command hook; the caller checked that the plugin exports it.
+    async fn call(&mut self, session: &SessionInfo, s: &types::Session, e: &types::Envelope, call: HookCall<'_>) -> Result<Option<Reply>, Failed> {
+        let answer = self.invoke(s, e, call).await;
         let failure = match answer {
             Ok(None) => return Ok(None),
             Ok(Some(reply)) => match convert::from_wit_reply(reply) {
@@ -228,7 +182,47 @@ impl SessionPlugin {
             },
             Err(error) => self.classify(error),
         };
-        Err(self.fail(hook, session, failure).await)
+        Err(self.fail(call.hook(), session, failure).await)
+    }
+
+    async fn invoke(&mut self, s: &types::Session, e: &types::Envelope, call: HookCall<'_>) -> wasmtime::Result<Option<types::Reply>> {
+        let plugin = self.plugin.clone();
+        let hooks = &plugin.hooks;
+        let live = self.live().await?;
+        live.arm(&plugin);
+        let (store, instance) = (&mut live.store, &live.instance);
+        let missing = || wasmtime::format_err!("the plugin does not export the {} hook", call.hook());
+        match call {
+            HookCall::Helo { hostname } => {
+                hooks.helo.as_ref().ok_or_else(missing)?.load(&mut *store, instance)?.call_handle_helo(store, s, e, hostname).await
+            }
+            HookCall::Ehlo { hostname, planned } => {
+                hooks.ehlo.as_ref().ok_or_else(missing)?.load(&mut *store, instance)?.call_handle_ehlo(store, s, e, hostname, planned).await
+            }
+            HookCall::Mail { address, options } => {
+                hooks.mail.as_ref().ok_or_else(missing)?.load(&mut *store, instance)?.call_handle_mail(store, s, e, address, options).await
+            }
+            HookCall::Rcpt { address, options } => {
+                hooks.rcpt.as_ref().ok_or_else(missing)?.load(&mut *store, instance)?.call_handle_rcpt(store, s, e, address, options).await
+            }
+            HookCall::Data { content } => {
+                let guest = hooks.data.as_ref().ok_or_else(missing)?.load(&mut *store, instance)?;
+                // The content is readable through the `content` import for
+                // the duration of the call, without being copied in.
+                store.data_mut().content = Some(content.clone());
+                let answer = guest.call_handle_data(&mut *store, s, e).await;
+                store.data_mut().content = None;
+                answer
+            }
+            HookCall::Rset => hooks.rset.as_ref().ok_or_else(missing)?.load(&mut *store, instance)?.call_handle_rset(store, s, e).await,
+            HookCall::Noop { arg } => {
+                hooks.noop.as_ref().ok_or_else(missing)?.load(&mut *store, instance)?.call_handle_noop(store, s, e, arg).await
+            }
+            HookCall::Quit => hooks.quit.as_ref().ok_or_else(missing)?.load(&mut *store, instance)?.call_handle_quit(store, s, e).await,
+            HookCall::Vrfy { address } => {
+                hooks.vrfy.as_ref().ok_or_else(missing)?.load(&mut *store, instance)?.call_handle_vrfy(store, s, e, address).await
+            }
+        }
     }
 
     fn classify(&self, error: wasmtime::Error) -> Failure {
@@ -243,16 +237,24 @@ impl SessionPlugin {
         Failure { kind, message: format!("{error:#}") }
     }
 
-    /// Discard the failed instance, log the failure, and let the plugin's
-    /// `exception` hook (on a fresh instance) choose the reply.
-    async fn fail(&mut self, hook: Hook, session: &SessionInfo, failure: Failure) -> Reply {
+    /// Discard the failed instance, log the failure, and answer as the
+    /// plugin's failure policy says; for a policy that replies, the plugin's
+    /// `exception` hook (on a fresh instance) may choose the reply instead.
+    async fn fail(&mut self, hook: Hook, session: &SessionInfo, failure: Failure) -> Failed {
         self.live = None;
+        let policy = self.plugin.on_failure;
         tracing::warn!(
             plugin = &*self.plugin.name, session = self.session_id, hook = hook.name(),
-            kind = ?failure.kind, "plugin failed: {}", failure.message
+            kind = ?failure.kind, ?policy, "plugin failed: {}", failure.message
         );
-        if hook == Hook::Exception || !self.has(Hook::Exception) {
-            return reply::PLUGIN_FAILED.clone();
+        let default = match policy {
+            FailurePolicy::Skip => return Failed::Skip,
+            FailurePolicy::Tempfail => reply::PLUGIN_FAILED.clone(),
+            FailurePolicy::Reject => reply::PLUGIN_FAILED_REJECT.clone(),
+            FailurePolicy::Disconnect => reply::PLUGIN_FAILED_DISCONNECT.clone(),
+        };
+        if !self.has(Hook::Exception) {
+            return Failed::Reply(default);
         }
         let error = types::Error { kind: failure.kind, hook: hook.name().to_owned(), message: failure.message };
         let plugin = self.plugin.clone();
@@ -268,20 +270,113 @@ impl SessionPlugin {
             }
             Err(e) => Err(e),
         };
-        match answer {
-            Ok(Some(reply)) => match convert::from_wit_reply(reply) {
-                Ok(reply) => reply,
-                Err(message) => {
-                    tracing::warn!(plugin = &*self.plugin.name, session = self.session_id, "exception hook returned an invalid reply: {message}");
-                    reply::PLUGIN_FAILED.clone()
-                }
-            },
-            Ok(None) => reply::PLUGIN_FAILED.clone(),
+        let chosen = match answer {
+            Ok(Some(reply)) => convert::from_wit_reply(reply)
+                .map_err(|m| tracing::warn!(plugin = &*self.plugin.name, session = self.session_id, "exception hook returned an invalid reply: {m}"))
+                .ok(),
+            Ok(None) => None,
             Err(e) => {
                 self.live = None;
                 tracing::warn!(plugin = &*self.plugin.name, session = self.session_id, "exception hook failed: {e:#}");
-                reply::PLUGIN_FAILED.clone()
+                None
+            }
+        };
+        Failed::Reply(chosen.unwrap_or(default))
+    }
+}
+
+/// The ordered plugins that serve a listener (or a tenant).
+pub struct Chain {
+    /// The chain's name in logs: the listener's or the tenant's.
+    pub name: Arc<str>,
+    pub plugins: Vec<Arc<Plugin>>,
+}
+
+impl Chain {
+    /// Whether any plugin of the chain exports `hook`.
+    pub fn has(&self, hook: Hook) -> bool {
+        self.plugins.iter().any(|p| p.hooks.has(hook))
+    }
+
+    /// The plugins' names, joined, for logs.
+    pub fn names(&self) -> String {
+        self.plugins.iter().map(|p| &*p.name).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// A chain's plugins as one session uses them.
+pub struct SessionPlugin {
+    chain: Arc<Chain>,
+    instances: Vec<PluginInstance>,
+}
+
+impl SessionPlugin {
+    pub fn new(chain: Arc<Chain>, session_id: u64) -> SessionPlugin {
+        let instances = chain.plugins.iter().map(|p| PluginInstance::new(p.clone(), session_id)).collect();
+        SessionPlugin { chain, instances }
+    }
+
+    /// Whether any plugin exports `hook`. When none does, the session
+    /// applies the default without calling into any plugin.
+    pub fn has(&self, hook: Hook) -> bool {
+        self.chain.has(hook)
+    }
+
+    /// How many plugin instances this session has created so far.
+    pub fn instantiated(&self) -> usize {
+        self.instances.iter().filter(|i| i.live.is_some()).count()
+    }
+
+    /// Pass a command hook along the chain (see the module docs).
+    pub async fn call(&mut self, session: &SessionInfo, envelope: &Envelope, call: HookCall<'_>) -> HookResult<Option<Reply>> {
+        let hook = call.hook();
+        let (s, e) = (convert::session(session), convert::envelope(envelope));
+        for instance in self.instances.iter_mut().filter(|i| i.has(hook)) {
+            match instance.call(session, &s, &e, call).await {
+                Ok(None) | Err(Failed::Skip) => continue,
+                Ok(Some(reply)) => return Ok(Some(reply)),
+                Err(Failed::Reply(reply)) => return Err(reply),
             }
         }
+        Ok(None)
+    }
+
+    pub async fn helo(&mut self, session: &SessionInfo, envelope: &Envelope, hostname: &str) -> HookResult<Option<Reply>> {
+        self.call(session, envelope, HookCall::Helo { hostname }).await
+    }
+
+    /// EHLO/LHLO: a plugin may replace the planned reply.
+    pub async fn ehlo(&mut self, session: &SessionInfo, envelope: &Envelope, hostname: &str, planned: &Reply) -> HookResult<Option<Reply>> {
+        let planned = convert::to_wit_reply(planned);
+        self.call(session, envelope, HookCall::Ehlo { hostname, planned: &planned }).await
+    }
+
+    pub async fn mail(&mut self, session: &SessionInfo, envelope: &Envelope, address: &str, options: &[String]) -> HookResult<Option<Reply>> {
+        self.call(session, envelope, HookCall::Mail { address, options }).await
+    }
+
+    pub async fn rcpt(&mut self, session: &SessionInfo, envelope: &Envelope, address: &str, options: &[String]) -> HookResult<Option<Reply>> {
+        self.call(session, envelope, HookCall::Rcpt { address, options }).await
+    }
+
+    /// The end of DATA, with the received content.
+    pub async fn data(&mut self, session: &SessionInfo, envelope: &Envelope, content: Arc<Vec<u8>>) -> HookResult<Option<Reply>> {
+        self.call(session, envelope, HookCall::Data { content: &content }).await
+    }
+
+    pub async fn rset(&mut self, session: &SessionInfo, envelope: &Envelope) -> HookResult<Option<Reply>> {
+        self.call(session, envelope, HookCall::Rset).await
+    }
+
+    pub async fn noop(&mut self, session: &SessionInfo, envelope: &Envelope, arg: &str) -> HookResult<Option<Reply>> {
+        self.call(session, envelope, HookCall::Noop { arg }).await
+    }
+
+    pub async fn quit(&mut self, session: &SessionInfo, envelope: &Envelope) -> HookResult<Option<Reply>> {
+        self.call(session, envelope, HookCall::Quit).await
+    }
+
+    pub async fn vrfy(&mut self, session: &SessionInfo, envelope: &Envelope, address: &str) -> HookResult<Option<Reply>> {
+        self.call(session, envelope, HookCall::Vrfy { address }).await
     }
 }

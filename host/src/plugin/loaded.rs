@@ -112,6 +112,23 @@ impl Default for Limits {
     }
 }
 
+/// What a plugin's failure (trap, timeout, out-of-memory, invalid reply)
+/// costs the session. The instance is discarded in every case.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailurePolicy {
+    /// `451 4.3.0`: the client retries later. The default.
+    #[default]
+    Tempfail,
+    /// `554 5.3.0`: the client gives up.
+    Reject,
+    /// Go on as if the plugin had answered `none` (the next plugin of the
+    /// chain, or the host's default). For plugins whose opinion is optional.
+    Skip,
+    /// `421 4.3.0` and close the connection.
+    Disconnect,
+}
+
 /// What the config or command line says about one plugin.
 #[derive(Clone, Debug)]
 pub struct PluginSpec {
@@ -121,6 +138,7 @@ pub struct PluginSpec {
     pub args: Vec<String>,
     pub grants: Grants,
     pub limits: Limits,
+    pub on_failure: FailurePolicy,
 }
 
 /// Why a plugin could not be loaded. Each names the plugin and says, in one
@@ -184,6 +202,7 @@ pub struct Plugin {
     pub args: Vec<String>,
     pub grants: Grants,
     pub limits: Limits,
+    pub on_failure: FailurePolicy,
     pub runtime: Arc<Runtime>,
     pub pre: InstancePre<HostState>,
     pub hooks: HookIndices,
@@ -224,6 +243,7 @@ impl Plugin {
             args: spec.args,
             grants: spec.grants,
             limits: spec.limits,
+            on_failure: spec.on_failure,
             runtime: runtime.clone(),
             pre,
             hooks,

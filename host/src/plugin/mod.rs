@@ -3,7 +3,8 @@
 //!
 //! - [`runtime`]: the engine and linker shared by every plugin.
 //! - [`loaded`]: a compiled, checked, pre-linked plugin ([`Plugin`]).
-//! - [`instance`]: one plugin instance per SMTP session ([`SessionPlugin`]).
+//! - [`instance`]: one plugin instance per SMTP session, and the [`Chain`]
+//!   that passes each hook along a listener's plugins ([`SessionPlugin`]).
 //! - [`host`]: what the host gives a plugin: its imports and its sandbox.
 //! - [`convert`]: host session/envelope/reply ↔ WIT types.
 //! - [`builtin`]: the reference plugins embedded in the binary.
@@ -16,6 +17,6 @@ pub mod instance;
 pub mod loaded;
 pub mod runtime;
 
-pub use instance::SessionPlugin;
-pub use loaded::{Hook, Plugin, PluginError, PluginSpec};
+pub use instance::{Chain, SessionPlugin};
+pub use loaded::{FailurePolicy, Hook, Plugin, PluginError, PluginSpec};
 pub use runtime::Runtime;

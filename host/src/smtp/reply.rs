@@ -128,6 +128,11 @@ pub static AUTH_ENCRYPTION_REQUIRED: Reply =
 /// a plugin failure is the server's problem, not the client's, so wasmtp
 /// answers with a temporary failure the client will retry.
 pub static PLUGIN_FAILED: Reply = Reply::fixed(451, "4.3.0 Error: plugin failed");
+/// The reply when a plugin whose failure policy is `reject` fails.
+pub static PLUGIN_FAILED_REJECT: Reply = Reply::fixed(554, "5.3.0 Error: plugin failed");
+/// The reply when a plugin whose failure policy is `disconnect` fails; the
+/// connection is closed after it.
+pub static PLUGIN_FAILED_DISCONNECT: Reply = Reply::fixed(421, "4.3.0 Error: plugin failed, closing connection");
 /// The reply to a connection the server cannot serve right now.
 pub static SHUTTING_DOWN: Reply = Reply::fixed(421, "4.3.2 Service shutting down, closing connection");
 

@@ -21,7 +21,7 @@ use super::command::{self, Command, Frame, Framer, Verb, COMMAND_LIMIT};
 use super::data::DataDecoder;
 use super::envelope::{Envelope, SessionInfo};
 use super::reply::{self, Reply};
-use crate::plugin::{Hook, Plugin, SessionPlugin};
+use crate::plugin::{Chain, Hook, SessionPlugin};
 
 /// aiosmtpd's limit on unrecognised commands before it hangs up.
 const BOGUS_LIMIT: u32 = 5;
@@ -40,7 +40,8 @@ pub struct ListenerSettings {
     pub smtputf8: bool,
     /// How long to wait for the client before closing the connection.
     pub timeout: Duration,
-    pub plugin: Arc<Plugin>,
+    /// The plugins that serve the listener, in order.
+    pub plugin: Arc<Chain>,
 }
 
 /// Why the dialog stopped.
