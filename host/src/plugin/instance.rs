@@ -130,6 +130,16 @@ impl HookCall<'_> {
     }
 }
 
+/// The WIT name of an error kind, for logs.
+pub fn kind_name(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Trap => "trap",
+        ErrorKind::Timeout => "timeout",
+        ErrorKind::OutOfMemory => "out-of-memory",
+        ErrorKind::InvalidReply => "invalid-reply",
+    }
+}
+
 /// A failure of one hook call.
 struct Failure {
     kind: ErrorKind,
@@ -234,7 +244,9 @@ impl PluginInstance {
         } else {
             ErrorKind::Trap
         };
-        Failure { kind, message: format!("{error:#}") }
+        // The root cause ("wasm trap: ...", "the hook ran past its deadline")
+        // without wasmtime's multi-line backtrace: one log line per failure.
+        Failure { kind, message: error.root_cause().to_string() }
     }
 
     /// Discard the failed instance, log the failure, and answer as the
@@ -245,7 +257,7 @@ impl PluginInstance {
         let policy = self.plugin.on_failure;
         tracing::warn!(
             plugin = &*self.plugin.name, session = self.session_id, hook = hook.name(),
-            kind = ?failure.kind, ?policy, "plugin failed: {}", failure.message
+            kind = kind_name(failure.kind), ?policy, "plugin failed: {}", failure.message
         );
         let default = match policy {
             FailurePolicy::Skip => return Failed::Skip,
