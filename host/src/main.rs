@@ -30,7 +30,7 @@ fn main() -> ExitCode {
             Err(e @ StartError::Plugin(PluginError::ArgsRefused { .. })) => return fail(2, &e.to_string()),
             Err(e) => return fail(1, &e.to_string()),
         };
-        server::run(listeners, shutdown_signal()).await;
+        server::run(listeners, shutdown_signal(), reload_signal()).await;
         ExitCode::SUCCESS
     })
 }
@@ -54,6 +54,22 @@ fn init_logging(debug: u8) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// SIGHUP asks for a reload of the config and plugins (see `server::run`).
+fn reload_signal() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            // A reload already queued covers this one too.
+            let _ = tx.try_send(());
+        }
+    });
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
 }
 
 async fn shutdown_signal() {

@@ -1,15 +1,27 @@
 //! The server: binds the listeners, loads their plugins, accepts
 //! connections and runs a [`Session`] for each, until shutdown.
+//!
+//! ## Generations (hot swap)
+//!
+//! What a listener's sessions are served with — its settings and plugin
+//! chain — is an immutable generation behind an atomic pointer
+//! (DESIGN.md, decision 8). A new connection takes the newest generation; a
+//! running session keeps the one it started with until it ends.
+//! [`Server::reload`] reads the config again and compiles its plugins; only
+//! when all of it is valid does it publish the new generation, otherwise the
+//! running one stays and the error says why.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError, ListenerConfig};
 use crate::plugin::{Chain, Plugin, PluginError, Runtime};
 use crate::smtp::session::{ListenerSettings, Session};
 
@@ -26,60 +38,124 @@ pub enum StartError {
     Bind { listener: String, address: String, reason: std::io::Error },
 }
 
-/// A bound listener with everything its sessions need.
+/// Why a reload was refused; the running generation stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the server was started without --config; there is nothing to reload")]
+    NoConfigFile,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error("{0}; listeners can't be added, removed, renamed or moved by a reload: restart the server for that")]
+    Listeners(String),
+}
+
+/// A bound listener; its settings are swapped by reloads.
 pub struct Listener {
     pub socket: TcpListener,
-    pub settings: Arc<ListenerSettings>,
+    /// The name and address never change across generations (reload checks).
+    pub name: String,
+    pub address: String,
+    pub settings: Arc<ArcSwap<ListenerSettings>>,
+}
+
+/// A started server: bound listeners, the engine their plugins run on, and
+/// where its config came from.
+pub struct Server {
+    pub listeners: Vec<Listener>,
+    runtime: Arc<Runtime>,
+    config_file: Option<PathBuf>,
+    generation: AtomicU64,
 }
 
 /// Load every plugin and bind every listener of `config`.
-pub async fn start(config: Config) -> Result<Vec<Listener>, StartError> {
+pub async fn start(config: Config) -> Result<Server, StartError> {
     let runtime = Runtime::new(&config.runtime)?;
     let mut listeners = Vec::new();
-    // A plugin named in several chains is loaded once.
+    let config_file = config.file.clone();
+    for (l, settings) in load_listeners(&runtime, config.listeners).await? {
+        let socket = TcpListener::bind(&l.address)
+            .await
+            .map_err(|reason| StartError::Bind { listener: l.name.clone(), address: l.address.clone(), reason })?;
+        listeners.push(Listener { socket, name: l.name, address: l.address, settings: Arc::new(ArcSwap::from_pointee(settings)) });
+    }
+    Ok(Server { listeners, runtime, config_file, generation: AtomicU64::new(1) })
+}
+
+/// Compile and check the plugins of every listener and build its settings.
+/// A plugin named in several chains is loaded once.
+async fn load_listeners(runtime: &Arc<Runtime>, configs: Vec<ListenerConfig>) -> Result<Vec<(ListenerConfig, ListenerSettings)>, PluginError> {
     let mut loaded: Vec<Arc<Plugin>> = Vec::new();
-    for l in config.listeners {
+    let mut out = Vec::new();
+    for mut l in configs {
         let mut plugins = Vec::new();
-        for spec in l.plugins {
+        for spec in std::mem::take(&mut l.plugins) {
             let plugin = match loaded.iter().find(|p| *p.name == spec.name) {
                 Some(p) => p.clone(),
                 None => {
-                    let p = Plugin::load(&runtime, spec).await?;
+                    let p = Plugin::load(runtime, spec).await?;
                     loaded.push(p.clone());
                     p
                 }
             };
             plugins.push(plugin);
         }
-        let plugin = Arc::new(Chain { name: l.name.clone().into(), plugins });
-        let socket = TcpListener::bind(&l.address)
-            .await
-            .map_err(|reason| StartError::Bind { listener: l.name.clone(), address: l.address.clone(), reason })?;
-        let settings = Arc::new(ListenerSettings {
-            name: l.name.into(),
-            hostname: l.hostname.into(),
+        let settings = ListenerSettings {
+            name: l.name.as_str().into(),
+            hostname: l.hostname.as_str().into(),
             ident: IDENT.to_owned(),
             data_size_limit: l.size,
             smtputf8: l.smtputf8,
             timeout: l.timeout,
-            plugin,
-        });
-        listeners.push(Listener { socket, settings });
+            plugin: Arc::new(Chain { name: l.name.as_str().into(), plugins }),
+        };
+        out.push((l, settings));
     }
-    Ok(listeners)
+    Ok(out)
 }
 
-/// Serve `listeners` until `shutdown` completes; then stop accepting, tell
-/// idle sessions `421`, and wait (up to [`SHUTDOWN_GRACE`]) for the rest.
-pub async fn run(listeners: Vec<Listener>, shutdown: impl std::future::Future<Output = ()>) {
+impl Server {
+    /// The current generation number: 1 at start, one more per reload.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Read the config file again, compile its plugins, and publish them as
+    /// a new generation. New connections use it; sessions in progress finish
+    /// on the generation they started with.
+    pub async fn reload(&self) -> Result<u64, ReloadError> {
+        let path = self.config_file.as_ref().ok_or(ReloadError::NoConfigFile)?;
+        let config = Config::load(path)?;
+        let old: Vec<(&str, &str)> = self.listeners.iter().map(|l| (l.name.as_str(), l.address.as_str())).collect();
+        let new: Vec<(&str, &str)> = config.listeners.iter().map(|l| (l.name.as_str(), l.address.as_str())).collect();
+        if old != new {
+            return Err(ReloadError::Listeners(format!("the listeners were {old:?} and the config now says {new:?}")));
+        }
+        let loaded = load_listeners(&self.runtime, config.listeners).await?;
+        for (listener, (_, settings)) in self.listeners.iter().zip(loaded) {
+            listener.settings.store(Arc::new(settings));
+        }
+        Ok(self.generation.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+}
+
+/// Serve until `shutdown` completes, reloading on each `reload` signal;
+/// then stop accepting, tell idle sessions `421`, and wait (up to
+/// [`SHUTDOWN_GRACE`]) for the rest.
+pub async fn run(server: Server, shutdown: impl std::future::Future<Output = ()>, mut reload: tokio::sync::mpsc::Receiver<()>) {
     static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+    let server = Arc::new(server);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut accepting = JoinSet::new();
-    for listener in listeners {
-        let addr = listener.socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        tracing::info!(listener = &*listener.settings.name, plugins = listener.settings.plugin.names(), "listening on {addr}");
+    for index in 0..server.listeners.len() {
+        let server = server.clone();
         let stop_rx = stop_rx.clone();
         accepting.spawn(async move {
+            let listener = &server.listeners[index];
+            let first = listener.settings.load_full();
+            let addr = listener.socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            tracing::info!(listener = &*first.name, plugins = first.plugin.names(), "listening on {addr}");
             let mut sessions = JoinSet::new();
             let mut stop = stop_rx.clone();
             loop {
@@ -88,8 +164,10 @@ pub async fn run(listeners: Vec<Listener>, shutdown: impl std::future::Future<Ou
                         Ok((stream, peer)) => {
                             let _ = stream.set_nodelay(true);
                             let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
-                            let session = Session::new(stream, peer, id, listener.settings.clone(), stop_rx.clone());
-                            let span = tracing::info_span!("session", id, %peer, listener = &*listener.settings.name);
+                            // The newest generation; the session keeps it to its end.
+                            let settings = listener.settings.load_full();
+                            let span = tracing::info_span!("session", id, %peer, listener = &*settings.name);
+                            let session = Session::new(stream, peer, id, settings, stop_rx.clone());
                             sessions.spawn(tracing::Instrument::instrument(session.run(), span));
                         }
                         // Out of file descriptors and the like: back off
@@ -103,7 +181,6 @@ pub async fn run(listeners: Vec<Listener>, shutdown: impl std::future::Future<Ou
                     _ = stop.changed() => break,
                 }
             }
-            drop(listener.socket);
             let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while sessions.join_next().await.is_some() {} }).await;
             if drained.is_err() {
                 tracing::warn!("{} sessions still open after {SHUTDOWN_GRACE:?}; closing them", sessions.len());
@@ -111,7 +188,19 @@ pub async fn run(listeners: Vec<Listener>, shutdown: impl std::future::Future<Ou
             }
         });
     }
-    shutdown.await;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(()) = reload.recv() => {
+                let started = Instant::now();
+                match server.reload().await {
+                    Ok(generation) => tracing::info!(generation, "reloaded in {:?}", started.elapsed()),
+                    Err(e) => tracing::error!(generation = server.generation(), "reload refused, still serving the running generation: {e}"),
+                }
+            }
+        }
+    }
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     while accepting.join_next().await.is_some() {}
