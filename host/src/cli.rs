@@ -119,6 +119,7 @@ impl Cli {
                 smtputf8: self.smtputf8,
                 timeout,
                 plugins: vec![plugin],
+                tenants: Vec::new(),
             }],
         })
     }

@@ -79,6 +79,26 @@ pub struct File {
     /// `[plugin.NAME]`: plugins, by the name listeners use.
     #[serde(default, rename = "plugin")]
     pub plugins: BTreeMap<String, PluginSection>,
+    /// `[tenant.NAME]`: named chains with their own limits and domains.
+    #[serde(default, rename = "tenant")]
+    pub tenants: BTreeMap<String, TenantSection>,
+}
+
+/// A tenant: its own chain of plugins (its own instances, limits and
+/// failures), serving the recipients of its domains on listeners that list
+/// it in `tenants`, or whole sessions on a listener with `tenant = "NAME"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSection {
+    /// `plugins = ["acme-policy", "acme-inbox"]`: the tenant's chain.
+    pub plugins: Vec<String>,
+    /// `domains = ["acme.example"]`: recipients `user@DOMAIN` are the tenant's.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// `memory_limit_mib = 32`: overrides the plugins' own limit, for this tenant.
+    pub memory_limit_mib: Option<u32>,
+    /// `hook_timeout = 5`: overrides the plugins' own deadline, for this tenant.
+    pub hook_timeout: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +129,11 @@ pub struct ListenerSection {
     /// `plugins = ["policy", "inbox"]`: the chain, in order. Each hook goes
     /// to each plugin that exports it until one decides.
     pub plugins: Option<Vec<String>>,
+    /// `tenant = "acme"`: the tenant's chain serves every session here.
+    pub tenant: Option<String>,
+    /// `tenants = ["acme", "globex"]`: recipients in a tenant's domains go
+    /// to that tenant's chain; others to `plugins`, or are refused without it.
+    pub tenants: Option<Vec<String>>,
     /// `hostname = "mx2.example.com"`: overrides `[server] hostname`.
     pub hostname: Option<String>,
     /// `size = 33554432`: the largest message in bytes; 0 for no limit.
@@ -193,7 +218,16 @@ pub struct ListenerConfig {
     pub size: Option<usize>,
     pub smtputf8: bool,
     pub timeout: Duration,
-    /// The chain, in order; never empty.
+    /// The chain, in order; empty only when `tenants` is not.
+    pub plugins: Vec<PluginSpec>,
+    /// Tenants taking over the recipients of their domains.
+    pub tenants: Vec<TenantConfig>,
+}
+
+#[derive(Debug)]
+pub struct TenantConfig {
+    pub name: String,
+    pub domains: Vec<String>,
     pub plugins: Vec<PluginSpec>,
 }
 
@@ -273,24 +307,62 @@ impl File {
                 return Err((key("name"), format!("another listener is already named `{name}`")));
             }
             check_address(&l.address).map_err(|m| (key("address"), m))?;
-            let (chain_key, names) = match (l.plugin, l.plugins) {
-                (Some(one), None) => (key("plugin"), vec![one]),
-                (None, Some(list)) if !list.is_empty() => (key("plugins"), list),
-                (None, Some(_)) => return Err((key("plugins"), "the chain is empty; name at least one plugin".into())),
-                (Some(_), Some(_)) => return Err((key("plugins"), "give either `plugin` or `plugins`, not both".into())),
-                (None, None) => return Err((key("plugin"), "missing: which plugin serves this listener (`plugin = \"NAME\"`)".into())),
-            };
-            let mut chain = Vec::new();
-            for name in names {
-                let spec = match plugins.get(&name) {
-                    Some(spec) => PluginSpec::clone(spec),
-                    None if builtin::find(&name).is_some() => builtin_spec(&name, Vec::new(), base).map_err(|m| (chain_key.clone(), m))?,
+            let resolve_chain = |names: &[String], key: &str| -> CheckResult<Vec<PluginSpec>> {
+                names.iter().map(|name| match plugins.get(name) {
+                    Some(spec) => Ok(PluginSpec::clone(spec)),
+                    None if builtin::find(name).is_some() => builtin_spec(name, Vec::new(), base).map_err(|m| (key.to_owned(), m)),
                     None => {
                         let known: Vec<&str> = plugins.keys().map(String::as_str).chain(builtin::BUILTINS.iter().map(|b| b.name)).collect();
-                        return Err((chain_key, format!("no plugin is named `{name}` (known: {})", known.join(", "))));
+                        Err((key.to_owned(), format!("no plugin is named `{name}` (known: {})", known.join(", "))))
                     }
-                };
-                chain.push(spec);
+                }).collect()
+            };
+            let tenant_config = |name: &String, key: &str| -> CheckResult<TenantConfig> {
+                let section = self.tenants.get(name).ok_or_else(|| {
+                    let known: Vec<&str> = self.tenants.keys().map(String::as_str).collect();
+                    (key.to_owned(), format!("no tenant is named `{name}` (known: {})", if known.is_empty() { "none".into() } else { known.join(", ") }))
+                })?;
+                let tkey = format!("tenant.{name}");
+                if section.plugins.is_empty() {
+                    return Err((format!("{tkey}.plugins"), "the chain is empty; name at least one plugin".into()));
+                }
+                let mut specs = resolve_chain(&section.plugins, &format!("{tkey}.plugins"))?;
+                for spec in &mut specs {
+                    // The tenant's own copy: its own limits, failures and logs.
+                    spec.name = format!("{name}/{}", spec.name);
+                    if let Some(mib) = section.memory_limit_mib {
+                        if mib == 0 {
+                            return Err((format!("{tkey}.memory_limit_mib"), "must be at least 1".into()));
+                        }
+                        spec.limits.memory = (mib as usize) << 20;
+                    }
+                    if let Some(secs) = section.hook_timeout {
+                        spec.limits.hook_timeout = check_seconds(secs).map_err(|m| (format!("{tkey}.hook_timeout"), m))?;
+                    }
+                }
+                let domains = section.domains.iter().map(|d| d.trim().to_ascii_lowercase()).collect();
+                Ok(TenantConfig { name: name.clone(), domains, plugins: specs })
+            };
+            let (chain, tenants) = match (l.plugin, l.plugins, l.tenant, l.tenants) {
+                (Some(one), None, None, tenants) => (resolve_chain(&[one], &key("plugin"))?, tenants),
+                (None, Some(list), None, tenants) if !list.is_empty() => (resolve_chain(&list, &key("plugins"))?, tenants),
+                (None, Some(_), None, _) => return Err((key("plugins"), "the chain is empty; name at least one plugin".into())),
+                (None, None, Some(tenant), None) => {
+                    let t = tenant_config(&tenant, &key("tenant"))?;
+                    (t.plugins, None)
+                }
+                (None, None, None, Some(tenants)) if !tenants.is_empty() => (Vec::new(), Some(tenants)),
+                (None, None, None, _) => return Err((key("plugin"), "missing: which plugin serves this listener (`plugin = \"NAME\"`, `plugins = [...]`, `tenant` or `tenants`)".into())),
+                (Some(_), Some(_), _, _) => return Err((key("plugins"), "give either `plugin` or `plugins`, not both".into())),
+                (_, _, Some(_), _) => return Err((key("tenant"), "a listener served by one tenant takes no other `plugin`, `plugins` or `tenants`".into())),
+            };
+            let mut tenant_configs: Vec<TenantConfig> = Vec::new();
+            for name in tenants.unwrap_or_default() {
+                let t = tenant_config(&name, &key("tenants"))?;
+                if let Some(domain) = t.domains.iter().find(|d| tenant_configs.iter().any(|o| o.domains.contains(d))) {
+                    return Err((key("tenants"), format!("the domain `{domain}` belongs to two of this listener's tenants")));
+                }
+                tenant_configs.push(t);
             }
             let hostname = match l.hostname {
                 Some(h) => check_hostname(&h).map_err(|m| (key("hostname"), m))?,
@@ -305,6 +377,7 @@ impl File {
                 smtputf8: l.smtputf8.unwrap_or(false),
                 timeout,
                 plugins: chain,
+                tenants: tenant_configs,
             });
         }
         Ok(Config { file: None, runtime, listeners })
@@ -460,7 +533,7 @@ mod tests {
     fn errors_name_file_key_and_problem() {
         assert_eq!(
             error("[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"sink\"\nsise = 10\n"),
-            "/etc/wasmtp.toml:4:1: listener[0].sise: unknown field `sise`, expected one of `name`, `address`, `plugin`, `plugins`, `hostname`, `size`, `smtputf8`, `timeout`"
+            "/etc/wasmtp.toml:4:1: listener[0].sise: unknown field `sise`, expected one of `name`, `address`, `plugin`, `plugins`, `tenant`, `tenants`, `hostname`, `size`, `smtputf8`, `timeout`"
         );
         assert_eq!(
             error("[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"sink\"\nsize = \"big\"\n"),

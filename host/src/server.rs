@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::{Config, ConfigError, ListenerConfig};
-use crate::plugin::{Chain, Plugin, PluginError, Runtime};
+use crate::plugin::{Chain, Plugin, PluginError, Runtime, Tenant};
 use crate::smtp::session::{ListenerSettings, Session};
 
 /// The text after the host name in the greeting.
@@ -89,17 +89,11 @@ async fn load_listeners(runtime: &Arc<Runtime>, configs: Vec<ListenerConfig>) ->
     let mut loaded: Vec<Arc<Plugin>> = Vec::new();
     let mut out = Vec::new();
     for mut l in configs {
-        let mut plugins = Vec::new();
-        for spec in std::mem::take(&mut l.plugins) {
-            let plugin = match loaded.iter().find(|p| *p.name == spec.name) {
-                Some(p) => p.clone(),
-                None => {
-                    let p = Plugin::load(runtime, spec).await?;
-                    loaded.push(p.clone());
-                    p
-                }
-            };
-            plugins.push(plugin);
+        let plugins = load_chain(runtime, &mut loaded, std::mem::take(&mut l.plugins)).await?;
+        let mut tenants = Vec::new();
+        for t in std::mem::take(&mut l.tenants) {
+            let plugins = load_chain(runtime, &mut loaded, t.plugins).await?;
+            tenants.push(Tenant { name: t.name.as_str().into(), domains: t.domains, chain: Arc::new(Chain::of(&t.name, plugins)) });
         }
         let settings = ListenerSettings {
             name: l.name.as_str().into(),
@@ -108,11 +102,27 @@ async fn load_listeners(runtime: &Arc<Runtime>, configs: Vec<ListenerConfig>) ->
             data_size_limit: l.size,
             smtputf8: l.smtputf8,
             timeout: l.timeout,
-            plugin: Arc::new(Chain { name: l.name.as_str().into(), plugins }),
+            plugin: Arc::new(Chain { name: l.name.as_str().into(), plugins, tenants }),
         };
         out.push((l, settings));
     }
     Ok(out)
+}
+
+async fn load_chain(runtime: &Arc<Runtime>, loaded: &mut Vec<Arc<Plugin>>, specs: Vec<crate::plugin::PluginSpec>) -> Result<Vec<Arc<Plugin>>, PluginError> {
+    let mut plugins = Vec::new();
+    for spec in specs {
+        let plugin = match loaded.iter().find(|p| *p.name == spec.name) {
+            Some(p) => p.clone(),
+            None => {
+                let p = Plugin::load(runtime, spec).await?;
+                loaded.push(p.clone());
+                p
+            }
+        };
+        plugins.push(plugin);
+    }
+    Ok(plugins)
 }
 
 impl Server {

@@ -297,22 +297,51 @@ impl PluginInstance {
     }
 }
 
-/// The ordered plugins that serve a listener (or a tenant).
+/// The ordered plugins that serve a listener or a tenant, and the tenants
+/// that take over recipients in their domains.
 pub struct Chain {
     /// The chain's name in logs: the listener's or the tenant's.
     pub name: Arc<str>,
+    /// The plugins, in order. May be empty when every recipient must belong
+    /// to a tenant.
     pub plugins: Vec<Arc<Plugin>>,
+    /// Tenants whose recipients are routed to their own chain.
+    pub tenants: Vec<Tenant>,
+}
+
+/// A named chain serving the recipients of some domains.
+pub struct Tenant {
+    pub name: Arc<str>,
+    /// Lower-case domains; a recipient `user@DOMAIN` in one of them is the tenant's.
+    pub domains: Vec<String>,
+    pub chain: Arc<Chain>,
 }
 
 impl Chain {
-    /// Whether any plugin of the chain exports `hook`.
+    /// A chain of plugins without tenants.
+    pub fn of(name: &str, plugins: Vec<Arc<Plugin>>) -> Chain {
+        Chain { name: name.into(), plugins, tenants: Vec::new() }
+    }
+
+    /// Whether any plugin of the chain or of its tenants exports `hook`.
     pub fn has(&self, hook: Hook) -> bool {
         self.plugins.iter().any(|p| p.hooks.has(hook))
+            || self.tenants.iter().any(|t| t.chain.has(hook))
+            // Recipients of no tenant are refused when the chain has no plugin to ask.
+            || (hook == Hook::Rcpt && !self.tenants.is_empty() && self.plugins.is_empty())
     }
 
     /// The plugins' names, joined, for logs.
     pub fn names(&self) -> String {
-        self.plugins.iter().map(|p| &*p.name).collect::<Vec<_>>().join(",")
+        let mut names: Vec<String> = self.plugins.iter().map(|p| p.name.to_string()).collect();
+        names.extend(self.tenants.iter().map(|t| format!("tenant:{}", t.name)));
+        names.join(",")
+    }
+
+    /// The tenant a recipient belongs to, by its domain.
+    fn tenant_of(&self, address: &str) -> Option<usize> {
+        let domain = address.rsplit_once('@')?.1.trim_end_matches('>');
+        self.tenants.iter().position(|t| t.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)))
     }
 }
 
@@ -320,12 +349,16 @@ impl Chain {
 pub struct SessionPlugin {
     chain: Arc<Chain>,
     instances: Vec<PluginInstance>,
+    /// The tenants' chains for this session, created when first needed.
+    tenants: Vec<Option<SessionPlugin>>,
+    session_id: u64,
 }
 
 impl SessionPlugin {
     pub fn new(chain: Arc<Chain>, session_id: u64) -> SessionPlugin {
         let instances = chain.plugins.iter().map(|p| PluginInstance::new(p.clone(), session_id)).collect();
-        SessionPlugin { chain, instances }
+        let tenants = chain.tenants.iter().map(|_| None).collect();
+        SessionPlugin { chain, instances, tenants, session_id }
     }
 
     /// Whether any plugin exports `hook`. When none does, the session
@@ -337,9 +370,15 @@ impl SessionPlugin {
     /// How many plugin instances this session has created so far.
     pub fn instantiated(&self) -> usize {
         self.instances.iter().filter(|i| i.live.is_some()).count()
+            + self.tenants.iter().flatten().map(SessionPlugin::instantiated).sum::<usize>()
     }
 
-    /// Pass a command hook along the chain (see the module docs).
+    fn tenant(&mut self, index: usize) -> &mut SessionPlugin {
+        let (chain, id) = (&self.chain, self.session_id);
+        self.tenants[index].get_or_insert_with(|| SessionPlugin::new(chain.tenants[index].chain.clone(), id))
+    }
+
+    /// Pass a command hook along this chain's own plugins (see the module docs).
     pub async fn call(&mut self, session: &SessionInfo, envelope: &Envelope, call: HookCall<'_>) -> HookResult<Option<Reply>> {
         let hook = call.hook();
         let (s, e) = (convert::session(session), convert::envelope(envelope));
@@ -367,13 +406,70 @@ impl SessionPlugin {
         self.call(session, envelope, HookCall::Mail { address, options }).await
     }
 
+    /// RCPT: a recipient in a tenant's domain is the tenant chain's to decide;
+    /// any other is this chain's, or refused if this chain has no plugins.
     pub async fn rcpt(&mut self, session: &SessionInfo, envelope: &Envelope, address: &str, options: &[String]) -> HookResult<Option<Reply>> {
-        self.call(session, envelope, HookCall::Rcpt { address, options }).await
+        match self.chain.tenant_of(address) {
+            Some(t) => {
+                let tenant = self.tenant(t);
+                if !tenant.has(Hook::Rcpt) {
+                    return Ok(None);
+                }
+                Box::pin(tenant.rcpt(session, envelope, address, options)).await
+            }
+            None if !self.chain.tenants.is_empty() && self.chain.plugins.is_empty() => Ok(Some(reply::NO_TENANT.clone())),
+            None => self.call(session, envelope, HookCall::Rcpt { address, options }).await,
+        }
     }
 
-    /// The end of DATA, with the received content.
+    /// The end of DATA. With tenants, each group of recipients (each
+    /// tenant's, and the rest) goes to its own chain with an envelope holding
+    /// only its recipients. The client gets one reply: the first refusal or
+    /// failure if any group had one (so it retries; groups that accepted may
+    /// then see the message twice, never zero times), otherwise the first
+    /// group's reply.
     pub async fn data(&mut self, session: &SessionInfo, envelope: &Envelope, content: Arc<Vec<u8>>) -> HookResult<Option<Reply>> {
-        self.call(session, envelope, HookCall::Data { content: &content }).await
+        if self.chain.tenants.is_empty() {
+            return self.call(session, envelope, HookCall::Data { content: &content }).await;
+        }
+        // Group the recipients: None for this chain, Some(t) for tenant t.
+        let mut groups: Vec<(Option<usize>, Envelope)> = Vec::new();
+        for (i, rcpt) in envelope.rcpt_tos.iter().enumerate() {
+            let owner = self.chain.tenant_of(rcpt);
+            let group = match groups.iter_mut().position(|(o, _)| *o == owner) {
+                Some(g) => &mut groups[g].1,
+                None => {
+                    let e = Envelope { rcpt_tos: Vec::new(), rcpt_options: Vec::new(), ..envelope.clone() };
+                    groups.push((owner, e));
+                    &mut groups.last_mut().expect("just pushed").1
+                }
+            };
+            group.rcpt_tos.push(rcpt.clone());
+            group.rcpt_options.push(envelope.rcpt_options.get(i).cloned().unwrap_or_default());
+        }
+        let mut first: Option<HookResult<Option<Reply>>> = None;
+        for (owner, group) in groups {
+            let result = match owner {
+                Some(t) => {
+                    let tenant = self.tenant(t);
+                    if tenant.has(Hook::Data) { Box::pin(tenant.data(session, &group, content.clone())).await } else { Ok(None) }
+                }
+                None => self.call(session, &group, HookCall::Data { content: &content }).await,
+            };
+            let refused = match &result {
+                Ok(Some(reply)) => !reply.is_positive(),
+                Ok(None) => false,
+                Err(_) => true,
+            };
+            if refused {
+                if first.as_ref().is_some_and(|f| matches!(f, Ok(None)) || matches!(f, Ok(Some(r)) if r.is_positive())) {
+                    tracing::warn!(session = self.session_id, "a tenant refused a message other tenants accepted; the client will retry it to all");
+                }
+                return result;
+            }
+            first.get_or_insert(result);
+        }
+        first.unwrap_or(Ok(None))
     }
 
     pub async fn rset(&mut self, session: &SessionInfo, envelope: &Envelope) -> HookResult<Option<Reply>> {

@@ -17,6 +17,6 @@ pub mod instance;
 pub mod loaded;
 pub mod runtime;
 
-pub use instance::{Chain, SessionPlugin};
+pub use instance::{Chain, SessionPlugin, Tenant};
 pub use loaded::{FailurePolicy, Hook, Plugin, PluginError, PluginSpec};
 pub use runtime::Runtime;

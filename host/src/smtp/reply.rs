@@ -133,6 +133,8 @@ pub static PLUGIN_FAILED_REJECT: Reply = Reply::fixed(554, "5.3.0 Error: plugin 
 /// The reply when a plugin whose failure policy is `disconnect` fails; the
 /// connection is closed after it.
 pub static PLUGIN_FAILED_DISCONNECT: Reply = Reply::fixed(421, "4.3.0 Error: plugin failed, closing connection");
+/// The reply to a recipient whose domain no tenant of the listener serves.
+pub static NO_TENANT: Reply = Reply::fixed(550, "5.1.2 Error: recipient domain not served here");
 /// The reply to a connection the server cannot serve right now.
 pub static SHUTTING_DOWN: Reply = Reply::fixed(421, "4.3.2 Service shutting down, closing connection");
 
