@@ -206,3 +206,24 @@ fn a_reload_cannot_move_listeners() {
     server.hup_and_wait(1);
     assert!(server.process.stderr().contains("listeners can't be added, removed, renamed or moved by a reload"));
 }
+
+#[test]
+fn watch_reloads_when_a_file_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(plugin_path("versioned.wasm"), dir.path().join("a.wasm")).unwrap();
+    let config = dir.path().join("wasmtp.toml");
+    let toml = |version: &str| format!(
+        "[server]\nhostname = \"mx.wasmtp.test\"\nwatch = true\n\n[[listener]]\nname = \"in\"\naddress = \"127.0.0.1:0\"\nplugin = \"policy\"\n\n[plugin.policy]\ncomponent = \"a.wasm\"\nargs = [\"{version}\"]\n"
+    );
+    std::fs::write(&config, toml("v0")).unwrap();
+    let mut command = Command::new(WASMTP);
+    command.arg("--config").arg(&config).env_remove("RUST_LOG").env("NO_COLOR", "1");
+    let mut process = Process::spawn("wasmtp", command);
+    let addr = listening_addrs(&process.wait_for_stderr("listening on", Duration::from_secs(30)))[0];
+    // A different size, so the change shows even within one mtime tick.
+    std::fs::write(&config, toml("version-1")).unwrap();
+    process.wait_for_stderr("reloaded in", Duration::from_secs(10));
+    let mut c = Client::after_ehlo(addr);
+    assert_eq!(transaction(&mut c).unwrap().0, "version-1");
+}
+

@@ -40,7 +40,7 @@ fn misbehave(extra: &str) -> Server {
 
 #[test]
 fn a_looping_plugin_is_stopped_at_its_deadline_without_blocking_others() {
-    let server = misbehave("");
+    let mut server = misbehave("");
     let mut looping = Client::greeted(server.addr());
     let started = Instant::now();
     looping.send("NOOP loop");
@@ -55,27 +55,27 @@ fn a_looping_plugin_is_stopped_at_its_deadline_without_blocking_others() {
     assert_eq!(looping.expect_reply(451).text(), "4.3.0 Error: plugin failed");
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(450) && took < Duration::from_secs(3), "stopped after {took:?}");
-    assert!(server.stderr().contains("kind=\"timeout\""), "{}", server.stderr());
+    server.wait_for_stderr("kind=\"timeout\"");
     // The session goes on, with a fresh instance.
     assert_eq!(looping.expect("NOOP", 250).text(), "fine");
 }
 
 #[test]
 fn a_memory_bomb_hits_its_cap() {
-    let server = misbehave("");
+    let mut server = misbehave("");
     let mut c = Client::greeted(server.addr());
     c.expect("NOOP memory", 451);
-    assert!(server.stderr().contains("kind=\"out-of-memory\""), "{}", server.stderr());
+    server.wait_for_stderr("kind=\"out-of-memory\"");
     c.expect("NOOP", 250);
 }
 
 #[test]
 fn traps_and_invalid_replies_cost_one_reply() {
-    let server = misbehave("");
+    let mut server = misbehave("");
     let mut c = Client::greeted(server.addr());
     c.expect("NOOP trap", 451);
     c.expect("NOOP bad-reply", 451);
-    assert!(server.stderr().contains("reply code 999 is not between 200 and 599"), "{}", server.stderr());
+    server.wait_for_stderr("reply code 999 is not between 200 and 599");
     assert!(!c.transcript().contains("999"));
     c.expect("EHLO client.example", 250);
     c.expect("MAIL FROM:<anne@example.com>", 250);
@@ -167,4 +167,20 @@ fn a_chain_passes_each_hook_on_until_a_plugin_decides() {
     // RCPT: misbehave answers none (no objection), so every-hook decides.
     assert!(c.expect("RCPT TO:<bart@example.com>", 250).text().contains("every-hook rcpt bart@example.com"));
     c.expect("RCPT TO:<reject@example.com>", 550);
+}
+
+#[test]
+fn fuel_bounds_a_hook_deterministically() {
+    let toml = format!(
+        "[server]\nhostname = \"mx.wasmtp.test\"\nfuel = true\n\n[[listener]]\naddress = \"127.0.0.1:0\"\nplugin = \"m\"\n\n[plugin.m]\ncomponent = \"{}\"\nfuel = 50000000\nhook_timeout = 60\n",
+        plugin_path("misbehave.wasm").display()
+    );
+    let mut server = Server::start_config(&toml);
+    let mut c = Client::greeted(server.addr());
+    let started = Instant::now();
+    c.expect("NOOP loop", 451);
+    // Stopped by the fuel budget long before the 60 s deadline.
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    server.wait_for_stderr("all fuel consumed");
+    c.expect("NOOP", 250);
 }

@@ -111,6 +111,7 @@ impl Cli {
         Ok(Config {
             file: None,
             runtime: RuntimeSettings::default(),
+            watch: false,
             listeners: vec![ListenerConfig {
                 name: "default".into(),
                 address,

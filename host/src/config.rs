@@ -113,6 +113,12 @@ pub struct ServerSection {
     /// `compile_cache = true`: keep compiled plugins on disk so a restart
     /// does not compile them again.
     pub compile_cache: Option<bool>,
+    /// `fuel = true`: count the instructions plugins execute, so a plugin's
+    /// `fuel` limit applies (a deterministic CPU budget; costs some speed).
+    pub fuel: Option<bool>,
+    /// `watch = true`: reload when the config file or a plugin file changes,
+    /// as on SIGHUP.
+    pub watch: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,6 +163,9 @@ pub struct PluginSection {
     pub memory_limit_mib: Option<u32>,
     /// `hook_timeout = 30`: seconds one hook call may run.
     pub hook_timeout: Option<f64>,
+    /// `fuel = 100000000`: instructions one hook call may execute (needs
+    /// `[server] fuel = true`).
+    pub fuel: Option<u64>,
     /// `on_failure = "tempfail"`: what a trap, timeout, out-of-memory or
     /// invalid reply costs the session: `tempfail` (451), `reject` (554),
     /// `skip` (as if the plugin had no opinion) or `disconnect` (421).
@@ -207,6 +216,8 @@ pub struct DirSection {
 pub struct Config {
     pub file: Option<PathBuf>,
     pub runtime: RuntimeSettings,
+    /// Reload when the config file or a plugin file changes.
+    pub watch: bool,
     pub listeners: Vec<ListenerConfig>,
 }
 
@@ -290,6 +301,7 @@ impl File {
                 None => RuntimeSettings::default().max_instances,
             },
             compile_cache: self.server.compile_cache.unwrap_or(true),
+            fuel: self.server.fuel.unwrap_or(false),
         };
         if self.listeners.is_empty() {
             return Err((String::new(), "no [[listener]] is defined; add one with an `address` and a `plugin`".into()));
@@ -380,7 +392,12 @@ impl File {
                 tenants: tenant_configs,
             });
         }
-        Ok(Config { file: None, runtime, listeners })
+        for (name, p) in &self.plugins {
+            if p.fuel.is_some() && !runtime.fuel {
+                return Err((format!("plugin.{name}.fuel"), "needs `fuel = true` in [server]: the server counts no fuel otherwise".into()));
+            }
+        }
+        Ok(Config { file: None, runtime, watch: self.server.watch.unwrap_or(false), listeners })
     }
 }
 
@@ -417,6 +434,7 @@ impl PluginSection {
         if let Some(secs) = self.hook_timeout {
             spec.limits.hook_timeout = check_seconds(secs).map_err(|m| (".hook_timeout".to_owned(), m))?;
         }
+        spec.limits.fuel = self.fuel;
         let g = &self.grants;
         spec.grants.stdout |= g.stdout;
         spec.grants.stderr |= g.stderr;

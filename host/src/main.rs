@@ -25,12 +25,13 @@ fn main() -> ExitCode {
         Err(e) => return fail(1, &format!("cannot start the async runtime: {e}")),
     };
     runtime.block_on(async {
+        let reload = reload_signal();
         let listeners = match server::start(config).await {
             Ok(listeners) => listeners,
             Err(e @ StartError::Plugin(PluginError::ArgsRefused { .. })) => return fail(2, &e.to_string()),
             Err(e) => return fail(1, &e.to_string()),
         };
-        server::run(listeners, shutdown_signal(), reload_signal()).await;
+        server::run(listeners, shutdown_signal(), reload).await;
         ExitCode::SUCCESS
     })
 }
@@ -59,9 +60,13 @@ fn init_logging(debug: u8) {
 /// SIGHUP asks for a reload of the config and plugins (see `server::run`).
 fn reload_signal() -> tokio::sync::mpsc::Receiver<()> {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
+    // Installed now, before any listener says it is ready: a SIGHUP that
+    // comes before the handler would end the process.
+    #[cfg(unix)]
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     #[cfg(unix)]
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        let Ok(mut hup) = hup else { return };
         while hup.recv().await.is_some() {
             // A reload already queued covers this one too.
             let _ = tx.try_send(());

@@ -66,6 +66,8 @@ pub struct Server {
     pub listeners: Vec<Listener>,
     runtime: Arc<Runtime>,
     config_file: Option<PathBuf>,
+    /// Reload when the config file or a plugin file changes.
+    watch: bool,
     generation: AtomicU64,
 }
 
@@ -74,13 +76,14 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let runtime = Runtime::new(&config.runtime)?;
     let mut listeners = Vec::new();
     let config_file = config.file.clone();
+    let watch = config.watch;
     for (l, settings) in load_listeners(&runtime, config.listeners).await? {
         let socket = TcpListener::bind(&l.address)
             .await
             .map_err(|reason| StartError::Bind { listener: l.name.clone(), address: l.address.clone(), reason })?;
         listeners.push(Listener { socket, name: l.name, address: l.address, settings: Arc::new(ArcSwap::from_pointee(settings)) });
     }
-    Ok(Server { listeners, runtime, config_file, generation: AtomicU64::new(1) })
+    Ok(Server { listeners, runtime, config_file, watch, generation: AtomicU64::new(1) })
 }
 
 /// Compile and check the plugins of every listener and build its settings.
@@ -131,6 +134,26 @@ impl Server {
         self.generation.load(Ordering::SeqCst)
     }
 
+    /// The files a reload would read: the config file and the current
+    /// generation's plugin components.
+    fn watched_files(&self) -> Vec<PathBuf> {
+        fn chain_files(chain: &Chain, out: &mut Vec<PathBuf>) {
+            for p in &chain.plugins {
+                if let crate::plugin::loaded::Source::File(path) = &p.source {
+                    out.push(path.clone());
+                }
+            }
+            for t in &chain.tenants {
+                chain_files(&t.chain, out);
+            }
+        }
+        let mut files: Vec<PathBuf> = self.config_file.iter().cloned().collect();
+        for l in &self.listeners {
+            chain_files(&l.settings.load().plugin, &mut files);
+        }
+        files
+    }
+
     /// Read the config file again, compile its plugins, and publish them as
     /// a new generation. New connections use it; sessions in progress finish
     /// on the generation they started with.
@@ -157,6 +180,15 @@ pub async fn run(server: Server, shutdown: impl std::future::Future<Output = ()>
     static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
     let server = Arc::new(server);
     let (stop_tx, stop_rx) = watch::channel(false);
+    if server.watch {
+        // Stamp the files before saying `listening on`, so no change made
+        // after that line is missed.
+        let files = server.watched_files();
+        let last = stamp(&files);
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(watch_files(server.clone(), files, last, tx, reload));
+        reload = rx;
+    }
     let mut accepting = JoinSet::new();
     for index in 0..server.listeners.len() {
         let server = server.clone();
@@ -214,4 +246,46 @@ pub async fn run(server: Server, shutdown: impl std::future::Future<Output = ()>
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     while accepting.join_next().await.is_some() {}
+}
+
+type FileStamp = Option<(std::time::SystemTime, u64)>;
+
+fn stamp(files: &[PathBuf]) -> Vec<FileStamp> {
+    files.iter().map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len())))).collect()
+}
+
+/// How often `[server] watch` looks at the files.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Forward reload signals, and ask for a reload when a watched file's
+/// modification time or size changes. Polling, because it works the same on
+/// every file system and a second's delay is fine for a config change.
+async fn watch_files(
+    server: Arc<Server>,
+    mut files: Vec<PathBuf>,
+    mut last: Vec<FileStamp>,
+    tx: tokio::sync::mpsc::Sender<()>,
+    mut signals: tokio::sync::mpsc::Receiver<()>,
+) {
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    let mut signals_open = true;
+    loop {
+        tokio::select! {
+            signal = signals.recv(), if signals_open => match signal {
+                Some(()) => { let _ = tx.try_send(()); }
+                None => signals_open = false,
+            },
+            _ = tick.tick() => {
+                let now = stamp(&files);
+                if now != last {
+                    tracing::info!("a watched file changed; reloading");
+                    let _ = tx.send(()).await;
+                    // Give the reload a moment, then watch what it loaded.
+                    tokio::time::sleep(WATCH_INTERVAL).await;
+                    files = server.watched_files();
+                    last = stamp(&files);
+                }
+            }
+        }
+    }
 }

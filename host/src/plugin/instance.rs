@@ -83,6 +83,9 @@ impl Live {
             }
         });
         store.set_epoch_deadline(1);
+        if plugin.runtime.fuel {
+            let _ = store.set_fuel(plugin.limits.fuel.unwrap_or(u64::MAX));
+        }
         let instance = plugin.pre.instantiate_async(&mut store).await.map_err(failed)?;
         let mut live = Live { store, instance };
         if let Some(setup) = &plugin.hooks.setup {
@@ -93,10 +96,14 @@ impl Live {
         Ok(live)
     }
 
-    /// Start the clock for one hook call.
+    /// Start the clock (and refill the fuel) for one hook call.
     fn arm(&mut self, plugin: &Plugin) {
         self.store.data_mut().deadline = Instant::now() + plugin.limits.hook_timeout;
         self.store.set_epoch_deadline(1);
+        if plugin.runtime.fuel {
+            // Fails only when the engine does not count fuel; it does here.
+            let _ = self.store.set_fuel(plugin.limits.fuel.unwrap_or(u64::MAX));
+        }
     }
 }
 
@@ -237,7 +244,8 @@ impl PluginInstance {
 
     fn classify(&self, error: wasmtime::Error) -> Failure {
         let out_of_memory = self.live.as_ref().is_some_and(|l| l.store.data().memory.hit);
-        let kind = if error.downcast_ref::<DeadlineExceeded>().is_some() {
+        let out_of_fuel = error.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel);
+        let kind = if error.downcast_ref::<DeadlineExceeded>().is_some() || out_of_fuel {
             ErrorKind::Timeout
         } else if out_of_memory {
             ErrorKind::OutOfMemory

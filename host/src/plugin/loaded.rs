@@ -104,11 +104,14 @@ pub struct Limits {
     pub memory: usize,
     /// How long one hook call may run.
     pub hook_timeout: Duration,
+    /// Instructions (wasmtime fuel units) one hook call may execute, when
+    /// the server counts fuel (`[server] fuel = true`).
+    pub fuel: Option<u64>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory: 64 << 20, hook_timeout: Duration::from_secs(30) }
+        Limits { memory: 64 << 20, hook_timeout: Duration::from_secs(30), fuel: None }
     }
 }
 

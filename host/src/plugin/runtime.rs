@@ -27,17 +27,22 @@ pub struct RuntimeSettings {
     pub max_instances: u32,
     /// Keep compiled plugins in wasmtime's on-disk cache.
     pub compile_cache: bool,
+    /// Count instructions ("fuel") so plugins can be given a deterministic
+    /// budget per hook. Off by default: it costs every plugin some speed.
+    pub fuel: bool,
 }
 
 impl Default for RuntimeSettings {
     fn default() -> Self {
-        RuntimeSettings { max_instances: 1000, compile_cache: true }
+        RuntimeSettings { max_instances: 1000, compile_cache: true, fuel: false }
     }
 }
 
 pub struct Runtime {
     pub engine: Engine,
     pub linker: Linker<HostState>,
+    /// Whether the engine counts fuel (stores must then be given some).
+    pub fuel: bool,
 }
 
 impl Runtime {
@@ -46,6 +51,7 @@ impl Runtime {
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.memory_init_cow(true);
+        config.consume_fuel(settings.fuel);
 
         let slots = settings.max_instances.max(1);
         let mut pool = PoolingAllocationConfig::new();
@@ -93,6 +99,6 @@ impl Runtime {
             })
             .map_err(|e| PluginError::Engine(format!("cannot start the epoch thread: {e}")))?;
 
-        Ok(Arc::new(Runtime { engine, linker }))
+        Ok(Arc::new(Runtime { engine, linker, fuel: settings.fuel }))
     }
 }
