@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser};
 
-use crate::config::{self, Config, ConfigError, ListenerConfig, DEFAULT_SIZE};
+use crate::config::{self, Config, ConfigError, ListenerConfig, ListenerOptions, DEFAULT_SIZE};
 use crate::plugin::host::Grants;
 use crate::plugin::loaded::{FailurePolicy, Limits, Source};
 use crate::plugin::runtime::RuntimeSettings;
@@ -57,8 +57,30 @@ pub struct Cli {
     #[arg(short = 't', long = "timeout", value_name = "SECONDS")]
     pub timeout: Option<f64>,
 
+    /// Offer STARTTLS with this certificate chain (PEM); needs --tlskey.
+    #[arg(long = "tlscert", value_name = "FILE", requires = "tlskey")]
+    pub tlscert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tlscert.
+    #[arg(long = "tlskey", value_name = "FILE", requires = "tlscert")]
+    pub tlskey: Option<PathBuf>,
+
+    /// With --tlscert: do not require STARTTLS before other commands
+    /// (by default only NOOP, EHLO, STARTTLS and QUIT are served before it).
+    #[arg(long = "no-requiretls")]
+    pub no_requiretls: bool,
+
+    /// Speak TLS from the first byte (SMTPS) with this certificate chain
+    /// (PEM); needs --smtpskey.
+    #[arg(long = "smtpscert", value_name = "FILE", requires = "smtpskey", conflicts_with = "tlscert")]
+    pub smtpscert: Option<PathBuf>,
+
+    /// The private key (PEM) of --smtpscert.
+    #[arg(long = "smtpskey", value_name = "FILE", requires = "smtpscert")]
+    pub smtpskey: Option<PathBuf>,
+
     /// Serve what this TOML file says instead (listeners, plugins, grants).
-    #[arg(long = "config", value_name = "FILE", conflicts_with_all = ["plugin", "size", "smtputf8", "listen", "hostname", "timeout", "args"])]
+    #[arg(long = "config", value_name = "FILE", conflicts_with_all = ["plugin", "size", "smtputf8", "listen", "hostname", "timeout", "args", "tlscert", "smtpscert", "no_requiretls"])]
     pub config: Option<PathBuf>,
 
     /// Arguments for the plugin (aiosmtpd's CLASSARGS).
@@ -108,6 +130,19 @@ impl Cli {
             Some(t) => Duration::from_secs_f64(t),
             None => Duration::from_secs_f64(config::DEFAULT_TIMEOUT_SECS),
         };
+        let mut options = ListenerOptions::default();
+        let certificate = match (&self.tlscert, &self.tlskey, &self.smtpscert, &self.smtpskey) {
+            (Some(cert), Some(key), _, _) => Some(("--tlscert", cert, key)),
+            (_, _, Some(cert), Some(key)) => Some(("--smtpscert", cert, key)),
+            _ => None,
+        };
+        if let Some((flag, cert, key)) = certificate {
+            let config = crate::tls::server_config(cert, key).map_err(|e| err(flag, e.to_string()))?;
+            options.tls = Some(crate::tls::Tls { config, handshake_timeout: crate::tls::DEFAULT_HANDSHAKE_TIMEOUT });
+            options.implicit_tls = flag == "--smtpscert";
+            // aiosmtpd's CLI: require_starttls unless --no-requiretls.
+            options.require_starttls = !options.implicit_tls && !self.no_requiretls;
+        }
         Ok(Config {
             file: None,
             runtime: RuntimeSettings::default(),
@@ -121,6 +156,7 @@ impl Cli {
                 timeout,
                 plugins: vec![plugin],
                 tenants: Vec::new(),
+                options,
             }],
         })
     }

@@ -28,6 +28,8 @@ use crate::plugin::host::{DirGrant, Grants};
 use crate::plugin::loaded::{FailurePolicy, Limits, Source};
 use crate::plugin::runtime::RuntimeSettings;
 use crate::plugin::{builtin, PluginSpec};
+use crate::smtp::session::{AuthSettings, Mechanism, Protocol, SessionLimits};
+use crate::tls::Tls;
 
 /// aiosmtpd's default message size limit (`DATA_SIZE_DEFAULT`, 32 MiB).
 pub const DEFAULT_SIZE: u64 = 1 << 25;
@@ -148,6 +150,62 @@ pub struct ListenerSection {
     pub smtputf8: Option<bool>,
     /// `timeout = 300`: seconds of client silence before the connection closes.
     pub timeout: Option<f64>,
+    /// `protocol = "lmtp"`: speak LMTP (RFC 2033: LHLO, one reply per
+    /// recipient after DATA) instead of SMTP.
+    pub protocol: Option<ProtocolName>,
+    /// `tls = { cert = "cert.pem", key = "key.pem" }`: offer STARTTLS with
+    /// this certificate chain and key (PEM; relative to this file).
+    pub tls: Option<TlsSection>,
+    /// `implicit_tls = true`: TLS from the first byte (SMTPS, port 465);
+    /// needs `tls`.
+    pub implicit_tls: Option<bool>,
+    /// `require_starttls = true`: before STARTTLS only NOOP, EHLO, STARTTLS
+    /// and QUIT are served (530 otherwise); default: true when `tls` is set
+    /// (as aiosmtpd's CLI). A public MX must set it false (RFC 3207 §4).
+    pub require_starttls: Option<bool>,
+    /// `auth_required = true`: MAIL, RCPT, DATA, VRFY and HELP need AUTH first.
+    pub auth_required: Option<bool>,
+    /// `auth_require_tls = false`: allow AUTH without TLS (default true).
+    pub auth_require_tls: Option<bool>,
+    /// `auth_exclude_mechanisms = ["LOGIN"]`: SASL mechanisms not offered.
+    pub auth_exclude_mechanisms: Option<Vec<String>>,
+    /// `proxy_protocol = true`: every connection starts with a PROXY
+    /// protocol header (v1 or v2) from a trusted proxy.
+    pub proxy_protocol: Option<bool>,
+    /// `proxy_protocol_timeout = 10`: seconds to wait for that header.
+    pub proxy_protocol_timeout: Option<f64>,
+    /// `max_connections = 1000`: connections served at once; more get `421`.
+    pub max_connections: Option<usize>,
+    /// `max_connections_per_ip = 20`: the same, per client address.
+    pub max_connections_per_ip: Option<usize>,
+    /// `max_recipients = 1000`: recipients per transaction (`452 4.5.3` past it).
+    pub max_recipients: Option<usize>,
+    /// `data_timeout = 600`: seconds a whole DATA (or BDAT) transfer may take.
+    pub data_timeout: Option<f64>,
+    /// `command_call_limit = 100`: how often each command may be sent in one
+    /// session (aiosmtpd's `command_call_limit`; `421 4.7.0` past it). Default: none.
+    pub command_call_limit: Option<u32>,
+    /// `max_unknown_commands = 5`: unrecognised commands before `502` and close.
+    pub max_unknown_commands: Option<u32>,
+}
+
+/// `protocol = "smtp"` or `"lmtp"`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProtocolName {
+    Smtp,
+    Lmtp,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// `cert = "cert.pem"`: the certificate chain, PEM.
+    pub cert: PathBuf,
+    /// `key = "key.pem"`: its private key, PEM.
+    pub key: PathBuf,
+    /// `handshake_timeout = 30`: seconds the client gets to finish the handshake.
+    pub handshake_timeout: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -233,6 +291,8 @@ pub struct ListenerConfig {
     pub plugins: Vec<PluginSpec>,
     /// Tenants taking over the recipients of their domains.
     pub tenants: Vec<TenantConfig>,
+    /// TLS, AUTH, LMTP, PROXY protocol and limits.
+    pub options: ListenerOptions,
 }
 
 #[derive(Debug)]
@@ -240,6 +300,38 @@ pub struct TenantConfig {
     pub name: String,
     pub domains: Vec<String>,
     pub plugins: Vec<PluginSpec>,
+}
+
+/// The protocol options of a listener beyond the basic ones.
+#[derive(Clone, Debug, Default)]
+pub struct ListenerOptions {
+    pub protocol: Protocol,
+    pub tls: Option<Tls>,
+    pub implicit_tls: bool,
+    pub require_starttls: bool,
+    pub auth: AuthSettings,
+    pub proxy_protocol: Option<Duration>,
+    pub limits: SessionLimits,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+}
+
+/// Where a listener listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Address {
+    /// `HOST:PORT`
+    Tcp(String),
+    /// `unix:/path/to/socket`
+    Unix(PathBuf),
+}
+
+impl Address {
+    pub fn parse(address: &str) -> Address {
+        match address.strip_prefix("unix:") {
+            Some(path) => Address::Unix(PathBuf::from(path)),
+            None => Address::Tcp(address.to_owned()),
+        }
+    }
 }
 
 impl Config {
@@ -314,6 +406,7 @@ impl File {
         let mut listeners = Vec::new();
         for (i, l) in self.listeners.into_iter().enumerate() {
             let key = |field: &str| format!("listener[{i}].{field}");
+            let options = l.options(base, &key)?;
             let name = l.name.unwrap_or_else(|| format!("listener-{}", i + 1));
             if listeners.iter().any(|other: &ListenerConfig| other.name == name) {
                 return Err((key("name"), format!("another listener is already named `{name}`")));
@@ -390,6 +483,7 @@ impl File {
                 timeout,
                 plugins: chain,
                 tenants: tenant_configs,
+                options,
             });
         }
         for (name, p) in &self.plugins {
@@ -398,6 +492,78 @@ impl File {
             }
         }
         Ok(Config { file: None, runtime, watch: self.server.watch.unwrap_or(false), listeners })
+    }
+}
+
+impl ListenerSection {
+    /// Check and resolve the protocol options; `key` names a field.
+    fn options(&self, base: &Path, key: &dyn Fn(&str) -> String) -> CheckResult<ListenerOptions> {
+        let mut options = ListenerOptions::default();
+        if self.protocol == Some(ProtocolName::Lmtp) {
+            options.protocol = Protocol::Lmtp;
+        }
+        if let Some(tls) = &self.tls {
+            let (cert, key_file) = (base.join(&tls.cert), base.join(&tls.key));
+            let config = crate::tls::server_config(&cert, &key_file).map_err(|e| (key("tls"), e.to_string()))?;
+            let handshake_timeout = match tls.handshake_timeout {
+                Some(secs) => check_seconds(secs).map_err(|m| (key("tls.handshake_timeout"), m))?,
+                None => crate::tls::DEFAULT_HANDSHAKE_TIMEOUT,
+            };
+            options.tls = Some(Tls { config, handshake_timeout });
+        }
+        options.implicit_tls = self.implicit_tls.unwrap_or(false);
+        if options.implicit_tls && options.tls.is_none() {
+            return Err((key("implicit_tls"), "needs a certificate: add `tls = { cert = \"...\", key = \"...\" }`".into()));
+        }
+        options.require_starttls = self.require_starttls.unwrap_or(options.tls.is_some() && !options.implicit_tls);
+        if options.require_starttls && options.tls.is_none() {
+            return Err((key("require_starttls"), "needs a certificate: add `tls = { cert = \"...\", key = \"...\" }`".into()));
+        }
+        options.auth.required = self.auth_required.unwrap_or(false);
+        options.auth.require_tls = self.auth_require_tls.unwrap_or(true);
+        for name in self.auth_exclude_mechanisms.iter().flatten() {
+            let Some(mechanism) = Mechanism::parse(name) else {
+                let known: Vec<&str> = Mechanism::ALL.iter().map(|m| m.name()).collect();
+                return Err((key("auth_exclude_mechanisms"), format!("`{name}` is not a mechanism wasmtp offers ({})", known.join(", "))));
+            };
+            options.auth.mechanisms.retain(|m| *m != mechanism);
+        }
+        if options.auth.required && options.auth.require_tls && options.tls.is_none() {
+            return Err((key("auth_required"), "AUTH is required but needs TLS, and this listener has no `tls`".into()));
+        }
+        if self.proxy_protocol.unwrap_or(false) {
+            options.proxy_protocol = Some(match self.proxy_protocol_timeout {
+                Some(secs) => check_seconds(secs).map_err(|m| (key("proxy_protocol_timeout"), m))?,
+                None => crate::proxy_protocol::DEFAULT_TIMEOUT,
+            });
+        } else if self.proxy_protocol_timeout.is_some() {
+            return Err((key("proxy_protocol_timeout"), "is set but `proxy_protocol` is not".into()));
+        }
+        let positive = |value: Option<usize>, field: &str| match value {
+            Some(0) => Err((key(field), "must be at least 1".to_owned())),
+            other => Ok(other),
+        };
+        options.max_connections = positive(self.max_connections, "max_connections")?;
+        options.max_connections_per_ip = positive(self.max_connections_per_ip, "max_connections_per_ip")?;
+        if let Some(n) = positive(self.max_recipients, "max_recipients")? {
+            options.limits.max_recipients = n;
+        }
+        if let Some(secs) = self.data_timeout {
+            options.limits.data_timeout = check_seconds(secs).map_err(|m| (key("data_timeout"), m))?;
+        }
+        if let Some(n) = self.command_call_limit {
+            if n == 0 {
+                return Err((key("command_call_limit"), "must be at least 1".into()));
+            }
+            options.limits.command_call_limit = Some(n);
+        }
+        if let Some(n) = self.max_unknown_commands {
+            if n == 0 {
+                return Err((key("max_unknown_commands"), "must be at least 1".into()));
+            }
+            options.limits.max_unknown_commands = n;
+        }
+        Ok(options)
     }
 }
 
@@ -500,8 +666,15 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
 
-/// `HOST:PORT`, `[v6]:PORT`; the host is resolved when the server binds.
+/// `HOST:PORT`, `[v6]:PORT` or `unix:/path`; the host is resolved when the
+/// server binds.
 pub fn check_address(address: &str) -> Result<(), String> {
+    if let Some(path) = address.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err(format!("`{address}` has no socket path"));
+        }
+        return Ok(());
+    }
     let (host, port) = address.rsplit_once(':').ok_or_else(|| format!("`{address}` is not HOST:PORT"))?;
     if host.is_empty() {
         return Err(format!("`{address}` has no host; use 0.0.0.0 or [::] for every address"));
@@ -551,7 +724,7 @@ mod tests {
     fn errors_name_file_key_and_problem() {
         assert_eq!(
             error("[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"sink\"\nsise = 10\n"),
-            "/etc/wasmtp.toml:4:1: listener[0].sise: unknown field `sise`, expected one of `name`, `address`, `plugin`, `plugins`, `tenant`, `tenants`, `hostname`, `size`, `smtputf8`, `timeout`"
+            "/etc/wasmtp.toml:4:1: listener[0].sise: unknown field `sise`, expected one of `name`, `address`, `plugin`, `plugins`, `tenant`, `tenants`, `hostname`, `size`, `smtputf8`, `timeout`, `protocol`, `tls`, `implicit_tls`, `require_starttls`, `auth_required`, `auth_require_tls`, `auth_exclude_mechanisms`, `proxy_protocol`, `proxy_protocol_timeout`, `max_connections`, `max_connections_per_ip`, `max_recipients`, `data_timeout`, `command_call_limit`, `max_unknown_commands`"
         );
         assert_eq!(
             error("[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"sink\"\nsize = \"big\"\n"),

@@ -8,6 +8,8 @@
 //!   and the session state machine that calls the hooks.
 //! - [`plugin`]: the WebAssembly side — engine, loading and checking
 //!   components, one instance per session, the host imports and sandbox.
+//! - [`tls`]: certificates and the TLS handshake (STARTTLS, implicit TLS).
+//! - [`proxy_protocol`]: the PROXY protocol header in front of a connection.
 //! - [`config`]: the TOML config and its checks; [`cli`]: the command line.
 //!
 //! The plugin contract is the WIT package in `wit/smtp.wit`.
@@ -15,5 +17,7 @@
 pub mod cli;
 pub mod config;
 pub mod plugin;
+pub mod proxy_protocol;
 pub mod server;
 pub mod smtp;
+pub mod tls;

@@ -1,5 +1,6 @@
 //! The server: binds the listeners, loads their plugins, accepts
-//! connections and runs a [`Session`] for each, until shutdown.
+//! connections and serves each ([`connection::serve`]: PROXY header, TLS,
+//! SMTP/LMTP sessions), until shutdown.
 //!
 //! ## Generations (hot swap)
 //!
@@ -17,13 +18,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::config::{Config, ConfigError, ListenerConfig};
+use crate::config::{Address, Config, ConfigError, ListenerConfig};
 use crate::plugin::{Chain, Plugin, PluginError, Runtime, Tenant};
-use crate::smtp::session::{ListenerSettings, Session};
+use crate::smtp::connection::{self, ConnectionLimiter, Stream};
+use crate::smtp::envelope::Peer;
+use crate::smtp::session::ListenerSettings;
 
 /// The text after the host name in the greeting.
 pub const IDENT: &str = concat!("wasmtp ", env!("CARGO_PKG_VERSION"));
@@ -53,11 +56,60 @@ pub enum ReloadError {
 
 /// A bound listener; its settings are swapped by reloads.
 pub struct Listener {
-    pub socket: TcpListener,
+    pub socket: Socket,
+    /// Open connections, against the limits of the first generation (a
+    /// reload does not change connection limits: restart for that).
+    pub limiter: Arc<ConnectionLimiter>,
     /// The name and address never change across generations (reload checks).
     pub name: String,
     pub address: String,
     pub settings: Arc<ArcSwap<ListenerSettings>>,
+}
+
+/// A listening socket: TCP, or a Unix socket (LMTP's usual home).
+pub enum Socket {
+    Tcp(TcpListener),
+    Unix { listener: UnixListener, path: Arc<str> },
+}
+
+impl Socket {
+    async fn bind(address: &Address) -> std::io::Result<Socket> {
+        match address {
+            Address::Tcp(address) => Ok(Socket::Tcp(TcpListener::bind(address).await?)),
+            Address::Unix(path) => {
+                // A socket file left by an earlier run would make bind fail;
+                // remove it, but nothing that is not a socket.
+                use std::os::unix::fs::FileTypeExt;
+                if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+                    std::fs::remove_file(path)?;
+                }
+                let listener = UnixListener::bind(path)?;
+                Ok(Socket::Unix { listener, path: path.to_string_lossy().into() })
+            }
+        }
+    }
+
+    /// What the `listening on` log line names.
+    pub fn local_addr(&self) -> String {
+        match self {
+            Socket::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            Socket::Unix { path, .. } => format!("unix:{path}"),
+        }
+    }
+
+    async fn accept(&self) -> std::io::Result<(Stream, Peer)> {
+        match self {
+            Socket::Tcp(l) => {
+                let (stream, peer) = l.accept().await?;
+                let _ = stream.set_nodelay(true);
+                Ok((Box::new(stream), Peer::Ip(peer)))
+            }
+            Socket::Unix { listener, path } => {
+                let (stream, _) = listener.accept().await?;
+                Ok((Box::new(stream), Peer::Unix(path.clone())))
+            }
+        }
+    }
 }
 
 /// A started server: bound listeners, the engine their plugins run on, and
@@ -78,10 +130,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let config_file = config.file.clone();
     let watch = config.watch;
     for (l, settings) in load_listeners(&runtime, config.listeners).await? {
-        let socket = TcpListener::bind(&l.address)
+        let socket = Socket::bind(&Address::parse(&l.address))
             .await
             .map_err(|reason| StartError::Bind { listener: l.name.clone(), address: l.address.clone(), reason })?;
-        listeners.push(Listener { socket, name: l.name, address: l.address, settings: Arc::new(ArcSwap::from_pointee(settings)) });
+        let limiter = ConnectionLimiter::new(l.options.max_connections, l.options.max_connections_per_ip);
+        listeners.push(Listener { socket, limiter, name: l.name, address: l.address, settings: Arc::new(ArcSwap::from_pointee(settings)) });
     }
     Ok(Server { listeners, runtime, config_file, watch, generation: AtomicU64::new(1) })
 }
@@ -98,6 +151,7 @@ async fn load_listeners(runtime: &Arc<Runtime>, configs: Vec<ListenerConfig>) ->
             let plugins = load_chain(runtime, &mut loaded, t.plugins).await?;
             tenants.push(Tenant { name: t.name.as_str().into(), domains: t.domains, chain: Arc::new(Chain::of(&t.name, plugins)) });
         }
+        let o = l.options.clone();
         let settings = ListenerSettings {
             name: l.name.as_str().into(),
             hostname: l.hostname.as_str().into(),
@@ -106,6 +160,13 @@ async fn load_listeners(runtime: &Arc<Runtime>, configs: Vec<ListenerConfig>) ->
             smtputf8: l.smtputf8,
             timeout: l.timeout,
             plugin: Arc::new(Chain { name: l.name.as_str().into(), plugins, tenants }),
+            protocol: o.protocol,
+            tls: o.tls,
+            implicit_tls: o.implicit_tls,
+            require_starttls: o.require_starttls,
+            auth: o.auth,
+            proxy_protocol: o.proxy_protocol,
+            limits: o.limits,
         };
         out.push((l, settings));
     }
@@ -196,7 +257,7 @@ pub async fn run(server: Server, shutdown: impl std::future::Future<Output = ()>
         accepting.spawn(async move {
             let listener = &server.listeners[index];
             let first = listener.settings.load_full();
-            let addr = listener.socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            let addr = listener.socket.local_addr();
             tracing::info!(listener = &*first.name, plugins = first.plugin.names(), "listening on {addr}");
             let mut sessions = JoinSet::new();
             let mut stop = stop_rx.clone();
@@ -204,13 +265,19 @@ pub async fn run(server: Server, shutdown: impl std::future::Future<Output = ()>
                 tokio::select! {
                     accepted = listener.socket.accept() => match accepted {
                         Ok((stream, peer)) => {
-                            let _ = stream.set_nodelay(true);
                             let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
                             // The newest generation; the session keeps it to its end.
                             let settings = listener.settings.load_full();
                             let span = tracing::info_span!("session", id, %peer, listener = &*settings.name);
-                            let session = Session::new(stream, peer, id, settings, stop_rx.clone());
-                            sessions.spawn(tracing::Instrument::instrument(session.run(), span));
+                            // Counted by the socket's peer: behind a PROXY-protocol
+                            // proxy, that is the proxy.
+                            let Some(slot) = listener.limiter.acquire(peer.ip()) else {
+                                span.in_scope(|| tracing::warn!("too many connections; refusing"));
+                                sessions.spawn(connection::refuse(stream, settings.hostname.to_string()));
+                                continue;
+                            };
+                            let serve = connection::serve(stream, peer, id, settings, stop_rx.clone());
+                            sessions.spawn(tracing::Instrument::instrument(async move { serve.await; drop(slot) }, span));
                         }
                         // Out of file descriptors and the like: back off
                         // rather than spin; the listener itself is fine.

@@ -2,7 +2,8 @@
 //! check every plugin reply passes before it reaches the wire
 //! (DESIGN.md, decision 4).
 
-use crate::smtp::envelope::{Envelope, SessionInfo};
+use crate::proxy_protocol::{ProxyCommand, ProxyHeader};
+use crate::smtp::envelope::{Envelope, Peer, SessionInfo, TlsInfo};
 use crate::smtp::reply::Reply;
 
 use super::bindings::types;
@@ -22,14 +23,41 @@ pub fn session(s: &SessionInfo) -> types::Session {
         id: s.id,
         listener: s.listener.to_string(),
         server_hostname: s.server_hostname.to_string(),
-        peer: socket_address(&s.peer),
+        peer: peer(&s.peer),
         host_name: s.host_name.clone(),
         extended_smtp: s.extended_smtp,
         lmtp: s.lmtp,
-        tls: None,
+        tls: s.tls.as_ref().map(tls_info),
         authenticated: s.authenticated,
         auth_identity: s.auth_identity.clone(),
-        proxy: None,
+        proxy: s.proxy.as_ref().map(proxy_data),
+    }
+}
+
+pub fn peer(p: &Peer) -> types::SocketAddress {
+    let (address, port) = p.address_and_port();
+    types::SocketAddress { address, port }
+}
+
+pub fn tls_info(t: &TlsInfo) -> types::TlsInfo {
+    types::TlsInfo {
+        version: t.version.clone(),
+        cipher: t.cipher.clone(),
+        server_name: t.server_name.clone(),
+        peer_certificate: t.peer_certificate.clone(),
+    }
+}
+
+pub fn proxy_data(p: &ProxyHeader) -> types::ProxyData {
+    types::ProxyData {
+        version: p.version,
+        command: match p.command {
+            ProxyCommand::Local => types::ProxyCommand::Local,
+            ProxyCommand::Proxy => types::ProxyCommand::Proxy,
+        },
+        source: p.source.as_ref().map(socket_address),
+        destination: p.destination.as_ref().map(socket_address),
+        tlvs: p.tlvs.iter().map(|(kind, value)| types::ProxyTlv { kind: *kind, value: value.clone() }).collect(),
     }
 }
 
@@ -79,6 +107,18 @@ pub fn from_wit_reply(r: types::Reply) -> Result<Reply, String> {
         lines.push(r.enhanced.clone().unwrap_or_default());
     }
     Ok(Reply::lines(r.code, lines))
+}
+
+/// The identity an `auth` hook accepted: it goes into logs and later
+/// hooks, so it is held to a reply line's rules.
+pub fn check_identity(identity: &str) -> Result<(), String> {
+    if let Some(c) = identity.chars().find(|c| c.is_control()) {
+        return Err(format!("auth identity {identity:?} contains the control character {c:?}"));
+    }
+    if identity.len() > MAX_REPLY_LINE {
+        return Err(format!("auth identity is {} bytes long; at most {MAX_REPLY_LINE} are allowed", identity.len()));
+    }
+    Ok(())
 }
 
 /// `class.subject.detail` with class 2, 4 or 5 matching the reply code, and

@@ -27,7 +27,10 @@ use wasmtime::{Store, UpdateDeadline};
 use crate::smtp::envelope::{Envelope, SessionInfo};
 use crate::smtp::reply::{self, Reply};
 
+use super::bindings::hooks::auth;
 use super::bindings::types::{self, ErrorKind};
+use crate::proxy_protocol::ProxyHeader;
+use crate::smtp::session::{AuthDecision, Credentials};
 use super::convert;
 use super::host::{HostState, MemoryCap};
 use super::loaded::{FailurePolicy, Hook, Plugin};
@@ -494,5 +497,187 @@ impl SessionPlugin {
 
     pub async fn vrfy(&mut self, session: &SessionInfo, envelope: &Envelope, address: &str) -> HookResult<Option<Reply>> {
         self.call(session, envelope, HookCall::Vrfy { address }).await
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The connection-level hooks: AUTH, PROXY, STARTTLS (issue 3). Kept apart
+// from the command hooks above: they answer a decision, not a reply.
+
+impl PluginInstance {
+    /// AUTH on this plugin: its decision, or what its failure means.
+    async fn auth(&mut self, session: &SessionInfo, s: &types::Session, e: &types::Envelope, credentials: &auth::Credentials) -> Result<AuthDecision, Failed> {
+        let answer = async {
+            let plugin = self.plugin.clone();
+            let live = self.live().await?;
+            live.arm(&plugin);
+            let indices = plugin.hooks.auth.as_ref().ok_or_else(|| wasmtime::format_err!("the plugin does not export the auth hook"))?;
+            indices.load(&mut live.store, &live.instance)?.call_handle_auth(&mut live.store, s, e, credentials).await
+        }
+        .await;
+        let failure = match answer {
+            Ok(auth::AuthDecision::Accept(identity)) => match convert::check_identity(&identity) {
+                Ok(()) => return Ok(AuthDecision::Accept(identity)),
+                Err(message) => Failure { kind: ErrorKind::InvalidReply, message },
+            },
+            Ok(auth::AuthDecision::Reject(None)) => return Ok(AuthDecision::Reject(None)),
+            Ok(auth::AuthDecision::Reject(Some(reply))) => match convert::from_wit_reply(reply) {
+                Ok(reply) => return Ok(AuthDecision::Reject(Some(reply))),
+                Err(message) => Failure { kind: ErrorKind::InvalidReply, message },
+            },
+            Err(error) => self.classify(error),
+        };
+        Err(self.fail(Hook::Auth, session, failure).await)
+    }
+
+    /// PROXY or STARTTLS on this plugin: yes or no. A failure is logged, the
+    /// instance dropped, and the answer is no (there is no command to answer,
+    /// so every failure policy fails closed here).
+    async fn verdict(&mut self, hook: Hook, s: &types::Session, e: &types::Envelope, proxy: Option<&types::ProxyData>) -> bool {
+        let answer = async {
+            let plugin = self.plugin.clone();
+            let live = self.live().await?;
+            live.arm(&plugin);
+            let missing = || wasmtime::format_err!("the plugin does not export the {hook} hook");
+            let (store, instance) = (&mut live.store, &live.instance);
+            match (hook, proxy) {
+                (Hook::Proxy, Some(proxy)) => {
+                    plugin.hooks.proxy.as_ref().ok_or_else(missing)?.load(&mut *store, instance)?.call_handle_proxy(store, s, e, proxy).await
+                }
+                _ => plugin.hooks.starttls.as_ref().ok_or_else(missing)?.load(&mut *store, instance)?.call_handle_starttls(store, s, e).await,
+            }
+        }
+        .await;
+        match answer {
+            Ok(yes) => yes,
+            Err(error) => {
+                let failure = self.classify(error);
+                self.live = None;
+                tracing::warn!(
+                    plugin = &*self.plugin.name, session = self.session_id, hook = hook.name(),
+                    kind = kind_name(failure.kind), "plugin failed: {}; answering no", failure.message
+                );
+                false
+            }
+        }
+    }
+}
+
+impl SessionPlugin {
+    /// AUTH: the first plugin of the chain that exports `auth` decides
+    /// (one that fails under the `skip` policy passes it to the next).
+    pub async fn auth(&mut self, session: &SessionInfo, envelope: &Envelope, credentials: &Credentials) -> HookResult<AuthDecision> {
+        let (s, e) = (convert::session(session), convert::envelope(envelope));
+        let credentials = auth::Credentials {
+            mechanism: credentials.mechanism.name().to_owned(),
+            authzid: credentials.authzid.clone(),
+            login: credentials.login.clone(),
+            password: credentials.password.clone(),
+        };
+        for instance in self.instances.iter_mut().filter(|i| i.has(Hook::Auth)) {
+            match instance.auth(session, &s, &e, &credentials).await {
+                Ok(decision) => return Ok(decision),
+                Err(Failed::Skip) => continue,
+                Err(Failed::Reply(reply)) => return Err(reply),
+            }
+        }
+        Ok(AuthDecision::Reject(None))
+    }
+
+    /// The PROXY header: the connection goes on only if every plugin of the
+    /// chain that exports `proxy` says so.
+    pub async fn proxy(&mut self, session: &SessionInfo, envelope: &Envelope, header: &ProxyHeader) -> bool {
+        let (s, e) = (convert::session(session), convert::envelope(envelope));
+        let data = convert::proxy_data(header);
+        for instance in self.instances.iter_mut().filter(|i| i.has(Hook::Proxy)) {
+            if !instance.verdict(Hook::Proxy, &s, &e, Some(&data)).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// A finished TLS handshake: accepted only if every plugin of the chain
+    /// that exports `starttls` accepts it.
+    pub async fn starttls(&mut self, session: &SessionInfo, envelope: &Envelope) -> bool {
+        let (s, e) = (convert::session(session), convert::envelope(envelope));
+        for instance in self.instances.iter_mut().filter(|i| i.has(Hook::Starttls)) {
+            if !instance.verdict(Hook::Starttls, &s, &e, None).await {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl PluginInstance {
+    /// LMTP's per-recipient end of DATA on this plugin.
+    async fn lmtp_data(&mut self, session: &SessionInfo, s: &types::Session, e: &types::Envelope, content: &Arc<Vec<u8>>, recipients: usize) -> Result<Vec<Option<Reply>>, Failed> {
+        let answer = async {
+            let plugin = self.plugin.clone();
+            let live = self.live().await?;
+            live.arm(&plugin);
+            let indices = plugin.hooks.lmtp_data.as_ref().ok_or_else(|| wasmtime::format_err!("the plugin does not export the lmtp-data hook"))?;
+            let guest = indices.load(&mut live.store, &live.instance)?;
+            live.store.data_mut().content = Some(content.clone());
+            let answer = guest.call_handle_lmtp_data(&mut live.store, s, e).await;
+            live.store.data_mut().content = None;
+            answer
+        }
+        .await;
+        let failure = match answer {
+            Ok(replies) if replies.len() != recipients => Failure {
+                kind: ErrorKind::InvalidReply,
+                message: format!("lmtp-data returned {} replies for {recipients} recipients", replies.len()),
+            },
+            Ok(replies) => match replies.into_iter().map(|r| r.map(convert::from_wit_reply).transpose()).collect() {
+                Ok(replies) => return Ok(replies),
+                Err(message) => Failure { kind: ErrorKind::InvalidReply, message },
+            },
+            Err(error) => self.classify(error),
+        };
+        Err(self.fail(Hook::LmtpData, session, failure).await)
+    }
+}
+
+impl SessionPlugin {
+    /// LMTP's end of DATA: one decision per recipient of `envelope`, `None`
+    /// where the default applies. Along the chain, in order: a plugin with
+    /// `lmtp-data` decides the recipients still undecided, one by one; a
+    /// plugin with only `data` decides them all with its one reply. Without
+    /// any `lmtp-data` in the chain this is `data` (tenants included), its
+    /// reply repeated.
+    pub async fn lmtp_data(&mut self, session: &SessionInfo, envelope: &Envelope, content: Arc<Vec<u8>>) -> HookResult<Vec<Option<Reply>>> {
+        let recipients = envelope.rcpt_tos.len();
+        if !self.chain.plugins.iter().any(|p| p.hooks.has(Hook::LmtpData)) {
+            let reply = if self.has(Hook::Data) { self.data(session, envelope, content).await? } else { None };
+            return Ok(vec![reply; recipients]);
+        }
+        let (s, e) = (convert::session(session), convert::envelope(envelope));
+        let mut decided: Vec<Option<Reply>> = vec![None; recipients];
+        for instance in self.instances.iter_mut() {
+            if decided.iter().all(Option::is_some) {
+                break;
+            }
+            let answers = if instance.has(Hook::LmtpData) {
+                instance.lmtp_data(session, &s, &e, &content, recipients).await
+            } else if instance.has(Hook::Data) {
+                instance.call(session, &s, &e, HookCall::Data { content: &content }).await.map(|reply| vec![reply; recipients])
+            } else {
+                continue;
+            };
+            match answers {
+                Ok(answers) => {
+                    for (slot, answer) in decided.iter_mut().zip(answers) {
+                        if slot.is_none() {
+                            *slot = answer;
+                        }
+                    }
+                }
+                Err(Failed::Skip) => continue,
+                Err(Failed::Reply(reply)) => return Err(reply),
+            }
+        }
+        Ok(decided)
     }
 }

@@ -32,12 +32,15 @@ pub enum Hook {
     Proxy,
     Starttls,
     Exception,
+    /// LMTP's per-recipient end of DATA (issue 3).
+    LmtpData,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 14] = [
+    pub const ALL: [Hook; 15] = [
         Hook::Setup, Hook::Helo, Hook::Ehlo, Hook::Mail, Hook::Rcpt, Hook::Data, Hook::Rset,
         Hook::Noop, Hook::Quit, Hook::Vrfy, Hook::Auth, Hook::Proxy, Hook::Starttls, Hook::Exception,
+        Hook::LmtpData,
     ];
 
     /// The interface name in the WIT package (`rcpt` in `wasmtp:smtp/rcpt@0.1.0`).
@@ -57,6 +60,7 @@ impl Hook {
             Hook::Proxy => "proxy",
             Hook::Starttls => "starttls",
             Hook::Exception => "exception",
+            Hook::LmtpData => "lmtp-data",
         }
     }
 
@@ -194,7 +198,7 @@ macro_rules! hook_indices {
 hook_indices! {
     setup: Setup, helo: Helo, ehlo: Ehlo, mail: Mail, rcpt: Rcpt, data: Data, rset: Rset,
     noop: Noop, quit: Quit, vrfy: Vrfy, auth: Auth, proxy: Proxy, starttls: Starttls,
-    exception: Exception,
+    exception: Exception, lmtp_data: LmtpData,
 }
 
 /// A loaded plugin. Shared by every session of a listener; each session

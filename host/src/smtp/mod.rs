@@ -5,10 +5,14 @@
 //! - [`data`]: the DATA decoder (sans-IO): dot-unstuffing, terminator, limits.
 //! - [`reply`]: replies as data, and every reply the host sends by itself.
 //! - [`envelope`]: the session and envelope state the host owns.
-//! - [`session`]: one connection's dialog, calling the plugin's hooks.
+//! - [`session`]: one session's dialog, calling the plugin's hooks (one
+//!   file per verb group under `session/`).
+//! - [`connection`]: one accepted connection: PROXY header, TLS, and the
+//!   session (or two, around STARTTLS) it runs.
 
 pub mod address;
 pub mod command;
+pub mod connection;
 pub mod data;
 pub mod envelope;
 pub mod reply;

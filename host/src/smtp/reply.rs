@@ -95,6 +95,7 @@ pub static SIZE_EXCEEDED: Reply = Reply::fixed(552, "Error: message size exceeds
 
 pub static SYNTAX_HELO: Reply = Reply::fixed(501, "Syntax: HELO hostname");
 pub static SYNTAX_EHLO: Reply = Reply::fixed(501, "Syntax: EHLO hostname");
+pub static SYNTAX_LHLO: Reply = Reply::fixed(501, "Syntax: LHLO hostname");
 pub static SYNTAX_QUIT: Reply = Reply::fixed(501, "Syntax: QUIT");
 pub static SYNTAX_RSET: Reply = Reply::fixed(501, "Syntax: RSET");
 pub static SYNTAX_DATA: Reply = Reply::fixed(501, "Syntax: DATA");
@@ -107,6 +108,7 @@ pub static SYNTAX_RCPT_ESMTP: Reply = Reply::fixed(501, "Syntax: RCPT TO: <addre
 
 pub static NEED_HELO: Reply = Reply::fixed(503, "Error: send HELO first");
 pub static NEED_EHLO: Reply = Reply::fixed(503, "Error: send EHLO first");
+pub static NEED_LHLO: Reply = Reply::fixed(503, "Error: send LHLO first");
 pub static NEED_MAIL: Reply = Reply::fixed(503, "Error: need MAIL command");
 pub static NEED_RCPT: Reply = Reply::fixed(503, "Error: need RCPT command");
 pub static NESTED_MAIL: Reply = Reply::fixed(503, "Error: nested MAIL command");
@@ -122,6 +124,23 @@ pub static TLS_NOT_AVAILABLE: Reply = Reply::fixed(454, "TLS not available");
 pub static AUTH_NOT_RECOGNIZED: Reply = Reply::fixed(500, "Error: command 'AUTH' not recognized");
 pub static AUTH_ENCRYPTION_REQUIRED: Reply =
     Reply::fixed(538, "5.7.11 Encryption required for requested authentication mechanism");
+pub static AUTH_ALREADY: Reply = Reply::fixed(503, "Already authenticated");
+pub static AUTH_NOT_ENOUGH: Reply = Reply::fixed(501, "Not enough value");
+pub static AUTH_TOO_MANY: Reply = Reply::fixed(501, "Too many values");
+pub static AUTH_UNKNOWN_MECHANISM: Reply = Reply::fixed(504, "5.5.4 Unrecognized authentication type");
+pub static AUTH_SUCCESSFUL: Reply = Reply::fixed(235, "2.7.0 Authentication successful");
+pub static AUTH_INVALID: Reply = Reply::fixed(535, "5.7.8 Authentication credentials invalid");
+pub static AUTH_ABORTED: Reply = Reply::fixed(501, "5.7.0 Auth aborted");
+pub static AUTH_BAD_BASE64: Reply = Reply::fixed(501, "5.5.2 Can't decode base64");
+pub static AUTH_CANNOT_SPLIT: Reply = Reply::fixed(501, "5.5.2 Can't split auth value");
+pub static AUTH_REQUIRED: Reply = Reply::fixed(530, "5.7.0 Authentication required");
+
+pub static READY_FOR_TLS: Reply = Reply::fixed(220, "Ready to start TLS");
+pub static STARTTLS_FIRST: Reply = Reply::fixed(530, "Must issue a STARTTLS command first");
+/// After the starttls hook refused the TLS session (aiosmtpd's text).
+pub static INSECURE: Reply = Reply::fixed(554, "Command refused due to lack of security");
+/// STARTTLS inside TLS; aiosmtpd would start a second handshake.
+pub static TLS_ALREADY_ACTIVE: Reply = Reply::fixed(503, "5.5.1 Error: TLS already active");
 
 /// The reply to a session whose plugin failed, when its `exception` hook
 /// does not choose another. aiosmtpd answers `500 Error: (Exception) ...`;
@@ -136,7 +155,18 @@ pub static PLUGIN_FAILED_DISCONNECT: Reply = Reply::fixed(421, "4.3.0 Error: plu
 /// The reply to a recipient whose domain no tenant of the listener serves.
 pub static NO_TENANT: Reply = Reply::fixed(550, "5.1.2 Error: recipient domain not served here");
 /// The reply to a connection the server cannot serve right now.
+/// The idle timeout (aiosmtpd closes silently; RFC 5321 §4.5.3.2 prefers a 421).
+pub static TIMEOUT: Reply = Reply::fixed(421, "4.4.2 Timeout, closing connection");
+/// A DATA or BDAT transfer ran past the listener's `data_timeout`.
+pub static DATA_TIMEOUT: Reply = Reply::fixed(421, "4.4.2 Message transfer took too long, closing connection");
+/// `max_recipients` reached (RFC 5321 §4.5.3.1.10 says 452, RFC 3463 4.5.3).
+pub static TOO_MANY_RECIPIENTS: Reply = Reply::fixed(452, "4.5.3 Error: too many recipients");
 pub static SHUTTING_DOWN: Reply = Reply::fixed(421, "4.3.2 Service shutting down, closing connection");
+
+/// aiosmtpd's `command_call_limit` reply; the connection is then closed.
+pub fn too_many_calls(verb: &str) -> Reply {
+    Reply::new(421, format!("4.7.0 {verb} sent too many times"))
+}
 
 pub fn unknown_command(verb: &str) -> Reply {
     Reply::new(500, format!("Error: command \"{verb}\" not recognized"))

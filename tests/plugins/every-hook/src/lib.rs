@@ -32,7 +32,7 @@ use std::cell::{Cell, RefCell};
 
 use exports::wasmtp::smtp::auth::{AuthDecision, Credentials};
 use exports::wasmtp::smtp::{
-    auth, data, ehlo, exception, helo, mail, noop, proxy, quit, rcpt, rset, setup, starttls, vrfy,
+    auth, data, ehlo, exception, helo, lmtp_data, mail, noop, proxy, quit, rcpt, rset, setup, starttls, vrfy,
 };
 use wasmtp::smtp::content;
 use wasmtp::smtp::log::{Level, log};
@@ -216,6 +216,13 @@ impl starttls::Guest for EveryHook {
     fn handle_starttls(session: Session, _envelope: Envelope) -> bool {
         called("starttls", &session.tls.map(|tls| tls.version).unwrap_or_default());
         true
+    }
+}
+
+impl lmtp_data::Guest for EveryHook {
+    fn handle_lmtp_data(_session: Session, envelope: Envelope) -> Vec<Option<Reply>> {
+        let call = called("lmtp-data", &format!("{} recipients", envelope.rcpt_tos.len()));
+        envelope.rcpt_tos.iter().map(|rcpt| reply(250, Some("2.0.0"), format!("every-hook lmtp-data {rcpt}{call}"))).collect()
     }
 }
 
