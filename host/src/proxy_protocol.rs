@@ -93,6 +93,10 @@ async fn read_header_untimed<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Pro
     if head[..12] != *V2_SIGNATURE {
         return Err(ProxyError::NotProxy);
     }
+    // Refuse a bad version or family before waiting for a body it announces.
+    if head[12] >> 4 != 2 || head[12] & 0x0f > 1 || head[13] >> 4 > 3 {
+        return Err(ProxyError::Invalid(format!("v2 version/command {:#04x}, family {:#04x}", head[12], head[13])));
+    }
     let length = usize::from(u16::from_be_bytes([head[14], head[15]]));
     if 16 + length > V2_MAX {
         return Err(ProxyError::Invalid(format!("a v2 header of {length} bytes")));
