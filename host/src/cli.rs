@@ -22,7 +22,8 @@ const DEFAULT_PORT: u16 = 8025;
 /// aiosmtpd does. Built-in plugins: sink, debugging [stdout|stderr],
 /// mailbox MAILDIR; or give the path of a .wasm component.
 #[derive(Debug, Parser)]
-#[command(name = "wasmtp", version, about, max_term_width = 100)]
+#[command(name = "wasmtp", version, about, max_term_width = 100,
+    after_help = "For plugin authors: `wasmtp plugin inspect FILE`, `wasmtp plugin test FILE --transcript T` (see `wasmtp plugin --help`).")]
 pub struct Cli {
     /// Accepted for compatibility with aiosmtpd; wasmtp never changes its user.
     #[arg(short = 'n', long = "nosetuid")]

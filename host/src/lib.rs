@@ -11,6 +11,7 @@
 //! - [`tls`]: certificates and the TLS handshake (STARTTLS, implicit TLS).
 //! - [`proxy_protocol`]: the PROXY protocol header in front of a connection.
 //! - [`config`]: the TOML config and its checks; [`cli`]: the command line.
+//! - [`tool`]: `wasmtp plugin inspect|test`, for plugin authors.
 //!
 //! The plugin contract is the WIT package in `wit/smtp.wit`.
 
@@ -21,3 +22,4 @@ pub mod proxy_protocol;
 pub mod server;
 pub mod smtp;
 pub mod tls;
+pub mod tool;

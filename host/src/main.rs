@@ -12,6 +12,11 @@ use wasmtp::plugin::PluginError;
 use wasmtp::server::{self, StartError};
 
 fn main() -> ExitCode {
+    // `wasmtp plugin inspect|test ...`: the tools for plugin authors, with
+    // their own command line; anything else is the server's.
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == "plugin") {
+        return wasmtp::tool::main(std::env::args_os().skip(1));
+    }
     let cli = Cli::parse();
     init_logging(cli.debug);
 

@@ -1,0 +1,290 @@
+//! Plugins in every language the project promises, built from `examples/`
+//! with each language's own toolchain and exercised through the real server
+//! with a real SMTP client; the Rust SDK's guarantees; and the authors' tools
+//! (`wasmtp plugin inspect`, `wasmtp plugin test`).
+//!
+//! The four examples implement one policy (a recipient allowlist from their
+//! arguments, and a refusal of messages whose headers carry
+//! `X-Spam-Flag: YES`), so a single dialog checks them all. A missing
+//! toolchain fails the test with the command that installs it: `.ci/run`
+//! installs them all.
+
+#[path = "harness/mod.rs"]
+mod harness;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use harness::{repo_root, run_wasmtp, Client, Server, HOSTNAME, WASMTP};
+
+/// Builds (a few minutes under load for Python and JavaScript) and the first
+/// compile of a large component by the server take long.
+const SLOW: Duration = Duration::from_secs(600);
+
+/// Where the tests put the components they build.
+fn out_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("examples");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs a build command; panics with its output, and `hint` (how to install
+/// the toolchain), when it can't be run or fails.
+fn build(what: &str, mut command: Command, hint: &str) {
+    let started = Instant::now();
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot build the {what} example: {command:?}: {e}\n{hint}"));
+    assert!(
+        output.status.success(),
+        "building the {what} example failed ({}): {command:?}\n--- stdout\n{}\n--- stderr\n{}\n{hint}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!("built the {what} example in {:.1?}", started.elapsed());
+}
+
+/// Fails loudly when `program` is not on the PATH.
+fn require(program: &str, hint: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(found, "`{program}` is not installed: {hint}");
+}
+
+/// The Rust template, built as an author builds it (`cargo build --release`
+/// in its directory), into a target dir of the test run.
+fn rust_plugin() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = repo_root().join("examples/rust-plugin");
+        // The reference plugins' target dir (host/build.rs): the SDK and its
+        // dependencies are built there already.
+        let target = harness::plugin_dir().ancestors().nth(2).map_or_else(|| out_dir().join("rust-target"), Path::to_path_buf);
+        let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        command.current_dir(&dir).args(["build", "--release", "--target-dir"]).arg(&target);
+        for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR"] {
+            command.env_remove(var);
+        }
+        build("Rust", command, "run `rustup target add wasm32-wasip2`");
+        target.join("wasm32-wasip2/release/rust_policy.wasm")
+    })
+}
+
+fn python_plugin() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let hint = "install it with `pip install -r examples/python/requirements.txt` (.ci/run does)";
+        require("componentize-py", hint);
+        let out = out_dir().join("python_policy.wasm");
+        let mut command = Command::new(repo_root().join("examples/python/build.sh"));
+        command.arg(&out);
+        build("Python", command, hint);
+        out
+    })
+}
+
+fn javascript_plugin() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let hint = "install it with `npm ci --prefix examples/javascript` (.ci/run does)";
+        require("node", "install Node.js (apt-get install nodejs npm)");
+        let tool = repo_root().join("examples/javascript/node_modules/.bin/componentize-js");
+        assert!(tool.exists(), "componentize-js is not installed: {hint}");
+        let out = out_dir().join("javascript_policy.wasm");
+        let mut command = Command::new(repo_root().join("examples/javascript/build.sh"));
+        command.arg(&out);
+        build("JavaScript", command, hint);
+        out
+    })
+}
+
+fn c_plugin() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let debian = "apt-get install clang lld wasi-libc libclang-rt-14-dev-wasm32 (.ci/run does)";
+        let cargo = "cargo install --locked wit-bindgen-cli@0.61.1 wasm-tools@1.263.0 (.ci/run does)";
+        require("clang", debian);
+        require("wasm-ld", debian);
+        require("wit-bindgen", cargo);
+        require("wasm-tools", cargo);
+        // The WASI preview-1 adapter of the wasmtime the host uses.
+        let adapter = out_dir().join("wasi_snapshot_preview1.reactor.wasm");
+        std::fs::write(&adapter, wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER)
+            .unwrap();
+        let out = out_dir().join("c_policy.wasm");
+        let mut command = Command::new(repo_root().join("examples/c/build.sh"));
+        command.arg(&out).env("WASI_ADAPTER", &adapter);
+        build("C", command, &format!("{debian}; {cargo}"));
+        out
+    })
+}
+
+fn wasmtp(args: &[&str]) -> Output {
+    let output = Command::new(WASMTP)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("cannot run wasmtp");
+    output
+}
+
+/// `wasmtp plugin inspect` names exactly the hooks the example defines.
+fn check_inspect(plugin: &Path) {
+    let out = wasmtp(&["plugin", "inspect", plugin.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("\nhooks: setup, rcpt, data\n"), "{text}");
+    assert!(text.contains("targets: wasmtp:smtp@0.1.0;"), "{text}");
+    assert!(text.contains("verdict: this server can load it"), "{text}");
+}
+
+/// The `setup` hook's refusal (`result<_, string>`'s error) reaches the
+/// operator as aiosmtpd's `parser.error` would: one line, exit status 2.
+fn check_refuses_no_arguments(plugin: &Path) {
+    let out = run_wasmtp(&["-l", "127.0.0.1:0", "-c", plugin.to_str().unwrap()], SLOW);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("give at least one allowed recipient domain or address"), "{stderr}");
+}
+
+/// The policy, through the real server, with the harness's SMTP client.
+fn check_policy(plugin: &Path, language: &str) {
+    let server = Server::start(&["--hostname", HOSTNAME, "-c", plugin.to_str().unwrap(), "example.com", "postmaster@example.org"]);
+    let mut c = Client::greeted(server.addr());
+    c.expect("EHLO client.example", 250);
+    // Hooks the plugin does not export get the server's defaults.
+    assert_eq!(c.expect("NOOP", 250).text(), "OK");
+    c.expect("MAIL FROM:<anne@example.net>", 250);
+    assert_eq!(c.expect("RCPT TO:<bart@example.com>", 250).text(), "OK");
+    assert_eq!(c.expect("RCPT TO:<Postmaster@Example.ORG>", 250).text(), "OK");
+    assert_eq!(c.expect("RCPT TO:<eve@example.net>", 550).text(), "5.1.1 <eve@example.net>: recipient not allowed");
+    c.expect("DATA", 354);
+    c.send_raw(b"Subject: offer\r\nX-Spam-Flag: YES\r\n\r\nbuy now\r\n.\r\n");
+    assert_eq!(c.expect_reply(550).text(), "5.7.1 message refused: X-Spam-Flag is YES");
+    // The flag in the body is not a header.
+    let reply = c.send_message("anne@example.net", &["bart@example.com"], "Subject: hello\r\n\r\nX-Spam-Flag: YES\r\n");
+    assert_eq!(reply.code, 250, "{}", c.transcript());
+    assert_eq!(reply.text(), format!("2.0.0 accepted by the {language} policy"));
+    c.expect("QUIT", 221);
+    drop(c);
+    let mut server = server;
+    server.wait_for_stderr("refused recipient eve@example.net");
+}
+
+fn check_language(plugin: &Path, language: &str) {
+    check_inspect(plugin);
+    // Also the first load: the server compiles the component and caches it.
+    check_refuses_no_arguments(plugin);
+    check_policy(plugin, language);
+}
+
+#[test]
+fn rust_template_policy() {
+    check_language(rust_plugin(), "rust");
+}
+
+#[test]
+fn python_policy() {
+    check_language(python_plugin(), "python");
+}
+
+#[test]
+fn javascript_policy() {
+    check_language(javascript_plugin(), "javascript");
+}
+
+#[test]
+fn c_policy() {
+    check_language(c_plugin(), "c");
+}
+
+/// The SDK exports the hooks an impl block defines and no others, so the
+/// server calls nothing else: the built-in Mailbox defines `init` and `data`.
+#[test]
+fn sdk_exports_only_the_hooks_a_plugin_defines() {
+    let out = wasmtp(&["plugin", "inspect", "mailbox"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("\nhooks: setup, data\n"), "{text}");
+    assert!(text.contains("server defaults (never called): helo, ehlo, mail, rcpt, rset, noop, quit, vrfy, auth, proxy, starttls, exception"), "{text}");
+}
+
+/// Mailbox, on the SDK's `Message`, holds only the header block: a message
+/// several times larger than the plugin's memory limit is delivered whole.
+#[test]
+fn mailbox_streams_a_message_larger_than_its_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let maildir = dir.path().join("Maildir");
+    let server = Server::start_config(&format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\nplugin = \"inbox\"\nhostname = \"{HOSTNAME}\"\nsize = 0\n\n\
+         [plugin.inbox]\ncomponent = \"mailbox\"\nargs = [\"{}\"]\nmemory_limit_mib = 8\n",
+        maildir.display()
+    ));
+    let mut c = Client::greeted(server.addr());
+    c.expect("EHLO client.example", 250);
+    c.expect("MAIL FROM:<anne@example.com>", 250);
+    c.expect("RCPT TO:<bart@example.com>", 250);
+    c.expect("DATA", 354);
+    let line = format!("{}\r\n", "x".repeat(998));
+    let lines = 40 * 1024 * 1024 / line.len();
+    let mut message = b"Subject: big\r\n\r\n".to_vec();
+    for _ in 0..lines {
+        message.extend_from_slice(line.as_bytes());
+    }
+    message.extend_from_slice(b".\r\n");
+    c.send_raw(&message);
+    assert_eq!(c.expect_reply(250).text(), "OK");
+    let files: Vec<_> = std::fs::read_dir(maildir.join("new")).unwrap().collect();
+    assert_eq!(files.len(), 1);
+    let stored = std::fs::read(files[0].as_ref().unwrap().path()).unwrap();
+    let head = "Subject: big\nX-Peer: ('127.0.0.1', ";
+    assert!(stored.starts_with(head.as_bytes()), "{}", String::from_utf8_lossy(&stored[..200]));
+    // CRLF became LF: 999 bytes a line.
+    let body_start = stored.windows(2).position(|w| w == b"\n\n").unwrap() + 2;
+    assert_eq!(stored.len() - body_start, lines * 999);
+}
+
+/// `wasmtp plugin test` replays a transcript through the real server and
+/// says where it first differs.
+#[test]
+fn plugin_test_replays_a_transcript() {
+    let plugin = rust_plugin().to_str().unwrap().to_owned();
+    let transcript = repo_root().join("examples/policy.transcript");
+    let out = wasmtp(&["plugin", "test", &plugin, "--transcript", transcript.to_str().unwrap(), "example.com"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("  S: 550 5.1.1 <eve@example.net>: recipient not allowed"), "{stdout}");
+    assert!(stdout.contains("reply lines matched"), "{stdout}");
+
+    // A transcript the plugin does not follow.
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong.transcript");
+    std::fs::write(&wrong, "S: 220 *\nC: HELO client.example\nS: 250 *\nC: MAIL FROM:<a@example.net>\nS: 250 OK\nC: RCPT TO:<eve@example.net>\nS: 250 OK\n").unwrap();
+    let out = wasmtp(&["plugin", "test", &plugin, "--transcript", wrong.to_str().unwrap(), "example.com"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains(":7: expected `250 OK`, got `550 5.1.1 <eve@example.net>: recipient not allowed`"), "{stdout}");
+
+    // A transcript that is not one.
+    std::fs::write(&wrong, "EHLO x\n").unwrap();
+    let out = wasmtp(&["plugin", "test", &plugin, "--transcript", wrong.to_str().unwrap(), "example.com"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 1: a transcript line starts with `C:`"), "{out:?}");
+}
+
+/// `wasmtp plugin inspect` says when the server would refuse a component,
+/// and why, in one sentence.
+#[test]
+fn inspect_refuses_what_the_server_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("core.wasm");
+    std::fs::write(&module, b"\0asm\x01\0\0\0").unwrap();
+    let out = wasmtp(&["plugin", "inspect", module.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is a core WebAssembly module, not a component"), "{out:?}");
+}
