@@ -115,6 +115,9 @@ pub struct ServerSection {
     /// `compile_cache = true`: keep compiled plugins on disk so a restart
     /// does not compile them again.
     pub compile_cache: Option<bool>,
+    /// `cache_dir = "/var/cache/wasmtp"`: where compiled plugins are kept;
+    /// default: wasmtime's (`~/.cache/wasmtime`).
+    pub cache_dir: Option<PathBuf>,
     /// `fuel = true`: count the instructions plugins execute, so a plugin's
     /// `fuel` limit applies (a deterministic CPU budget; costs some speed).
     pub fuel: Option<bool>,
@@ -393,6 +396,7 @@ impl File {
                 None => RuntimeSettings::default().max_instances,
             },
             compile_cache: self.server.compile_cache.unwrap_or(true),
+            cache_dir: self.server.cache_dir.as_ref().map(|d| absolute(&base.join(d))),
             fuel: self.server.fuel.unwrap_or(false),
         };
         if self.listeners.is_empty() {

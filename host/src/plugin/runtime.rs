@@ -27,6 +27,8 @@ pub struct RuntimeSettings {
     pub max_instances: u32,
     /// Keep compiled plugins in wasmtime's on-disk cache.
     pub compile_cache: bool,
+    /// Where that cache lives; wasmtime's default (`~/.cache/wasmtime`) if unset.
+    pub cache_dir: Option<std::path::PathBuf>,
     /// Count instructions ("fuel") so plugins can be given a deterministic
     /// budget per hook. Off by default: it costs every plugin some speed.
     pub fuel: bool,
@@ -34,7 +36,7 @@ pub struct RuntimeSettings {
 
 impl Default for RuntimeSettings {
     fn default() -> Self {
-        RuntimeSettings { max_instances: 1000, compile_cache: true, fuel: false }
+        RuntimeSettings { max_instances: 1000, compile_cache: true, cache_dir: None, fuel: false }
     }
 }
 
@@ -73,7 +75,13 @@ impl Runtime {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
 
         if settings.compile_cache {
-            match wasmtime::Cache::new(wasmtime::CacheConfig::new()) {
+            // Keyed by the component's bytes and the engine's settings, so an
+            // unchanged plugin is not compiled again by a restart or reload.
+            let mut cache_config = wasmtime::CacheConfig::new();
+            if let Some(dir) = &settings.cache_dir {
+                cache_config.with_directory(dir);
+            }
+            match wasmtime::Cache::new(cache_config) {
                 Ok(cache) => {
                     config.cache(Some(cache));
                 }
