@@ -161,7 +161,11 @@ pub fn run(plugin: &str, args: &[String], transcript: &Path, hostname: &str) -> 
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     let server = runtime.block_on(server::start(config)).map_err(|e| e.to_string())?;
-    let addr = server.listeners[0].socket.local_addr().map_err(|e| e.to_string())?;
+    let addr: std::net::SocketAddr = server.listeners[0]
+        .socket
+        .local_addr()
+        .parse()
+        .map_err(|_| "the transcript runner listens on TCP; it got another kind of listener".to_string())?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (_reload, reloads) = tokio::sync::mpsc::channel(1);
     let serving = runtime.spawn(server::run(server, async move { let _ = stopped.await; }, reloads));
