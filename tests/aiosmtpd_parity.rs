@@ -77,9 +77,33 @@ const DIFFERENCES: &[Difference] = &[
         what: "EHLO advertises PIPELINING",
         client: None,
         aiosmtpd: &["250 HELP"],
-        wasmtp: &["250-PIPELINING", "250 HELP"],
+        wasmtp: &["250-PIPELINING", "250-CHUNKING", "250-BINARYMIME", "250-DSN", "250 HELP"],
         why: "RFC 2920; DESIGN.md decision 9: wasmtp reads pipelined commands correctly \
-              (see the pipelining dialogs, which aiosmtpd passes without saying so)",
+              (see the pipelining dialogs, which aiosmtpd passes without saying so); it also \
+              takes BDAT and BINARYMIME (RFC 3030, aiosmtpd issue #558) and DSN parameters \
+              (RFC 3461), which aiosmtpd refuses",
+    },
+    Difference {
+        what: "BODY=BINARYMIME is accepted",
+        client: Some("MAIL FROM:<anne@example.com> BODY=BINARYMIME"),
+        aiosmtpd: &["501 Error: BODY can only be one of 7BIT, 8BITMIME"],
+        wasmtp: &["250 OK"],
+        why: "RFC 3030 3: wasmtp offers CHUNKING and BINARYMIME",
+    },
+    Difference {
+        what: "DSN's NOTIFY is accepted",
+        client: Some("RCPT TO:<bart@example.com> NOTIFY=NEVER"),
+        aiosmtpd: &["555 RCPT TO parameters not recognized or not implemented"],
+        wasmtp: &["250 OK"],
+        why: "RFC 3461: wasmtp offers DSN and passes NOTIFY to the plugins in the rcpt options",
+    },
+    Difference {
+        what: "DSN's ORCPT is checked",
+        client: Some("RCPT TO:<bart@example.com> ORCPT"),
+        aiosmtpd: &["555 RCPT TO parameters not recognized or not implemented"],
+        wasmtp: &["501 5.5.4 Error: ORCPT must be addr-type;xtext"],
+        why: "RFC 3461 4.2: ORCPT takes a value; a known parameter with a bad value is a \
+              syntax error (501), not an unknown one (555)",
     },
     Difference {
         what: "the reply when a plugin fails",
@@ -357,6 +381,9 @@ const DIALOGS: &[Dialog] = &[
         S: 250 HELP
         C: MAIL FROM:<anne@example.com> BODY=BINARYMIME
         S: 501 Error: BODY can only be one of 7BIT, 8BITMIME
+        # (wasmtp accepts it: see DIFFERENCES; RSET puts both in the same place)
+        C: RSET
+        S: 250 OK
         C: MAIL FROM:<anne@example.com> BODY
         S: 501 Error: BODY can only be one of 7BIT, 8BITMIME
         C: MAIL FROM:<anne@example.com> BODY=7BIT

@@ -190,6 +190,10 @@ pub struct ListenerSection {
     pub command_call_limit: Option<u32>,
     /// `max_unknown_commands = 5`: unrecognised commands before `502` and close.
     pub max_unknown_commands: Option<u32>,
+    /// `enhanced_status_codes = true`: advertise ENHANCEDSTATUSCODES (RFC
+    /// 2034) and give every reply after EHLO an enhanced code. Default off,
+    /// so that replies are aiosmtpd's texts exactly.
+    pub enhanced_status_codes: Option<bool>,
 }
 
 /// `protocol = "smtp"` or `"lmtp"`.
@@ -317,6 +321,7 @@ pub struct ListenerOptions {
     pub limits: SessionLimits,
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: Option<usize>,
+    pub enhanced_status_codes: bool,
 }
 
 /// Where a listener listens.
@@ -547,6 +552,7 @@ impl ListenerSection {
             Some(0) => Err((key(field), "must be at least 1".to_owned())),
             other => Ok(other),
         };
+        options.enhanced_status_codes = self.enhanced_status_codes.unwrap_or(false);
         options.max_connections = positive(self.max_connections, "max_connections")?;
         options.max_connections_per_ip = positive(self.max_connections_per_ip, "max_connections_per_ip")?;
         if let Some(n) = positive(self.max_recipients, "max_recipients")? {
@@ -728,7 +734,7 @@ mod tests {
     fn errors_name_file_key_and_problem() {
         assert_eq!(
             error("[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"sink\"\nsise = 10\n"),
-            "/etc/wasmtp.toml:4:1: listener[0].sise: unknown field `sise`, expected one of `name`, `address`, `plugin`, `plugins`, `tenant`, `tenants`, `hostname`, `size`, `smtputf8`, `timeout`, `protocol`, `tls`, `implicit_tls`, `require_starttls`, `auth_required`, `auth_require_tls`, `auth_exclude_mechanisms`, `proxy_protocol`, `proxy_protocol_timeout`, `max_connections`, `max_connections_per_ip`, `max_recipients`, `data_timeout`, `command_call_limit`, `max_unknown_commands`"
+            "/etc/wasmtp.toml:4:1: listener[0].sise: unknown field `sise`, expected one of `name`, `address`, `plugin`, `plugins`, `tenant`, `tenants`, `hostname`, `size`, `smtputf8`, `timeout`, `protocol`, `tls`, `implicit_tls`, `require_starttls`, `auth_required`, `auth_require_tls`, `auth_exclude_mechanisms`, `proxy_protocol`, `proxy_protocol_timeout`, `max_connections`, `max_connections_per_ip`, `max_recipients`, `data_timeout`, `command_call_limit`, `max_unknown_commands`, `enhanced_status_codes`"
         );
         assert_eq!(
             error("[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"sink\"\nsize = \"big\"\n"),

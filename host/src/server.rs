@@ -89,7 +89,7 @@ impl Socket {
         }
     }
 
-    /// What the `listening on` log line names.
+    /// What the `listening on` log line names: `127.0.0.1:25`, `unix:/path`.
     pub fn local_addr(&self) -> String {
         match self {
             Socket::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -167,6 +167,7 @@ async fn load_listeners(runtime: &Arc<Runtime>, configs: Vec<ListenerConfig>) ->
             auth: o.auth,
             proxy_protocol: o.proxy_protocol,
             limits: o.limits,
+            enhanced_status_codes: o.enhanced_status_codes,
         };
         out.push((l, settings));
     }

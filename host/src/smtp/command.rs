@@ -81,6 +81,8 @@ pub enum Verb {
     Help,
     Starttls,
     Auth,
+    /// RFC 3030 CHUNKING.
+    Bdat,
     /// Anything else, upper-cased.
     Unknown(String),
 }
@@ -102,6 +104,7 @@ impl Verb {
             "HELP" => Verb::Help,
             "STARTTLS" => Verb::Starttls,
             "AUTH" => Verb::Auth,
+            "BDAT" => Verb::Bdat,
             other => Verb::Unknown(other.to_owned()),
         }
     }
@@ -122,6 +125,7 @@ impl Verb {
             Verb::Help => "HELP",
             Verb::Starttls => "STARTTLS",
             Verb::Auth => "AUTH",
+            Verb::Bdat => "BDAT",
             Verb::Unknown(v) => v,
         }
     }

@@ -3,6 +3,7 @@
 //! - [`command`]: framing and parsing command lines (sans-IO).
 //! - [`address`]: addresses and ESMTP parameters of MAIL/RCPT/VRFY.
 //! - [`data`]: the DATA decoder (sans-IO): dot-unstuffing, terminator, limits.
+//! - [`dsn`]: the syntax of DSN parameters (RFC 3461).
 //! - [`reply`]: replies as data, and every reply the host sends by itself.
 //! - [`envelope`]: the session and envelope state the host owns.
 //! - [`session`]: one session's dialog, calling the plugin's hooks (one
@@ -14,6 +15,7 @@ pub mod address;
 pub mod command;
 pub mod connection;
 pub mod data;
+pub mod dsn;
 pub mod envelope;
 pub mod reply;
 pub mod session;

@@ -168,6 +168,64 @@ pub fn too_many_calls(verb: &str) -> Reply {
     Reply::new(421, format!("4.7.0 {verb} sent too many times"))
 }
 
+/// BDAT's syntax (RFC 3030 §2).
+pub static SYNTAX_BDAT: Reply = Reply::fixed(501, "Syntax: BDAT <size> [LAST]");
+pub static BDAT_AND_DATA: Reply = Reply::fixed(503, "5.5.1 Error: BDAT and DATA cannot be mixed in one transaction");
+pub static BINARYMIME_NEEDS_BDAT: Reply = Reply::fixed(503, "5.5.1 Error: BODY=BINARYMIME requires BDAT");
+pub static RET_INVALID: Reply = Reply::fixed(501, "5.5.4 Error: RET can only be one of FULL, HDRS");
+pub static ENVID_INVALID: Reply = Reply::fixed(501, "5.5.4 Error: ENVID must be xtext of at most 100 characters");
+pub static NOTIFY_INVALID: Reply = Reply::fixed(501, "5.5.4 Error: NOTIFY can only be NEVER or a list of SUCCESS, FAILURE, DELAY");
+pub static ORCPT_INVALID: Reply = Reply::fixed(501, "5.5.4 Error: ORCPT must be addr-type;xtext");
+
+/// A BDAT chunk that is not the last, received.
+pub fn chunk_received(size: u64) -> Reply {
+    Reply::new(250, format!("{size} octets received"))
+}
+
+/// The reply with an RFC 3463 enhanced status code on each line, for a
+/// session where ENHANCEDSTATUSCODES is in force: the reply's own if it
+/// has one, else the usual one for its code after `verb`. 1xx and 3xx
+/// replies (AUTH challenges, 354) carry none.
+pub fn enhance(reply: &Reply, verb: &str) -> Reply {
+    if !matches!(reply.code / 100, 2 | 4 | 5) || has_enhanced(&reply.text) {
+        return reply.clone();
+    }
+    let code = match (reply.code, verb) {
+        (250, "MAIL") => "2.1.0",
+        (250, "RCPT") => "2.1.5",
+        (252, _) => "2.5.0",
+        (code, _) if code / 100 == 2 => "2.0.0",
+        (421, _) => "4.3.0",
+        (450, _) => "4.2.0",
+        (451, _) => "4.3.0",
+        (452, "RCPT") => "4.5.3",
+        (452, _) => "4.3.1",
+        (454, _) => "4.7.0",
+        (code, _) if code / 100 == 4 => "4.0.0",
+        (500, _) => "5.5.2",
+        (501 | 504 | 555, _) => "5.5.4",
+        (502 | 503, _) => "5.5.1",
+        (530, _) => "5.7.0",
+        (535, _) => "5.7.8",
+        (538, _) => "5.7.11",
+        (550, "RCPT") => "5.1.1",
+        (552, _) => "5.3.4",
+        (553, _) => "5.1.3",
+        (554, _) => "5.7.0",
+        _ => "5.0.0",
+    };
+    Reply::lines(reply.code, reply.text_lines().map(|line| if line.is_empty() { code.to_owned() } else { format!("{code} {line}") }))
+}
+
+/// Whether `text` starts with `class.subject.detail`.
+fn has_enhanced(text: &str) -> bool {
+    let first = text.split([' ', '\n']).next().unwrap_or("");
+    let parts: Vec<&str> = first.split('.').collect();
+    parts.len() == 3
+        && matches!(parts[0], "2" | "4" | "5")
+        && parts[1..].iter().all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
 pub fn unknown_command(verb: &str) -> Reply {
     Reply::new(500, format!("Error: command \"{verb}\" not recognized"))
 }
@@ -180,6 +238,15 @@ mod tests {
         let mut out = Vec::new();
         r.write_to(&mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn enhanced_codes() {
+        assert_eq!(wire(&enhance(&OK, "MAIL")), "250 2.1.0 OK\r\n");
+        assert_eq!(wire(&enhance(&OK, "RCPT")), "250 2.1.5 OK\r\n");
+        assert_eq!(wire(&enhance(&MALFORMED_ADDRESS, "MAIL")), "553 5.1.3 Error: malformed address\r\n");
+        assert_eq!(wire(&enhance(&START_DATA, "DATA")), "354 End data with <CR><LF>.<CR><LF>\r\n");
+        assert_eq!(wire(&enhance(&Reply::lines(502, ["a", "b"]), "X")), "502-5.5.1 a\r\n502 5.5.1 b\r\n");
     }
 
     #[test]

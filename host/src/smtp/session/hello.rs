@@ -38,6 +38,12 @@ impl Session {
             lines.push(format!("AUTH {mechanisms}"));
         }
         lines.push("PIPELINING".into());
+        lines.push("CHUNKING".into());
+        lines.push("BINARYMIME".into());
+        lines.push("DSN".into());
+        if self.settings.enhanced_status_codes {
+            lines.push("ENHANCEDSTATUSCODES".into());
+        }
         lines.push("HELP".into());
         Reply::lines(250, lines)
     }

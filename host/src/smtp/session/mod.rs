@@ -145,6 +145,9 @@ pub struct ListenerSettings {
     /// Read a PROXY protocol header first, waiting this long for it.
     pub proxy_protocol: Option<Duration>,
     pub limits: SessionLimits,
+    /// Advertise ENHANCEDSTATUSCODES (RFC 2034) and put an enhanced code on
+    /// every reply after EHLO. Off by default: aiosmtpd's texts exactly.
+    pub enhanced_status_codes: bool,
 }
 
 impl ListenerSettings {
@@ -189,6 +192,10 @@ pub struct Session {
     call_budget: HashMap<String, u32>,
     /// The starttls hook refused the handshake: only QUIT is served.
     insecure: bool,
+    /// A message arriving in BDAT chunks (RFC 3030).
+    chunks: Option<transaction::Chunks>,
+    /// The verb being answered, for enhanced status codes.
+    verb: Verb,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -215,6 +222,8 @@ impl Session {
             envelope: Envelope::default(),
             plugin,
             insecure: false,
+            chunks: None,
+            verb: Verb::Noop,
             shutdown,
         }
     }
@@ -313,6 +322,18 @@ impl Session {
     }
 
     fn push(&mut self, reply: &Reply) {
+        // RFC 2034: once advertised (and the client said EHLO), every reply
+        // but the greeting's and HELO/EHLO's carries an enhanced code.
+        let enhanced;
+        let reply = if self.settings.enhanced_status_codes
+            && self.info.extended_smtp
+            && !matches!(self.verb, Verb::Helo | Verb::Ehlo | Verb::Lhlo)
+        {
+            enhanced = reply::enhance(reply, self.verb.name());
+            &enhanced
+        } else {
+            reply
+        };
         tracing::debug!("<< {reply}");
         reply.write_to(&mut self.output);
     }
@@ -348,6 +369,7 @@ impl Session {
         // AUTH's argument may carry credentials (an initial response).
         tracing::debug!(">> {} {}", command.verb.name(), if command.verb == Verb::Auth { "…" } else { command.arg.as_deref().unwrap_or("") });
         let Command { verb, arg } = command;
+        self.verb = verb.clone();
         if self.insecure && verb != Verb::Quit {
             return self.answer(&reply::INSECURE);
         }
@@ -384,6 +406,7 @@ impl Session {
             Verb::Expn => self.answer(&reply::EXPN_NOT_IMPLEMENTED),
             Verb::Starttls => self.starttls(arg),
             Verb::Auth => self.auth(arg).await,
+            Verb::Bdat => self.bdat(arg).await,
             Verb::Unknown(_) => self.unknown(verb.name()),
         }
     }
@@ -403,6 +426,7 @@ impl Session {
     /// A new greeting resets the transaction, as RSET does.
     fn reset(&mut self) {
         self.envelope = Envelope::default();
+        self.chunks = None;
     }
 
     /// `503 Error: send HELO first` (or the given reply) before a greeting.

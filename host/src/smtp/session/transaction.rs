@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::{strip_keyword, Ending, Protocol, Session, Step};
 use crate::plugin::Hook;
 use crate::smtp::address::{self, AddressError};
+use crate::smtp::dsn;
 use crate::smtp::data::DataDecoder;
 use crate::smtp::reply::{self, Reply};
 
@@ -28,14 +29,26 @@ impl Session {
         if self.envelope.mail_from.is_some() {
             return self.answer(&reply::NESTED_MAIL);
         }
-        let options: Vec<String> = params.to_ascii_uppercase().split_whitespace().map(str::to_owned).collect();
+        let options = options_of(params);
         let Some(mut params) = address::parse_params(&options) else {
             return self.answer(syntax);
         };
         let mut take = |key: &str| params.iter().position(|(k, _)| k == key).map(|i| params.remove(i).1);
         if let Some(body) = take("BODY") {
-            if !matches!(body.as_deref(), Some("7BIT" | "8BITMIME")) {
+            // BINARYMIME with CHUNKING (RFC 3030 §3); the refusal keeps
+            // aiosmtpd's text, which names the two it knows.
+            if !matches!(body.as_deref(), Some("7BIT" | "8BITMIME" | "BINARYMIME")) {
                 return self.answer(&reply::BODY_INVALID);
+            }
+        }
+        if let Some(ret) = take("RET") {
+            if !dsn::valid_ret(ret.as_deref()) {
+                return self.answer(&reply::RET_INVALID);
+            }
+        }
+        if let Some(envid) = take("ENVID") {
+            if !dsn::valid_envid(envid.as_deref()) {
+                return self.answer(&reply::ENVID_INVALID);
             }
         }
         let smtputf8 = match take("SMTPUTF8") {
@@ -94,11 +107,23 @@ impl Session {
         if !self.info.extended_smtp && !params.is_empty() {
             return self.answer(syntax);
         }
-        let options: Vec<String> = params.to_ascii_uppercase().split_whitespace().map(str::to_owned).collect();
-        match address::parse_params(&options) {
-            None => return self.answer(syntax),
-            Some(params) if !params.is_empty() => return self.answer(&reply::RCPT_PARAMS_UNKNOWN),
-            Some(_) => {}
+        let options = options_of(params);
+        let Some(mut params) = address::parse_params(&options) else {
+            return self.answer(syntax);
+        };
+        let mut take = |key: &str| params.iter().position(|(k, _)| k == key).map(|i| params.remove(i).1);
+        if let Some(notify) = take("NOTIFY") {
+            if !dsn::valid_notify(notify.as_deref()) {
+                return self.answer(&reply::NOTIFY_INVALID);
+            }
+        }
+        if let Some(orcpt) = take("ORCPT") {
+            if !dsn::valid_orcpt(orcpt.as_deref()) {
+                return self.answer(&reply::ORCPT_INVALID);
+            }
+        }
+        if !params.is_empty() {
+            return self.answer(&reply::RCPT_PARAMS_UNKNOWN);
         }
         if self.envelope.rcpt_tos.len() >= self.settings.limits.max_recipients {
             return self.answer(&reply::TOO_MANY_RECIPIENTS);
@@ -126,6 +151,12 @@ impl Session {
         }
         if arg.is_some() {
             return self.answer(&reply::SYNTAX_DATA);
+        }
+        if self.chunks.is_some() {
+            return self.answer(&reply::BDAT_AND_DATA);
+        }
+        if self.envelope.mail_options.iter().any(|o| o == "BODY=BINARYMIME") {
+            return self.answer(&reply::BINARYMIME_NEEDS_BDAT);
         }
         self.push(&reply::START_DATA);
         let mut decoder = DataDecoder::new(self.settings.data_size_limit);
@@ -201,5 +232,139 @@ impl Session {
             closing |= reply.closes_connection();
         }
         if closing { Err(Ending::Close) } else { Ok(()) }
+    }
+}
+
+/// MAIL/RCPT parameters as the plugins get them: keys upper-cased, as
+/// aiosmtpd gives them, and values too, except ENVID's and ORCPT's, whose
+/// case belongs to the original message (RFC 3461).
+fn options_of(params: &str) -> Vec<String> {
+    params
+        .split_whitespace()
+        .map(|param| match param.split_once('=') {
+            Some((key, value)) if key.eq_ignore_ascii_case("ENVID") || key.eq_ignore_ascii_case("ORCPT") => {
+                format!("{}={value}", key.to_ascii_uppercase())
+            }
+            _ => param.to_ascii_uppercase(),
+        })
+        .collect()
+}
+
+/// A message arriving in BDAT chunks.
+#[derive(Default)]
+pub(super) struct Chunks {
+    content: Vec<u8>,
+    /// Bytes received, kept or not.
+    received: u64,
+    /// The size limit was passed: the rest is read and dropped.
+    too_much: bool,
+}
+
+/// `BDAT <size> [LAST]` → (size, last).
+fn parse_bdat(arg: &str) -> Option<(u64, bool)> {
+    let mut words = arg.split_ascii_whitespace();
+    let size = words.next()?;
+    if !size.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let size = size.parse().ok()?;
+    let last = match words.next() {
+        None => false,
+        Some(word) if word.eq_ignore_ascii_case("LAST") => true,
+        Some(_) => return None,
+    };
+    words.next().is_none().then_some((size, last))
+}
+
+impl Session {
+    /// BDAT (RFC 3030): `size` octets follow the command line, binary, with
+    /// no dot-stuffing and no terminator. They are read whatever the reply
+    /// — before it — so that a refused chunk is never taken for commands.
+    /// Pipelined chunks and commands interleave in the one input buffer.
+    pub(super) async fn bdat(&mut self, arg: Option<String>) -> Step {
+        let Some((size, last)) = arg.as_deref().and_then(parse_bdat) else {
+            return self.answer(&reply::SYNTAX_BDAT);
+        };
+        let refusal = if self.info.host_name.is_none() {
+            Some(&reply::NEED_HELO)
+        } else if self.settings.auth.required && !self.info.authenticated {
+            Some(&reply::AUTH_REQUIRED)
+        } else if self.envelope.mail_from.is_none() {
+            Some(&reply::NEED_MAIL)
+        } else if self.envelope.rcpt_tos.is_empty() {
+            Some(&reply::NEED_RCPT)
+        } else {
+            None
+        };
+        let limit = self.settings.data_size_limit.map(|l| l as u64);
+        let mut chunks = if refusal.is_none() { self.chunks.take().or_else(|| Some(Chunks::default())) } else { None };
+        let bound = self.settings.limits.data_timeout;
+        let read = tokio::time::timeout(bound, async {
+            let mut remaining = size;
+            loop {
+                let take = remaining.min(self.input.len() as u64) as usize;
+                let bytes = self.input.split_to(take);
+                remaining -= take as u64;
+                if let Some(chunks) = chunks.as_mut() {
+                    chunks.received += take as u64;
+                    if limit.is_some_and(|limit| chunks.received > limit) {
+                        chunks.too_much = true;
+                        chunks.content = Vec::new();
+                    }
+                    if !chunks.too_much {
+                        chunks.content.extend_from_slice(&bytes);
+                    }
+                }
+                if remaining == 0 {
+                    return Ok(());
+                }
+                self.fill().await?;
+            }
+        })
+        .await;
+        match read {
+            Ok(Ok(())) => {}
+            Ok(Err(ending)) => return Err(ending),
+            Err(_elapsed) => {
+                tracing::info!("BDAT took longer than {bound:?}, closing");
+                self.push(&reply::DATA_TIMEOUT);
+                return Err(Ending::Close);
+            }
+        }
+        if let Some(refusal) = refusal {
+            return self.answer(refusal);
+        }
+        let chunks = chunks.expect("kept when not refused");
+        if chunks.too_much {
+            // RFC 3030 §2: a failed chunk fails the transaction.
+            self.reset();
+            return self.answer(&reply::TOO_MUCH_DATA);
+        }
+        if !last {
+            self.chunks = Some(chunks);
+            return self.answer(&reply::chunk_received(size));
+        }
+        tracing::info!(bytes = chunks.content.len(), "message received (BDAT)");
+        self.deliver(chunks.content).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bdat_arguments() {
+        assert_eq!(super::parse_bdat("10"), Some((10, false)));
+        assert_eq!(super::parse_bdat("0 last"), Some((0, true)));
+        assert_eq!(super::parse_bdat("10 LAST x"), None);
+        assert_eq!(super::parse_bdat("-1"), None);
+        assert_eq!(super::parse_bdat("99999999999999999999999"), None);
+        assert_eq!(super::parse_bdat("10 FIRST"), None);
+    }
+
+    #[test]
+    fn dsn_values_keep_their_case() {
+        assert_eq!(super::options_of("ret=hdrs envid=Q+2Bx orcpt=rfc822;Bart@Example.com notify=never"), vec![
+            "RET=HDRS", "ENVID=Q+2Bx", "ORCPT=rfc822;Bart@Example.com", "NOTIFY=NEVER"
+        ]);
     }
 }
