@@ -6,9 +6,10 @@ PYTHONPATH (the Rust harness puts it there).
 
 
 class Trap:
-    """Fails in handle_RCPT and handle_DATA, as tests/plugins/trap does,
-    and has no handle_exception: aiosmtpd then answers
-    `500 Error: (RuntimeError) trap` and the session goes on."""
+    """Fails as tests/plugins/trap does: in handle_RCPT when the address
+    contains `trap`, and always in handle_DATA. It has no handle_exception,
+    so aiosmtpd answers `500 Error: (RuntimeError) trap` and the session
+    goes on."""
 
     @classmethod
     def from_cli(cls, parser, *args):
@@ -17,7 +18,12 @@ class Trap:
         return cls()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        raise RuntimeError("trap")
+        if "trap" in address:
+            raise RuntimeError("trap")
+        # What aiosmtpd does without the hook.
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         raise RuntimeError("trap")

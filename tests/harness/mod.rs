@@ -174,13 +174,21 @@ pub struct Process {
 impl Process {
     /// Spawns `command` with stdin closed and stdout/stderr captured.
     pub fn spawn(name: &str, mut command: Command) -> Process {
-        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name} ({command:?}): {e}"));
         let stdout = Captured::drain(child.stdout.take().unwrap());
         let stderr = Captured::drain(child.stderr.take().unwrap());
-        Process { name: name.to_string(), child, stdout, stderr }
+        Process {
+            name: name.to_string(),
+            child,
+            stdout,
+            stderr,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -332,9 +340,14 @@ impl Server {
             .suffix(".toml")
             .tempfile()
             .expect("cannot create a temporary config file");
-        file.write_all(toml.as_bytes()).expect("cannot write the config file");
+        file.write_all(toml.as_bytes())
+            .expect("cannot write the config file");
         file.flush().unwrap();
-        let path = file.path().to_str().expect("temp path is UTF-8").to_string();
+        let path = file
+            .path()
+            .to_str()
+            .expect("temp path is UTF-8")
+            .to_string();
         let mut all = vec!["--config", path.as_str()];
         all.extend_from_slice(args);
         Server::spawn(&all, Some(file))
@@ -357,7 +370,11 @@ impl Server {
             process.fail(&format!("no `listening on` line (args {args:?})"));
         }
         let addr = listening_addrs(&process.stderr())[0];
-        Server { process, addr, _config: config }
+        Server {
+            process,
+            addr,
+            _config: config,
+        }
     }
 
     /// The address of the (first) listener.
@@ -377,7 +394,8 @@ impl Server {
             .stderr
             .wait_until(START_TIMEOUT, |log| listening_addrs(log).len() >= n)
         {
-            self.process.fail(&format!("fewer than {n} `listening on` lines"));
+            self.process
+                .fail(&format!("fewer than {n} `listening on` lines"));
         }
         self.addrs()
     }
@@ -425,7 +443,10 @@ impl Server {
 /// refuse); kills it and panics if it still runs after `timeout`.
 pub fn run_wasmtp(args: &[&str], timeout: Duration) -> Output {
     let mut command = Command::new(WASMTP);
-    command.args(args).env_remove("RUST_LOG").env("NO_COLOR", "1");
+    command
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1");
     let mut process = Process::spawn("wasmtp", command);
     let status = process.wait_exit(timeout);
     Output {
@@ -488,7 +509,15 @@ impl Aiosmtpd {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut command = Command::new(python());
         command
-            .args(["-m", "aiosmtpd", "-n", "-l", &addr.to_string(), "-c", handler])
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &addr.to_string(),
+                "-c",
+                handler,
+            ])
             .args(extra_args)
             .env("PYTHONUNBUFFERED", "1")
             .env("PYTHONPATH", client_script(""));
@@ -581,7 +610,9 @@ impl fmt::Display for ReadError {
         match self {
             ReadError::Closed => write!(f, "the server closed the connection"),
             ReadError::TimedOut(partial) if partial.is_empty() => write!(f, "no reply in time"),
-            ReadError::TimedOut(partial) => write!(f, "no complete reply in time (got {partial:?})"),
+            ReadError::TimedOut(partial) => {
+                write!(f, "no complete reply in time (got {partial:?})")
+            }
             ReadError::Malformed(line) => write!(f, "malformed reply line {line:?}"),
             ReadError::Io(e) => write!(f, "{e}"),
         }
@@ -604,7 +635,11 @@ impl Client {
         stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
         let writer = stream.try_clone().unwrap();
-        Client { reader: BufReader::new(stream), writer, transcript: Vec::new() }
+        Client {
+            reader: BufReader::new(stream),
+            writer,
+            transcript: Vec::new(),
+        }
     }
 
     /// Connects and reads the `220` greeting.
@@ -643,7 +678,11 @@ impl Client {
         for line in bytes.split_inclusive(|&b| b == b'\n') {
             self.transcript.push(format!("C: {}", show(line)));
         }
-        if let Err(e) = self.writer.write_all(bytes).and_then(|_| self.writer.flush()) {
+        if let Err(e) = self
+            .writer
+            .write_all(bytes)
+            .and_then(|_| self.writer.flush())
+        {
             self.fail(&format!("cannot send: {e}"));
         }
     }
@@ -662,10 +701,17 @@ impl Client {
             match self.reader.read_until(b'\n', &mut raw) {
                 Ok(0) => return Err(ReadError::Closed),
                 Ok(_) => {}
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
                     return Err(ReadError::TimedOut(show(&raw)));
                 }
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Err(ReadError::Closed),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    return Err(ReadError::Closed);
+                }
                 Err(e) => return Err(ReadError::Io(e)),
             }
             self.transcript.push(format!("S: {}", show(&raw)));
@@ -673,14 +719,19 @@ impl Client {
                 return Err(ReadError::Malformed(show(&raw)));
             };
             let line = String::from_utf8_lossy(line).into_owned();
-            let (this_code, last, text) = parse_reply_line(&line)
-                .ok_or_else(|| ReadError::Malformed(line.clone()))?;
+            let (this_code, last, text) =
+                parse_reply_line(&line).ok_or_else(|| ReadError::Malformed(line.clone()))?;
             if *code.get_or_insert(this_code) != this_code {
-                return Err(ReadError::Malformed(format!("{line} (code changed within a reply)")));
+                return Err(ReadError::Malformed(format!(
+                    "{line} (code changed within a reply)"
+                )));
             }
             lines.push(text.to_string());
             if last {
-                return Ok(Reply { code: this_code, lines });
+                return Ok(Reply {
+                    code: this_code,
+                    lines,
+                });
             }
         }
     }
@@ -783,6 +834,9 @@ pub fn show(bytes: &[u8]) -> String {
     if text.len() <= LIMIT {
         return text;
     }
-    let cut = (0..=LIMIT).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    let cut = (0..=LIMIT)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
     format!("{}… ({} bytes)", &text[..cut], bytes.len())
 }

@@ -9,8 +9,8 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use exports::wasmtp::smtp as hooks;
-pub use wasmtp::smtp::types;
+pub use self::exports::wasmtp::smtp as hooks;
+pub use self::wasmtp::smtp::types;
 
 /// The WIT package version this host speaks.
 pub const WIT_PACKAGE: &str = "wasmtp:smtp";
