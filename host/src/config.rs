@@ -101,6 +101,10 @@ pub struct TenantSection {
     pub memory_limit_mib: Option<u32>,
     /// `hook_timeout = 5`: overrides the plugins' own deadline, for this tenant.
     pub hook_timeout: Option<f64>,
+    /// `max_concurrent_calls = 1`: each of the tenant's plugins runs at most
+    /// this many hook calls at once, so a tenant whose plugin spins holds at
+    /// most that many CPUs. Default: half the CPUs (at least 1).
+    pub max_concurrent_calls: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -231,6 +235,9 @@ pub struct PluginSection {
     /// `fuel = 100000000`: instructions one hook call may execute (needs
     /// `[server] fuel = true`).
     pub fuel: Option<u64>,
+    /// `max_concurrent_calls = 2`: this plugin's hook calls running at once,
+    /// across all sessions; default: no limit.
+    pub max_concurrent_calls: Option<usize>,
     /// `on_failure = "tempfail"`: what a trap, timeout, out-of-memory or
     /// invalid reply costs the session: `tempfail` (451), `reject` (554),
     /// `skip` (as if the plugin had no opinion) or `disconnect` (421).
@@ -453,6 +460,11 @@ impl File {
                     if let Some(secs) = section.hook_timeout {
                         spec.limits.hook_timeout = check_seconds(secs).map_err(|m| (format!("{tkey}.hook_timeout"), m))?;
                     }
+                    spec.limits.max_concurrent_calls = match section.max_concurrent_calls {
+                        Some(0) => return Err((format!("{tkey}.max_concurrent_calls"), "must be at least 1".into())),
+                        Some(n) => Some(n),
+                        None => Some(spec.limits.max_concurrent_calls.unwrap_or_else(default_tenant_concurrency)),
+                    };
                 }
                 let domains = section.domains.iter().map(|d| d.trim().to_ascii_lowercase()).collect();
                 Ok(TenantConfig { name: name.clone(), domains, plugins: specs })
@@ -611,6 +623,12 @@ impl PluginSection {
             spec.limits.hook_timeout = check_seconds(secs).map_err(|m| (".hook_timeout".to_owned(), m))?;
         }
         spec.limits.fuel = self.fuel;
+        if let Some(n) = self.max_concurrent_calls {
+            if n == 0 {
+                return Err((".max_concurrent_calls".into(), "must be at least 1".into()));
+            }
+            spec.limits.max_concurrent_calls = Some(n);
+        }
         let g = &self.grants;
         spec.grants.stdout |= g.stdout;
         spec.grants.stderr |= g.stderr;
@@ -659,6 +677,12 @@ pub fn builtin_spec(name: &str, mut args: Vec<String>, base: &Path) -> Result<Pl
         limits: Limits::default(),
         on_failure: FailurePolicy::default(),
     })
+}
+
+/// A tenant's default `max_concurrent_calls`: half the CPUs, so one tenant's
+/// spinning plugin leaves the other half to everyone else.
+fn default_tenant_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 /// `host:port` → the socket addresses a network grant allows.

@@ -193,6 +193,19 @@ impl PluginInstance {
 
     /// Call one command hook; the caller checked that the plugin exports it.
     async fn call(&mut self, session: &SessionInfo, s: &types::Session, e: &types::Envelope, call: HookCall<'_>) -> Result<Option<Reply>, Failed> {
+        // Wait for a turn when the plugin's concurrent calls are limited; a
+        // turn that doesn't come within the hook deadline counts as a timeout.
+        let plugin = self.plugin.clone();
+        let _turn = match &plugin.calls {
+            None => None,
+            Some(calls) => match tokio::time::timeout(plugin.limits.hook_timeout, calls.acquire()).await {
+                Ok(Ok(permit)) => Some(permit),
+                _ => {
+                    let failure = Failure { kind: ErrorKind::Timeout, message: "no turn to run within the hook deadline (max_concurrent_calls)".into() };
+                    return Err(self.fail(call.hook(), session, failure).await);
+                }
+            },
+        };
         let answer = self.invoke(s, e, call).await;
         let failure = match answer {
             Ok(None) => return Ok(None),

@@ -111,11 +111,15 @@ pub struct Limits {
     /// Instructions (wasmtime fuel units) one hook call may execute, when
     /// the server counts fuel (`[server] fuel = true`).
     pub fuel: Option<u64>,
+    /// How many of this plugin's hook calls may run at once, across all
+    /// sessions; more wait their turn. `None`: no limit. Bounds the CPU a
+    /// busy or spinning plugin can take from everything else.
+    pub max_concurrent_calls: Option<usize>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory: 64 << 20, hook_timeout: Duration::from_secs(30), fuel: None }
+        Limits { memory: 64 << 20, hook_timeout: Duration::from_secs(30), fuel: None, max_concurrent_calls: None }
     }
 }
 
@@ -213,6 +217,8 @@ pub struct Plugin {
     pub runtime: Arc<Runtime>,
     pub pre: InstancePre<HostState>,
     pub hooks: HookIndices,
+    /// Permits for `limits.max_concurrent_calls`.
+    pub calls: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Plugin {
@@ -244,6 +250,7 @@ impl Plugin {
             .map_err(|e| PluginError::Link { plugin: plugin.clone(), source_name: source_name.clone(), reason: format!("{e:#}") })?;
         let hooks = HookIndices::find(&pre);
 
+        let max_concurrent_calls = spec.limits.max_concurrent_calls;
         let loaded = Arc::new(Plugin {
             name: plugin.clone().into(),
             source: spec.source,
@@ -254,6 +261,7 @@ impl Plugin {
             runtime: runtime.clone(),
             pre,
             hooks,
+            calls: max_concurrent_calls.map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1)))),
         });
 
         // aiosmtpd's from_cli: without `setup` a plugin takes no arguments.
