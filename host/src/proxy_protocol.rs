@@ -118,6 +118,9 @@ async fn read_exact<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut [u8]) -> Res
 /// Parse one complete header (v1 line with its CRLF, or a whole v2 header).
 pub fn parse(bytes: &[u8]) -> Result<ProxyHeader, ProxyError> {
     if bytes.starts_with(b"PROXY") {
+        if bytes.len() > V1_MAX {
+            return Err(ProxyError::Invalid("a v1 header longer than 107 bytes".into()));
+        }
         let header = ppp::v1::Header::try_from(bytes).map_err(|e| ProxyError::Invalid(e.to_string()))?;
         let (source, destination) = match header.addresses {
             ppp::v1::Addresses::Unknown => (None, None),
@@ -175,6 +178,9 @@ mod tests {
         assert_eq!(h.source, None);
         assert!(parse(b"PROXY TCP4 300.0.0.1 1.1.1.1 1 2\r\n").is_err());
         assert!(parse(b"PROXY TCP4 1.1.1.1 1.1.1.1 1\r\n").is_err());
+        // Longer than the spec's 107 bytes, even when well formed otherwise.
+        let long = format!("PROXY TCP6 {0} {0} 65535 65535{1}\r\n", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", " ".repeat(20));
+        assert!(parse(long.as_bytes()).is_err());
     }
 
     #[test]
