@@ -789,4 +789,46 @@ mod tests {
         assert!(!l.smtputf8);
         assert_eq!(l.timeout, Duration::from_secs(300));
     }
+
+    /// The listener keys of TLS, AUTH, LMTP, PROXY and limits: each bad
+    /// combination named in one sentence.
+    #[test]
+    fn protocol_options_are_checked() {
+        let listener = |extra: &str| format!("[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"sink\"\n{extra}\n");
+        assert_eq!(
+            error(&listener("implicit_tls = true")),
+            "/etc/wasmtp.toml: listener[0].implicit_tls: needs a certificate: add `tls = { cert = \"...\", key = \"...\" }`"
+        );
+        assert_eq!(
+            error(&listener("require_starttls = true")),
+            "/etc/wasmtp.toml: listener[0].require_starttls: needs a certificate: add `tls = { cert = \"...\", key = \"...\" }`"
+        );
+        assert_eq!(
+            error(&listener("auth_required = true")),
+            "/etc/wasmtp.toml: listener[0].auth_required: AUTH is required but needs TLS, and this listener has no `tls`"
+        );
+        assert_eq!(
+            error(&listener("auth_exclude_mechanisms = [\"CRAM-MD5\"]")),
+            "/etc/wasmtp.toml: listener[0].auth_exclude_mechanisms: `CRAM-MD5` is not a mechanism wasmtp offers (LOGIN, PLAIN)"
+        );
+        assert_eq!(
+            error(&listener("proxy_protocol_timeout = 5")),
+            "/etc/wasmtp.toml: listener[0].proxy_protocol_timeout: is set but `proxy_protocol` is not"
+        );
+        assert_eq!(error(&listener("max_recipients = 0")), "/etc/wasmtp.toml: listener[0].max_recipients: must be at least 1");
+        assert_eq!(
+            error(&listener("protocol = \"pop3\"")),
+            "/etc/wasmtp.toml:4:12: listener[0].protocol: unknown variant `pop3`, expected `smtp` or `lmtp`"
+        );
+        assert_eq!(
+            error(&listener("tls = { cert = \"/nonexistent/cert.pem\", key = \"/nonexistent/key.pem\" }")),
+            "/etc/wasmtp.toml: listener[0].tls: cannot read the certificate file /nonexistent/cert.pem: No such file or directory (os error 2)"
+        );
+        let c = Config::parse(&listener("auth_require_tls = false\nauth_exclude_mechanisms = [\"login\"]\nprotocol = \"lmtp\""), Path::new("x.toml")).unwrap();
+        let o = &c.listeners[0].options;
+        assert_eq!(o.auth.mechanisms, vec![Mechanism::Plain]);
+        assert_eq!(o.protocol, Protocol::Lmtp);
+        assert!(!o.require_starttls && o.tls.is_none() && o.proxy_protocol.is_none());
+        assert!(Config::parse(&listener("").replace("127.0.0.1:25", "unix:/run/lmtp.sock"), Path::new("x.toml")).is_ok());
+    }
 }

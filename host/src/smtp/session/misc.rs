@@ -77,7 +77,7 @@ impl Session {
             return Ok(());
         }
         let lmtp = self.settings.protocol == Protocol::Lmtp;
-        let starttls = self.settings.tls.is_some();
+        let starttls = self.settings.tls.is_some() && !self.settings.implicit_tls;
         let syntax: Vec<(&str, &str, &str)> = [
             ("AUTH", "AUTH <mechanism>", ""),
             ("DATA", "DATA", ""),
