@@ -75,6 +75,27 @@ fn rust_plugin() -> &'static Path {
     })
 }
 
+/// The proxy reference plugin (plugins/proxy), built like the others in the
+/// plugins workspace; host/build.rs builds only what the binary embeds and
+/// tests/plugins.
+fn proxy_plugin() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let target = harness::plugin_dir().ancestors().nth(2).expect("the wasm target dir").to_path_buf();
+        let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        command
+            .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "proxy", "--manifest-path"])
+            .arg(repo_root().join("plugins/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target);
+        for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR"] {
+            command.env_remove(var);
+        }
+        build("proxy", command, "run `rustup target add wasm32-wasip2`");
+        target.join("wasm32-wasip2/release/proxy.wasm")
+    })
+}
+
 fn python_plugin() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
@@ -214,6 +235,31 @@ fn sdk_exports_only_the_hooks_a_plugin_defines() {
     assert!(text.contains("server defaults (never called): helo, ehlo, mail, rcpt, rset, noop, quit, vrfy, auth, proxy, starttls, exception"), "{text}");
 }
 
+/// Every hook defined through the SDK is exported, and each reaches its
+/// trait method on the session's own value.
+#[test]
+fn sdk_every_hook_reaches_its_method() {
+    let plugin = harness::plugin_path("sdk_all_hooks.wasm");
+    let out = wasmtp(&["plugin", "inspect", plugin.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\nhooks: setup, helo, ehlo, mail, rcpt, data, rset, noop, quit, vrfy, auth, proxy, starttls, exception, lmtp-data\n"), "{text}");
+    let server = Server::start(&["--hostname", HOSTNAME, "-c", plugin.to_str().unwrap(), "one", "two"]);
+    let mut c = Client::greeted(server.addr());
+    assert_eq!(c.expect("HELO client.example", 250).text(), "sdk helo client.example [call 1]");
+    assert_eq!(c.expect("NOOP args", 250).text(), "sdk args one,two [call 2]");
+    assert_eq!(c.expect("VRFY <cate@example.com>", 252).text(), "sdk vrfy cate@example.com [call 3]");
+    assert_eq!(c.expect("MAIL FROM:<anne@example.com>", 250).text(), "sdk mail anne@example.com [call 4]");
+    assert_eq!(c.expect("RCPT TO:<bart@example.com>", 250).text(), "sdk rcpt bart@example.com [call 5]");
+    c.expect("DATA", 354);
+    c.send_raw(b"Subject: x\r\n\r\nbody\r\n.\r\n");
+    assert_eq!(c.expect_reply(250).text(), "sdk data 20 bytes for bart@example.com [call 6]");
+    assert_eq!(c.expect("RSET", 250).text(), "sdk rset [call 7]");
+    // A second session has its own value.
+    let mut other = Client::greeted(server.addr());
+    assert_eq!(other.expect("NOOP x", 250).text(), "sdk noop x [call 1]");
+    assert_eq!(c.expect("QUIT", 221).text(), "sdk quit [call 8]");
+}
+
 /// Mailbox, on the SDK's `Message`, holds only the header block: a message
 /// several times larger than the plugin's memory limit is delivered whole.
 #[test]
@@ -287,4 +333,163 @@ fn inspect_refuses_what_the_server_refuses() {
     let out = wasmtp(&["plugin", "inspect", module.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("is a core WebAssembly module, not a component"), "{out:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Proxy: the seed's relay handler, on the SDK, through a network grant.
+
+/// A wasmtp serving the proxy plugin, relaying to `relay`, granted (or not)
+/// the connection.
+fn proxy_server(relay: std::net::SocketAddr, granted: bool) -> Server {
+    let proxy = proxy_plugin();
+    let grant = if granted { format!("[plugin.relay.grants]\nnetwork = [\"{relay}\"]\n") } else { String::new() };
+    Server::start_config(&format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\nplugin = \"relay\"\nhostname = \"{HOSTNAME}\"\n\n\
+         [plugin.relay]\ncomponent = \"{}\"\nargs = [\"{}\", \"{}\"]\n{grant}",
+        proxy.display(),
+        relay.ip(),
+        relay.port()
+    ))
+}
+
+#[test]
+fn proxy_relays_each_message_with_x_peer() {
+    let mut relay = Server::start(&["--hostname", "relay.wasmtp.test", "-c", "debugging"]);
+    let proxy = proxy_server(relay.addr(), true);
+    let mut c = Client::greeted(proxy.addr());
+    c.expect("EHLO client.example", 250);
+    let reply = c.send_message(
+        "anne@example.com",
+        &["bart@example.com", "cate@example.com"],
+        "Subject: relayed\r\n\r\n.hidden line\r\nlast\r\n",
+    );
+    assert_eq!(reply.code, 250, "{}", c.transcript());
+    c.expect("QUIT", 221);
+    let printed = relay.wait_for_stdout("END MESSAGE");
+    // The relay saw the client's envelope, and the message with aiosmtpd
+    // Proxy's X-Peer (the client's address) before the blank line; the
+    // dot-stuffed line arrived as sent.
+    let log = relay.stderr();
+    for line in ["sender: anne@example.com", "recipient: bart@example.com", "recipient: cate@example.com"] {
+        assert!(log.contains(line), "{log}");
+    }
+    // (The relay's Debugging adds its own X-Peer after the proxy's.)
+    assert!(printed.contains("Subject: relayed\nX-Peer: 127.0.0.1\nX-Peer: ('127.0.0.1', "), "{printed}");
+    assert!(printed.contains("\n.hidden line\nlast\n"), "{printed}");
+}
+
+#[test]
+fn proxy_passes_the_relays_refusals_back() {
+    let relay = Server::start(&["--hostname", "relay.wasmtp.test", "-c", harness::plugin_path("every_hook.wasm").to_str().unwrap()]);
+    let proxy = proxy_server(relay.addr(), true);
+    let mut c = Client::greeted(proxy.addr());
+    c.expect("EHLO client.example", 250);
+    let refused = c.expect("MAIL FROM:<reject@example.com>", 550);
+    assert!(refused.text().starts_with("5.1.0 every-hook mail reject@example.com"), "{}", c.transcript());
+    c.expect("MAIL FROM:<anne@example.com>", 250);
+    assert!(c.expect("RCPT TO:<reject@example.com>", 550).text().starts_with("5.1.1 every-hook rcpt reject@example.com"));
+    assert!(c.expect("RCPT TO:<tempfail@example.com>", 451).text().starts_with("4.3.0 every-hook rcpt tempfail@example.com"));
+    c.expect("RCPT TO:<bart@example.com>", 250);
+    c.expect("DATA", 354);
+    // every-hook traps on this header, and its exception hook answers 451:
+    // the relay's reply is the client's.
+    c.send_raw(b"Subject: x\r\nX-Trap: yes\r\n\r\nbody\r\n.\r\n");
+    assert_eq!(c.expect_reply(451).text(), "4.3.0 every-hook exception trap in data [call 1]");
+    // The next transaction goes through the same relay connection.
+    let reply = c.send_message("anne@example.com", &["bart@example.com"], "Subject: y\r\n\r\nbody\r\n");
+    assert_eq!(reply.code, 250, "{}", c.transcript());
+}
+
+#[test]
+fn proxy_without_a_network_grant_cannot_connect() {
+    let relay = Server::start(&["-c", "sink"]);
+    let proxy = proxy_server(relay.addr(), false);
+    let mut c = Client::greeted(proxy.addr());
+    c.expect("EHLO client.example", 250);
+    assert_eq!(c.expect("MAIL FROM:<anne@example.com>", 451).text(), format!("4.4.1 relay {} unreachable", relay.addr()));
+}
+
+#[test]
+fn proxy_needs_an_ip_address() {
+    let proxy = proxy_plugin();
+    let out = run_wasmtp(&["-l", "127.0.0.1:0", "-c", proxy.to_str().unwrap(), "relay.example.com", "25"], SLOW);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("the relay `relay.example.com` is not an IP address (the sandbox allows no name lookups)"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------
+// The cost of each language, as docs/writing-plugins.md reports it:
+//
+//     cargo test --test languages -- --ignored --nocapture measure
+//
+// Measured through the real server, as a client sees it: the first RCPT of a
+// session instantiates the plugin (and runs `setup.init`) before its hook
+// runs; later RCPTs run the hook alone. Loopback round trips are in every
+// number alike.
+
+/// The median and 90th percentile of `samples`, in microseconds.
+fn percentiles(samples: &mut [Duration]) -> (f64, f64) {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e6;
+    (at(0.5), at(0.9))
+}
+
+fn measure_one(language: &str, plugin: &Path) {
+    const SESSIONS: usize = 40;
+    const MORE_RCPTS: usize = 20;
+    let size = std::fs::metadata(plugin).unwrap().len();
+    // The first start compiles the component (then cached), not measured here.
+    let started = Instant::now();
+    let server = Server::start(&["--hostname", HOSTNAME, "-c", plugin.to_str().unwrap(), "example.com"]);
+    let start_time = started.elapsed();
+    let (mut first, mut later, mut data) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..SESSIONS {
+        let mut c = Client::greeted(server.addr());
+        c.expect("EHLO client.example", 250);
+        c.expect("MAIL FROM:<anne@example.net>", 250);
+        let t = Instant::now();
+        c.expect("RCPT TO:<bart@example.com>", 250);
+        first.push(t.elapsed());
+        for i in 0..MORE_RCPTS {
+            let t = Instant::now();
+            c.expect(&format!("RCPT TO:<user{i}@example.com>"), 250);
+            later.push(t.elapsed());
+        }
+        c.expect("DATA", 354);
+        let t = Instant::now();
+        c.send_raw(b"Subject: measure\r\nFrom: anne@example.net\r\n\r\nhello\r\n.\r\n");
+        c.expect_reply(250);
+        data.push(t.elapsed());
+        c.expect("QUIT", 221);
+    }
+    let (first50, first90) = percentiles(&mut first);
+    let (later50, later90) = percentiles(&mut later);
+    let (data50, data90) = percentiles(&mut data);
+    println!(
+        "| {language} | {:.1} MiB | {:.1} s | {first50:.0} µs ({first90:.0}) | {later50:.0} µs ({later90:.0}) | {data50:.0} µs ({data90:.0}) | {:.0} µs |",
+        size as f64 / (1 << 20) as f64,
+        start_time.as_secs_f64(),
+        first50 - later50,
+    );
+}
+
+#[test]
+#[ignore = "a measurement, not a check: run it with --ignored --nocapture"]
+fn measure_languages() {
+    let plugins = [
+        ("rust", rust_plugin()),
+        ("c", c_plugin()),
+        ("javascript", javascript_plugin()),
+        ("python", python_plugin()),
+    ];
+    // Compile and cache each one first.
+    for (_, plugin) in &plugins {
+        check_refuses_no_arguments(plugin);
+    }
+    println!("| language | size | server start (cached compile) | first RCPT p50 (p90) | later RCPT p50 (p90) | DATA p50 (p90) | instantiate + init ≈ |");
+    println!("|---|---|---|---|---|---|---|");
+    for (language, plugin) in plugins {
+        measure_one(language, plugin);
+    }
 }

@@ -24,12 +24,20 @@ let allowed = [];
 /** How much of the content to ask the host for at a time. */
 const CHUNK = 16 * 1024;
 
+/** The `error` case of a `result<_, string>`: componentize-js returns the
+ *  thrown value's `payload` as the error (a plain `Error` would not lower to
+ *  a string, and the call would trap). */
+class ResultError extends Error {
+  constructor(message) {
+    super(message);
+    this.payload = message;
+  }
+}
+
 export const setup = {
   init(args) {
     if (args.length === 0) {
-      // result<_, string>: a thrown error is the `error` case, its message
-      // the string.
-      throw new Error('give at least one allowed recipient domain or address');
+      throw new ResultError('give at least one allowed recipient domain or address');
     }
     allowed = args.map((arg) => arg.toLowerCase());
   },

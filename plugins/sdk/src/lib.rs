@@ -198,6 +198,14 @@ pub trait Plugin: Default + 'static {
         true
     }
 
+    /// LMTP's end of DATA: one reply per recipient of `envelope.rcpt_tos`,
+    /// in order (`None`: that recipient gets `250 OK`). Called instead of
+    /// `data` on LMTP listeners. Default: `data`'s reply for every recipient.
+    fn lmtp_data(&mut self, session: &Session, envelope: &Envelope, content: Content) -> Vec<Option<Reply>> {
+        let reply = self.data(session, envelope, content);
+        vec![reply; envelope.rcpt_tos.len()]
+    }
+
     /// Another hook failed; choose the client's reply. Default:
     /// `451 4.3.0 Error: plugin failed`.
     fn exception(&mut self, session: &Session, error: &Error) -> Option<Reply> {

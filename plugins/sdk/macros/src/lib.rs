@@ -38,6 +38,7 @@ const HOOKS: &[(&str, &str)] = &[
     ("proxy", "proxy"),
     ("starttls", "starttls"),
     ("exception", "exception"),
+    ("lmtp_data", "lmtp-data"),
 ];
 
 /// Exports the hooks an `impl wasmtp_plugin::Plugin for T` block defines.
@@ -135,7 +136,7 @@ fn expand(imp: &ItemImpl) -> syn::Result<proc_macro2::TokenStream> {
 
 /// The `Guest` impl of one hook's interface, calling the trait method.
 fn guest_impl(interface: &str) -> proc_macro2::TokenStream {
-    let module = format_ident!("{}", interface);
+    let module = format_ident!("{}", interface.replace('-', "_"));
     let path = quote!(exports::wasmtp::smtp::#module);
     let body = match interface {
         "setup" => quote! {
@@ -213,6 +214,11 @@ fn guest_impl(interface: &str) -> proc_macro2::TokenStream {
         "exception" => quote! {
             fn handle_exception(session: __sdk::Session, error: __sdk::Error) -> Option<__sdk::Reply> {
                 with_plugin(|p| ::wasmtp_plugin::Plugin::exception(p, &session, &error))
+            }
+        },
+        "lmtp-data" => quote! {
+            fn handle_lmtp_data(session: __sdk::Session, envelope: __sdk::Envelope) -> Vec<Option<__sdk::Reply>> {
+                with_plugin(|p| ::wasmtp_plugin::Plugin::lmtp_data(p, &session, &envelope, ::wasmtp_plugin::Content::new()))
             }
         },
         _ => unreachable!("every hook of HOOKS is handled"),
