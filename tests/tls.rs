@@ -278,3 +278,24 @@ fn bad_certificates_are_refused_before_serving() {
     let out = run_wasmtp(&["-c", "sink", "--tlscert", certs.cert_path()], Duration::from_secs(20));
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_reload_picks_up_a_renewed_certificate() {
+    let old = Certs::new();
+    let mut server = starttls_server(&old, "require_starttls = false");
+    let mut before = TlsClient::connect(server.addr());
+    before.expect_reply(220);
+    before.starttls(&old, "localhost");
+    // Renew: new files at the same paths, then SIGHUP.
+    let new = Certs::new();
+    std::fs::copy(&new.cert, &old.cert).unwrap();
+    std::fs::copy(&new.key, &old.key).unwrap();
+    server.signal("HUP");
+    server.wait_for_stderr("reloaded");
+    let mut after = TlsClient::connect(server.addr());
+    after.expect_reply(220);
+    after.starttls(&new, "localhost");
+    after.expect("EHLO client.example", 250);
+    // The session that started before the reload goes on with its TLS.
+    before.expect("EHLO client.example", 250);
+}
