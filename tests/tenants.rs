@@ -91,6 +91,7 @@ fn tenant_config_errors_name_the_key() {
         ("[[listener]]\naddress = \"127.0.0.1:0\"\ntenants = [\"a\", \"b\"]\n[tenant.a]\nplugins = [\"sink\"]\ndomains = [\"x.example\"]\n[tenant.b]\nplugins = [\"sink\"]\ndomains = [\"X.example\"]\n", "listener[0].tenants: the domain `x.example` belongs to two of this listener's tenants"),
         ("[[listener]]\naddress = \"127.0.0.1:0\"\ntenant = \"a\"\nplugin = \"sink\"\n[tenant.a]\nplugins = [\"sink\"]\n", "listener[0].tenant: a listener served by one tenant takes no other"),
         ("[[listener]]\naddress = \"127.0.0.1:0\"\ntenant = \"a\"\n[tenant.a]\nplugins = [\"sink\"]\nhook_timeout = -1\n", "tenant.a.hook_timeout: -1 is not a positive number of seconds"),
+        ("[[listener]]\naddress = \"127.0.0.1:0\"\nprotocol = \"lmtp\"\ntenants = [\"a\"]\n[tenant.a]\nplugins = [\"sink\"]\ndomains = [\"x.example\"]\n", "listener[0].tenants: an LMTP listener can't split messages between tenants"),
     ] {
         let path = dir.path().join("t.toml");
         std::fs::write(&path, toml).unwrap();

@@ -482,6 +482,12 @@ impl File {
                 (Some(_), Some(_), _, _) => return Err((key("plugins"), "give either `plugin` or `plugins`, not both".into())),
                 (_, _, Some(_), _) => return Err((key("tenant"), "a listener served by one tenant takes no other `plugin`, `plugins` or `tenants`".into())),
             };
+            // LMTP answers per recipient from the listener's chain; splitting
+            // one message between tenants there would accept recipients no
+            // tenant plugin ever saw.
+            if options.protocol == Protocol::Lmtp && tenants.as_ref().is_some_and(|t| !t.is_empty()) {
+                return Err((key("tenants"), "an LMTP listener can't split messages between tenants; serve it with one tenant (`tenant = \"NAME\"`)".into()));
+            }
             let mut tenant_configs: Vec<TenantConfig> = Vec::new();
             for name in tenants.unwrap_or_default() {
                 let t = tenant_config(&name, &key("tenants"))?;
