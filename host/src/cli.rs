@@ -151,6 +151,7 @@ impl Cli {
             listeners: vec![ListenerConfig {
                 name: "default".into(),
                 address,
+                tenant: None,
                 hostname,
                 size: config::size_limit(self.size.unwrap_or(DEFAULT_SIZE)),
                 smtputf8: self.smtputf8,
@@ -159,6 +160,7 @@ impl Cli {
                 tenants: Vec::new(),
                 options,
             }],
+            metrics: None,
         })
     }
 }

@@ -128,6 +128,9 @@ pub struct ServerSection {
     /// `watch = true`: reload when the config file or a plugin file changes,
     /// as on SIGHUP.
     pub watch: Option<bool>,
+    /// `metrics = "127.0.0.1:9090"`: serve Prometheus metrics at
+    /// `http://ADDRESS/metrics`; off by default.
+    pub metrics: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -291,12 +294,16 @@ pub struct Config {
     /// Reload when the config file or a plugin file changes.
     pub watch: bool,
     pub listeners: Vec<ListenerConfig>,
+    /// Where to serve Prometheus metrics (`HOST:PORT`), if anywhere.
+    pub metrics: Option<String>,
 }
 
 #[derive(Debug)]
 pub struct ListenerConfig {
     pub name: String,
     pub address: String,
+    /// The tenant serving every session (`tenant = "NAME"`), if one does.
+    pub tenant: Option<String>,
     pub hostname: String,
     pub size: Option<usize>,
     pub smtputf8: bool,
@@ -469,6 +476,7 @@ impl File {
                 let domains = section.domains.iter().map(|d| d.trim().to_ascii_lowercase()).collect();
                 Ok(TenantConfig { name: name.clone(), domains, plugins: specs })
             };
+            let session_tenant = l.tenant.clone();
             let (chain, tenants) = match (l.plugin, l.plugins, l.tenant, l.tenants) {
                 (Some(one), None, None, tenants) => (resolve_chain(&[one], &key("plugin"))?, tenants),
                 (None, Some(list), None, tenants) if !list.is_empty() => (resolve_chain(&list, &key("plugins"))?, tenants),
@@ -504,6 +512,7 @@ impl File {
             listeners.push(ListenerConfig {
                 name,
                 address: l.address,
+                tenant: session_tenant,
                 hostname,
                 size: size_limit(l.size.unwrap_or(DEFAULT_SIZE)),
                 smtputf8: l.smtputf8.unwrap_or(false),
@@ -518,7 +527,10 @@ impl File {
                 return Err((format!("plugin.{name}.fuel"), "needs `fuel = true` in [server]: the server counts no fuel otherwise".into()));
             }
         }
-        Ok(Config { file: None, runtime, watch: self.server.watch.unwrap_or(false), listeners })
+        if let Some(address) = &self.server.metrics {
+            check_tcp_address(address).map_err(|m| ("server.metrics".to_owned(), m))?;
+        }
+        Ok(Config { file: None, runtime, watch: self.server.watch.unwrap_or(false), listeners, metrics: self.server.metrics })
     }
 }
 
@@ -721,6 +733,14 @@ pub fn check_address(address: &str) -> Result<(), String> {
     }
     port.parse::<u16>().map_err(|_| format!("`{port}` in `{address}` is not a port number (0-65535)"))?;
     Ok(())
+}
+
+/// `HOST:PORT` or `[v6]:PORT` (no Unix sockets): the metrics endpoint.
+fn check_tcp_address(address: &str) -> Result<(), String> {
+    if address.starts_with("unix:") {
+        return Err(format!("`{address}`: the metrics endpoint listens on TCP only"));
+    }
+    check_address(address)
 }
 
 fn check_hostname(name: &str) -> Result<String, String> {

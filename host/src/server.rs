@@ -39,6 +39,8 @@ pub enum StartError {
     Plugin(#[from] PluginError),
     #[error("listener `{listener}`: cannot listen on {address}: {reason}")]
     Bind { listener: String, address: String, reason: std::io::Error },
+    #[error("server.metrics: cannot listen on {address}: {reason}")]
+    MetricsBind { address: String, reason: std::io::Error },
 }
 
 /// Why a reload was refused; the running generation stays.
@@ -116,6 +118,8 @@ impl Socket {
 /// where its config came from.
 pub struct Server {
     pub listeners: Vec<Listener>,
+    /// The Prometheus endpoint, when `[server] metrics` is set.
+    metrics: Option<TcpListener>,
     runtime: Arc<Runtime>,
     config_file: Option<PathBuf>,
     /// Reload when the config file or a plugin file changes.
@@ -136,7 +140,15 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         let limiter = ConnectionLimiter::new(l.options.max_connections, l.options.max_connections_per_ip);
         listeners.push(Listener { socket, limiter, name: l.name, address: l.address, settings: Arc::new(ArcSwap::from_pointee(settings)) });
     }
-    Ok(Server { listeners, runtime, config_file, watch, generation: AtomicU64::new(1) })
+    let metrics = match &config.metrics {
+        Some(address) => {
+            crate::metrics::enable();
+            let bound = TcpListener::bind(address.as_str()).await;
+            Some(bound.map_err(|reason| StartError::MetricsBind { address: address.clone(), reason })?)
+        }
+        None => None,
+    };
+    Ok(Server { listeners, metrics, runtime, config_file, watch, generation: AtomicU64::new(1) })
 }
 
 /// Compile and check the plugins of every listener and build its settings.
@@ -154,6 +166,7 @@ async fn load_listeners(runtime: &Arc<Runtime>, configs: Vec<ListenerConfig>) ->
         let o = l.options.clone();
         let settings = ListenerSettings {
             name: l.name.as_str().into(),
+            tenant: l.tenant.as_deref().map(Arc::from),
             hostname: l.hostname.as_str().into(),
             ident: IDENT.to_owned(),
             data_size_limit: l.size,
@@ -238,8 +251,9 @@ impl Server {
 /// Serve until `shutdown` completes, reloading on each `reload` signal;
 /// then stop accepting, tell idle sessions `421`, and wait (up to
 /// [`SHUTDOWN_GRACE`]) for the rest.
-pub async fn run(server: Server, shutdown: impl std::future::Future<Output = ()>, mut reload: tokio::sync::mpsc::Receiver<()>) {
+pub async fn run(mut server: Server, shutdown: impl std::future::Future<Output = ()>, mut reload: tokio::sync::mpsc::Receiver<()>) {
     static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+    let metrics_listener = server.metrics.take();
     let server = Arc::new(server);
     let (stop_tx, stop_rx) = watch::channel(false);
     if server.watch {
@@ -251,6 +265,13 @@ pub async fn run(server: Server, shutdown: impl std::future::Future<Output = ()>
         tokio::spawn(watch_files(server.clone(), files, last, tx, reload));
         reload = rx;
     }
+    if let Some(m) = crate::metrics::get() {
+        m.generation(server.generation());
+    }
+    let metrics_endpoint = metrics_listener.map(|listener| {
+        tracing::info!("serving metrics at http://{}/metrics", listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
+        tokio::spawn(crate::metrics::serve(listener))
+    });
     let mut accepting = JoinSet::new();
     for index in 0..server.listeners.len() {
         let server = server.clone();
@@ -274,6 +295,9 @@ pub async fn run(server: Server, shutdown: impl std::future::Future<Output = ()>
                             // proxy, that is the proxy.
                             let Some(slot) = listener.limiter.acquire(peer.ip()) else {
                                 span.in_scope(|| tracing::warn!("too many connections; refusing"));
+                                if let Some(m) = crate::metrics::get() {
+                                    m.session(&settings.name, settings.tenant.as_ref(), crate::metrics::Outcome::Tempfailed);
+                                }
                                 sessions.spawn(connection::refuse(stream, settings.hostname.to_string()));
                                 continue;
                             };
@@ -304,7 +328,12 @@ pub async fn run(server: Server, shutdown: impl std::future::Future<Output = ()>
             _ = &mut shutdown => break,
             Some(()) = reload.recv() => {
                 let started = Instant::now();
-                match server.reload().await {
+                let result = server.reload().await;
+                if let Some(m) = crate::metrics::get() {
+                    m.reload(result.is_ok());
+                    m.generation(server.generation());
+                }
+                match result {
                     Ok(generation) => tracing::info!(generation, "reloaded in {:?}", started.elapsed()),
                     Err(e) => tracing::error!(generation = server.generation(), "reload refused, still serving the running generation: {e}"),
                 }
@@ -314,6 +343,9 @@ pub async fn run(server: Server, shutdown: impl std::future::Future<Output = ()>
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     while accepting.join_next().await.is_some() {}
+    if let Some(endpoint) = metrics_endpoint {
+        endpoint.abort();
+    }
 }
 
 type FileStamp = Option<(std::time::SystemTime, u64)>;

@@ -150,6 +150,29 @@ pub fn kind_name(kind: ErrorKind) -> &'static str {
     }
 }
 
+/// Times one hook call for the metrics, from its start to the guard's drop
+/// (whatever the call's outcome); does nothing when metrics are off.
+struct CallTimer {
+    plugin: Arc<str>,
+    hook: Hook,
+    started: Instant,
+}
+
+impl CallTimer {
+    fn start(plugin: &Arc<str>, hook: Hook) -> Option<CallTimer> {
+        crate::metrics::get()?;
+        Some(CallTimer { plugin: plugin.clone(), hook, started: Instant::now() })
+    }
+}
+
+impl Drop for CallTimer {
+    fn drop(&mut self) {
+        if let Some(m) = crate::metrics::get() {
+            m.hook_call(&self.plugin, self.hook, self.started.elapsed());
+        }
+    }
+}
+
 /// A failure of one hook call.
 struct Failure {
     kind: ErrorKind,
@@ -182,10 +205,14 @@ impl PluginInstance {
 
     async fn live(&mut self) -> wasmtime::Result<&mut Live> {
         if self.live.is_none() {
+            let started = Instant::now();
             let live = Live::start(&self.plugin, self.session_id).await.map_err(|e| match e {
                 StartError::Refused(m) => wasmtime::format_err!("setup.init refused its arguments: {m}"),
                 StartError::Failed(m) => wasmtime::format_err!("{m}"),
             })?;
+            if let Some(m) = crate::metrics::get() {
+                m.instantiation(&self.plugin.name, started.elapsed());
+            }
             self.live = Some(live);
         }
         Ok(self.live.as_mut().expect("just set"))
@@ -225,6 +252,7 @@ impl PluginInstance {
         live.arm(&plugin);
         let (store, instance) = (&mut live.store, &live.instance);
         let missing = || wasmtime::format_err!("the plugin does not export the {} hook", call.hook());
+        let _timer = CallTimer::start(&plugin.name, call.hook());
         match call {
             HookCall::Helo { hostname } => {
                 hooks.helo.as_ref().ok_or_else(missing)?.load(&mut *store, instance)?.call_handle_helo(store, s, e, hostname).await
@@ -278,6 +306,9 @@ impl PluginInstance {
     /// `exception` hook (on a fresh instance) may choose the reply instead.
     async fn fail(&mut self, hook: Hook, session: &SessionInfo, failure: Failure) -> Failed {
         self.live = None;
+        if let Some(m) = crate::metrics::get() {
+            m.hook_failure(&self.plugin.name, hook, kind_name(failure.kind));
+        }
         let policy = self.plugin.on_failure;
         tracing::warn!(
             plugin = &*self.plugin.name, session = self.session_id, hook = hook.name(),
@@ -299,6 +330,7 @@ impl PluginInstance {
             Ok(live) => {
                 live.arm(&plugin);
                 let indices = plugin.hooks.exception.as_ref().expect("checked above");
+                let _timer = CallTimer::start(&plugin.name, Hook::Exception);
                 match indices.load(&mut live.store, &live.instance) {
                     Ok(guest) => guest.call_handle_exception(&mut live.store, &wit_session, &error).await,
                     Err(e) => Err(e),
@@ -360,6 +392,11 @@ impl Chain {
         let mut names: Vec<String> = self.plugins.iter().map(|p| p.name.to_string()).collect();
         names.extend(self.tenants.iter().map(|t| format!("tenant:{}", t.name)));
         names.join(",")
+    }
+
+    /// The name of the tenant a recipient belongs to, by its domain.
+    pub fn tenant_name(&self, address: &str) -> Option<&Arc<str>> {
+        self.tenant_of(address).map(|t| &self.tenants[t].name)
     }
 
     /// The tenant a recipient belongs to, by its domain.
@@ -525,6 +562,7 @@ impl PluginInstance {
             let live = self.live().await?;
             live.arm(&plugin);
             let indices = plugin.hooks.auth.as_ref().ok_or_else(|| wasmtime::format_err!("the plugin does not export the auth hook"))?;
+            let _timer = CallTimer::start(&plugin.name, Hook::Auth);
             indices.load(&mut live.store, &live.instance)?.call_handle_auth(&mut live.store, s, e, credentials).await
         }
         .await;
@@ -553,6 +591,7 @@ impl PluginInstance {
             live.arm(&plugin);
             let missing = || wasmtime::format_err!("the plugin does not export the {hook} hook");
             let (store, instance) = (&mut live.store, &live.instance);
+            let _timer = CallTimer::start(&plugin.name, hook);
             match (hook, proxy) {
                 (Hook::Proxy, Some(proxy)) => {
                     plugin.hooks.proxy.as_ref().ok_or_else(missing)?.load(&mut *store, instance)?.call_handle_proxy(store, s, e, proxy).await
@@ -566,6 +605,9 @@ impl PluginInstance {
             Err(error) => {
                 let failure = self.classify(error);
                 self.live = None;
+                if let Some(m) = crate::metrics::get() {
+                    m.hook_failure(&self.plugin.name, hook, kind_name(failure.kind));
+                }
                 tracing::warn!(
                     plugin = &*self.plugin.name, session = self.session_id, hook = hook.name(),
                     kind = kind_name(failure.kind), "plugin failed: {}; answering no", failure.message
@@ -632,6 +674,7 @@ impl PluginInstance {
             live.arm(&plugin);
             let indices = plugin.hooks.lmtp_data.as_ref().ok_or_else(|| wasmtime::format_err!("the plugin does not export the lmtp-data hook"))?;
             let guest = indices.load(&mut live.store, &live.instance)?;
+            let _timer = CallTimer::start(&plugin.name, Hook::LmtpData);
             live.store.data_mut().content = Some(content.clone());
             let answer = guest.call_handle_lmtp_data(&mut live.store, s, e).await;
             live.store.data_mut().content = None;

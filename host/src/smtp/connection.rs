@@ -42,6 +42,13 @@ pub async fn serve(mut stream: Stream, peer: Peer, id: u64, settings: Arc<Listen
         proxy: None,
     };
     let mut plugin = SessionPlugin::new(settings.plugin.clone(), id);
+    let metrics = crate::metrics::get();
+    let _open = metrics.map(|m| m.open(&settings.name));
+    let closed = || {
+        if let Some(m) = metrics {
+            m.session(&settings.name, settings.tenant.as_ref(), crate::metrics::Outcome::Closed);
+        }
+    };
 
     if let Some(timeout) = settings.proxy_protocol {
         let header = match proxy_protocol::read_header(&mut stream, timeout).await {
@@ -50,6 +57,7 @@ pub async fn serve(mut stream: Stream, peer: Peer, id: u64, settings: Arc<Listen
                 // No reply: whatever is on the other end is not the proxy
                 // this listener trusts (aiosmtpd closes silently too).
                 tracing::warn!("closing: {e}");
+                closed();
                 return;
             }
         };
@@ -60,6 +68,7 @@ pub async fn serve(mut stream: Stream, peer: Peer, id: u64, settings: Arc<Listen
         info.proxy = Some(header.clone());
         if plugin.has(Hook::Proxy) && !plugin.proxy(&info, &Envelope::default(), &header).await {
             tracing::info!("the proxy hook refused the connection");
+            closed();
             return;
         }
     }
@@ -72,8 +81,11 @@ pub async fn serve(mut stream: Stream, peer: Peer, id: u64, settings: Arc<Listen
                 stream = tls;
                 insecure = !accepted;
             }
-            None => return,
+            None => return closed(),
         }
+    }
+    if let Some(m) = metrics {
+        m.session(&settings.name, settings.tenant.as_ref(), crate::metrics::Outcome::Accepted);
     }
     loop {
         let mut session = Session::new(stream, info.clone(), plugin, settings.clone(), shutdown.clone());

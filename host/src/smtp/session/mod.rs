@@ -25,6 +25,7 @@
 mod auth;
 mod hello;
 mod misc;
+mod observe;
 mod transaction;
 
 pub use auth::{AuthDecision, Credentials};
@@ -122,6 +123,8 @@ impl Default for SessionLimits {
 /// What a listener's sessions share.
 pub struct ListenerSettings {
     pub name: Arc<str>,
+    /// The tenant serving every session here (`tenant = "NAME"`), for metrics.
+    pub tenant: Option<Arc<str>>,
     /// The name in the greeting and EHLO reply.
     pub hostname: Arc<str>,
     /// The greeting's text after the host name.
@@ -240,7 +243,9 @@ impl Session {
             let greeting = Reply::new(220, format!("{} {}", self.settings.hostname, self.settings.ident));
             self.push(&greeting);
         }
-        match self.dialog().await {
+        let ending = self.dialog().await;
+        self.end_transaction(None);
+        match ending {
             Err(Ending::StartTls) => {
                 if self.flush().await.is_err() {
                     return Outcome::Closed;
@@ -425,6 +430,7 @@ impl Session {
 
     /// A new greeting resets the transaction, as RSET does.
     fn reset(&mut self) {
+        self.end_transaction(None);
         self.envelope = Envelope::default();
         self.chunks = None;
     }

@@ -134,6 +134,7 @@ impl Session {
             Ok(None)
         };
         let reply = self.decided(decided, &reply::OK);
+        self.count_recipient(&address, reply.code);
         if reply.is_positive() {
             tracing::info!("recipient: {address}");
             self.envelope.rcpt_tos.push(address);
@@ -182,11 +183,13 @@ impl Session {
         let content = match received {
             Ok(content) => content,
             Err(refusal) => {
+                self.end_transaction(Some(refusal.code));
                 self.reset();
                 return self.answer(&refusal);
             }
         };
         tracing::info!(bytes = content.len(), "message received");
+        self.count_received(content.len());
         self.deliver(content).await
     }
 
@@ -202,6 +205,7 @@ impl Session {
             Ok(None)
         };
         let reply = self.decided(decided, &reply::OK);
+        self.end_transaction(Some(reply.code));
         self.reset();
         self.answer(&reply)
     }
@@ -221,6 +225,8 @@ impl Session {
             Ok(decided) => decided.into_iter().map(|d| d.unwrap_or_else(|| reply::OK.clone())).collect(),
             Err(failure) => vec![failure; recipients],
         };
+        // Accepted only when every recipient was.
+        self.end_transaction(Some(replies.iter().map(|r| r.code).find(|c| c / 100 != 2).unwrap_or(250)));
         let rcpts = std::mem::take(&mut self.envelope.rcpt_tos);
         for (rcpt, reply) in rcpts.iter().zip(&replies) {
             tracing::info!("LMTP {rcpt}: {}", reply.code);
@@ -337,6 +343,7 @@ impl Session {
         let chunks = chunks.expect("kept when not refused");
         if chunks.too_much {
             // RFC 3030 §2: a failed chunk fails the transaction.
+            self.end_transaction(Some(reply::TOO_MUCH_DATA.code));
             self.reset();
             return self.answer(&reply::TOO_MUCH_DATA);
         }
@@ -345,6 +352,7 @@ impl Session {
             return self.answer(&reply::chunk_received(size));
         }
         tracing::info!(bytes = chunks.content.len(), "message received (BDAT)");
+        self.count_received(chunks.content.len());
         self.deliver(chunks.content).await
     }
 }
