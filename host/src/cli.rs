@@ -46,6 +46,11 @@ pub struct Cli {
     #[arg(short = 'd', long = "debug", action = ArgAction::Count)]
     pub debug: u8,
 
+    /// How log lines are written: `text`, or `json` (one object a line);
+    /// overrides `[server] log_format`.
+    #[arg(long = "log-format", value_name = "FORMAT", value_enum)]
+    pub log_format: Option<crate::logging::LogFormat>,
+
     /// Where to listen. Without a port, 8025; with only `:PORT`, localhost.
     #[arg(short = 'l', long = "listen", value_name = "[HOST][:PORT]")]
     pub listen: Option<String>,
@@ -161,6 +166,7 @@ impl Cli {
                 options,
             }],
             metrics: None,
+            log_format: None,
         })
     }
 }

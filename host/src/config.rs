@@ -131,6 +131,9 @@ pub struct ServerSection {
     /// `metrics = "127.0.0.1:9090"`: serve Prometheus metrics at
     /// `http://ADDRESS/metrics`; off by default.
     pub metrics: Option<String>,
+    /// `log_format = "json"`: one JSON object per log line; default `text`.
+    /// `--log-format` overrides it.
+    pub log_format: Option<crate::logging::LogFormat>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -296,6 +299,8 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// Where to serve Prometheus metrics (`HOST:PORT`), if anywhere.
     pub metrics: Option<String>,
+    /// How log lines are written, if the file says.
+    pub log_format: Option<crate::logging::LogFormat>,
 }
 
 #[derive(Debug)]
@@ -530,7 +535,7 @@ impl File {
         if let Some(address) = &self.server.metrics {
             check_tcp_address(address).map_err(|m| ("server.metrics".to_owned(), m))?;
         }
-        Ok(Config { file: None, runtime, watch: self.server.watch.unwrap_or(false), listeners, metrics: self.server.metrics })
+        Ok(Config { file: None, runtime, watch: self.server.watch.unwrap_or(false), listeners, metrics: self.server.metrics, log_format: self.server.log_format })
     }
 }
 

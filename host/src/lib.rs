@@ -11,13 +11,15 @@
 //! - [`tls`]: certificates and the TLS handshake (STARTTLS, implicit TLS).
 //! - [`proxy_protocol`]: the PROXY protocol header in front of a connection.
 //! - [`config`]: the TOML config and its checks; [`cli`]: the command line.
-//! - [`metrics`]: Prometheus metrics and their `/metrics` endpoint.
+//! - [`metrics`]: Prometheus metrics and their `/metrics` endpoint;
+//!   [`logging`]: text or JSON logs, queue ids.
 //! - [`tool`]: `wasmtp plugin inspect|test`, for plugin authors.
 //!
 //! The plugin contract is the WIT package in `wit/smtp.wit`.
 
 pub mod cli;
 pub mod config;
+pub mod logging;
 pub mod metrics;
 pub mod plugin;
 pub mod proxy_protocol;

@@ -1,11 +1,9 @@
 //! The `wasmtp` binary: parse the command line, load the config and
 //! plugins, serve until SIGINT or SIGTERM.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use wasmtp::cli::Cli;
 use wasmtp::plugin::PluginError;
@@ -18,13 +16,13 @@ fn main() -> ExitCode {
         return wasmtp::tool::main(std::env::args_os().skip(1));
     }
     let cli = Cli::parse();
-    init_logging(cli.debug);
 
     // Usage errors exit with 2, as argparse's do (aiosmtpd's CLI).
     let config = match cli.config() {
         Ok(config) => config,
         Err(e) => return fail(2, &e.to_string()),
     };
+    wasmtp::logging::init(cli.debug, cli.log_format.or(config.log_format).unwrap_or_default());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(1, &format!("cannot start the async runtime: {e}")),
@@ -44,22 +42,6 @@ fn main() -> ExitCode {
 fn fail(code: u8, message: &str) -> ExitCode {
     eprintln!("wasmtp: error: {message}");
     ExitCode::from(code)
-}
-
-/// Logs go to stderr (stdout belongs to plugins granted it, like Debugging).
-/// `RUST_LOG` overrides the level chosen by `-d`.
-fn init_logging(debug: u8) {
-    let level = match debug {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("warn,wasmtp={level}")));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 /// SIGHUP asks for a reload of the config and plugins (see `server::run`).

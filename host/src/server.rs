@@ -290,7 +290,11 @@ pub async fn run(mut server: Server, shutdown: impl std::future::Future<Output =
                             let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
                             // The newest generation; the session keeps it to its end.
                             let settings = listener.settings.load_full();
-                            let span = tracing::info_span!("session", id, %peer, listener = &*settings.name);
+                            // Fields filled in as the session learns them (see `logging`).
+                            let span = tracing::info_span!(
+                                "session", id, %peer, listener = &*settings.name, tenant = settings.tenant.as_deref(),
+                                client = tracing::field::Empty, tls = tracing::field::Empty, user = tracing::field::Empty,
+                            );
                             // Counted by the socket's peer: behind a PROXY-protocol
                             // proxy, that is the proxy.
                             let Some(slot) = listener.limiter.acquire(peer.ip()) else {

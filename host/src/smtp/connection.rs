@@ -63,6 +63,7 @@ pub async fn serve(mut stream: Stream, peer: Peer, id: u64, settings: Arc<Listen
         };
         tracing::info!(version = header.version, source = ?header.source, "PROXY header");
         if let Some(source) = header.source {
+            tracing::Span::current().record("client", tracing::field::display(source));
             info.peer = Peer::Ip(source);
         }
         info.proxy = Some(header.clone());
@@ -133,6 +134,7 @@ async fn handshake(plain: Stream, settings: &ListenerSettings, info: &mut Sessio
         }
     };
     let tls_info = crate::tls::info(stream.get_ref().1);
+    tracing::Span::current().record("tls", &*tls_info.version);
     tracing::info!(version = &*tls_info.version, cipher = &*tls_info.cipher, sni = ?tls_info.server_name, "TLS established");
     info.tls = Some(tls_info);
     let ok = !plugin.has(Hook::Starttls) || plugin.starttls(info, &Envelope::default()).await;

@@ -76,6 +76,9 @@ pub struct SessionInfo {
 /// The current mail transaction.
 #[derive(Clone, Debug, Default)]
 pub struct Envelope {
+    /// The host's name for the transaction in logs, given when MAIL is
+    /// accepted (see `logging::queue_id`); plugins don't see it yet.
+    pub queue_id: Option<String>,
     pub mail_from: Option<String>,
     pub mail_options: Vec<String>,
     pub smtp_utf8: bool,

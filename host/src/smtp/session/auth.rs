@@ -83,6 +83,7 @@ impl Session {
         let decided = self.plugin.auth(&self.info, &self.envelope, &credentials).await;
         match decided {
             Ok(AuthDecision::Accept(identity)) => {
+                tracing::Span::current().record("user", identity.as_str());
                 tracing::info!(mechanism = mechanism.name(), "authenticated as {identity:?}");
                 self.info.authenticated = true;
                 self.info.auth_identity = Some(identity);

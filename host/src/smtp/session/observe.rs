@@ -1,5 +1,5 @@
-//! What a session reports to the metrics (see [`crate::metrics`]):
-//! recipients, messages received, and how each transaction ended.
+//! What a session reports to the metrics (see [`crate::metrics`]) and the
+//! log: recipients, messages received, and how each transaction ended.
 
 use std::sync::Arc;
 
@@ -43,8 +43,12 @@ impl Session {
         if self.envelope.mail_from.is_none() {
             return;
         }
+        let outcome = code.map_or(Outcome::Abandoned, Outcome::of);
+        tracing::info!(
+            queue_id = self.envelope.queue_id.as_deref(), outcome = outcome.name(), code,
+            recipients = self.envelope.rcpt_tos.len(), "transaction ended"
+        );
         if let Some(m) = metrics::get() {
-            let outcome = code.map_or(Outcome::Abandoned, Outcome::of);
             m.transaction(&self.settings.name, self.transaction_tenant().as_ref(), outcome);
         }
         self.envelope.mail_from = None;

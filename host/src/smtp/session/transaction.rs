@@ -81,7 +81,9 @@ impl Session {
         };
         let reply = self.decided(decided, &reply::OK);
         if reply.is_positive() {
-            tracing::info!("sender: {address}");
+            let queue_id = crate::logging::queue_id();
+            tracing::info!(queue_id, "sender: {address}");
+            self.envelope.queue_id = Some(queue_id);
             self.envelope.mail_from = Some(address);
             self.envelope.mail_options.extend(options);
         }
@@ -136,7 +138,7 @@ impl Session {
         let reply = self.decided(decided, &reply::OK);
         self.count_recipient(&address, reply.code);
         if reply.is_positive() {
-            tracing::info!("recipient: {address}");
+            tracing::info!(queue_id = self.envelope.queue_id.as_deref(), "recipient: {address}");
             self.envelope.rcpt_tos.push(address);
             self.envelope.rcpt_options.push(options);
         }
@@ -188,7 +190,7 @@ impl Session {
                 return self.answer(&refusal);
             }
         };
-        tracing::info!(bytes = content.len(), "message received");
+        tracing::info!(queue_id = self.envelope.queue_id.as_deref(), bytes = content.len(), "message received");
         self.count_received(content.len());
         self.deliver(content).await
     }
@@ -351,7 +353,7 @@ impl Session {
             self.chunks = Some(chunks);
             return self.answer(&reply::chunk_received(size));
         }
-        tracing::info!(bytes = chunks.content.len(), "message received (BDAT)");
+        tracing::info!(queue_id = self.envelope.queue_id.as_deref(), bytes = chunks.content.len(), "message received (BDAT)");
         self.count_received(chunks.content.len());
         self.deliver(chunks.content).await
     }
