@@ -167,6 +167,7 @@ impl Cli {
             }],
             metrics: None,
             log_format: None,
+            shutdown_grace: None,
         })
     }
 }

@@ -134,6 +134,10 @@ pub struct ServerSection {
     /// `log_format = "json"`: one JSON object per log line; default `text`.
     /// `--log-format` overrides it.
     pub log_format: Option<crate::logging::LogFormat>,
+    /// `shutdown_grace = 30`: seconds that sessions in progress get to
+    /// finish (a message being received to be received and answered) after
+    /// SIGTERM or SIGINT; then the rest are closed.
+    pub shutdown_grace: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -301,6 +305,8 @@ pub struct Config {
     pub metrics: Option<String>,
     /// How log lines are written, if the file says.
     pub log_format: Option<crate::logging::LogFormat>,
+    /// How long sessions get to finish at shutdown, if the file says.
+    pub shutdown_grace: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -535,7 +541,15 @@ impl File {
         if let Some(address) = &self.server.metrics {
             check_tcp_address(address).map_err(|m| ("server.metrics".to_owned(), m))?;
         }
-        Ok(Config { file: None, runtime, watch: self.server.watch.unwrap_or(false), listeners, metrics: self.server.metrics, log_format: self.server.log_format })
+        let shutdown_grace = match self.server.shutdown_grace {
+            Some(0.0) => Some(Duration::ZERO),
+            Some(secs) => Some(check_seconds(secs).map_err(|m| ("server.shutdown_grace".to_owned(), m))?),
+            None => None,
+        };
+        Ok(Config {
+            file: None, runtime, watch: self.server.watch.unwrap_or(false), listeners,
+            metrics: self.server.metrics, log_format: self.server.log_format, shutdown_grace,
+        })
     }
 }
 

@@ -30,7 +30,8 @@ use crate::smtp::session::ListenerSettings;
 
 /// The text after the host name in the greeting.
 pub const IDENT: &str = concat!("wasmtp ", env!("CARGO_PKG_VERSION"));
-/// How long sessions in progress get to finish after shutdown is asked.
+/// How long sessions in progress get to finish after shutdown is asked,
+/// unless `[server] shutdown_grace` says otherwise.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +126,8 @@ pub struct Server {
     /// Reload when the config file or a plugin file changes.
     watch: bool,
     generation: AtomicU64,
+    /// How long sessions in progress get after shutdown is asked.
+    shutdown_grace: Duration,
 }
 
 /// Load every plugin and bind every listener of `config`.
@@ -148,7 +151,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         }
         None => None,
     };
-    Ok(Server { listeners, metrics, runtime, config_file, watch, generation: AtomicU64::new(1) })
+    let shutdown_grace = config.shutdown_grace.unwrap_or(SHUTDOWN_GRACE);
+    Ok(Server { listeners, metrics, runtime, config_file, watch, generation: AtomicU64::new(1), shutdown_grace })
 }
 
 /// Compile and check the plugins of every listener and build its settings.
@@ -249,8 +253,10 @@ impl Server {
 }
 
 /// Serve until `shutdown` completes, reloading on each `reload` signal;
-/// then stop accepting, tell idle sessions `421`, and wait (up to
-/// [`SHUTDOWN_GRACE`]) for the rest.
+/// then drain: idle sessions get `421` and close, message content being
+/// received is received, answered and then `421`, new connections get
+/// `421` at once, and after the grace period (`[server] shutdown_grace`,
+/// [`SHUTDOWN_GRACE`] by default) whatever is left is closed.
 pub async fn run(mut server: Server, shutdown: impl std::future::Future<Output = ()>, mut reload: tokio::sync::mpsc::Receiver<()>) {
     static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
     let metrics_listener = server.metrics.take();
@@ -319,11 +325,7 @@ pub async fn run(mut server: Server, shutdown: impl std::future::Future<Output =
                     _ = stop.changed() => break,
                 }
             }
-            let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while sessions.join_next().await.is_some() {} }).await;
-            if drained.is_err() {
-                tracing::warn!("{} sessions still open after {SHUTDOWN_GRACE:?}; closing them", sessions.len());
-                sessions.abort_all();
-            }
+            drain(listener, sessions, server.shutdown_grace).await;
         });
     }
     tokio::pin!(shutdown);
@@ -349,6 +351,36 @@ pub async fn run(mut server: Server, shutdown: impl std::future::Future<Output =
     while accepting.join_next().await.is_some() {}
     if let Some(endpoint) = metrics_endpoint {
         endpoint.abort();
+    }
+}
+
+/// A listener's end: until its sessions are done or `grace` has passed,
+/// answer new connections `421` (so that a client, or a proxy's health
+/// check, learns at once that this node is going) rather than leave them
+/// in the listen queue; then close whatever is still open.
+async fn drain(listener: &Listener, mut sessions: JoinSet<()>, grace: Duration) {
+    let mut refusals = JoinSet::new();
+    let deadline = tokio::time::sleep(grace);
+    tokio::pin!(deadline);
+    while !sessions.is_empty() {
+        tokio::select! {
+            accepted = listener.socket.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    if let Some(m) = crate::metrics::get() {
+                        let settings = listener.settings.load();
+                        m.session(&settings.name, settings.tenant.as_ref(), crate::metrics::Outcome::Tempfailed);
+                    }
+                    refusals.spawn(connection::refuse_with(stream, &crate::smtp::reply::SHUTTING_DOWN));
+                }
+            }
+            Some(_) = refusals.join_next(), if !refusals.is_empty() => {}
+            _ = sessions.join_next() => {}
+            _ = &mut deadline => {
+                tracing::warn!(listener = listener.name, "{} sessions still open after {grace:?}; closing them", sessions.len());
+                sessions.abort_all();
+                break;
+            }
+        }
     }
 }
 

@@ -199,10 +199,15 @@ impl Drop for ConnectionSlot {
 }
 
 /// Refuse a connection over a limit: `421`, then close (RFC 5321 §3.8).
-pub async fn refuse(mut stream: Stream, hostname: String) {
+pub async fn refuse(stream: Stream, hostname: String) {
+    refuse_with(stream, &super::reply::Reply::new(421, format!("4.7.0 {hostname} Too many connections, try again later"))).await
+}
+
+/// Answer a connection with `reply` instead of a greeting, then close.
+pub async fn refuse_with(mut stream: Stream, reply: &super::reply::Reply) {
     use tokio::io::AsyncWriteExt;
     let mut out = Vec::new();
-    super::reply::Reply::new(421, format!("4.7.0 {hostname} Too many connections, try again later")).write_to(&mut out);
+    reply.write_to(&mut out);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
         let _ = stream.write_all(&out).await;
         let _ = stream.shutdown().await;

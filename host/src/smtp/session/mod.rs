@@ -200,6 +200,9 @@ pub struct Session {
     /// The verb being answered, for enhanced status codes.
     verb: Verb,
     shutdown: watch::Receiver<bool>,
+    /// Message content is being read (DATA, or a BDAT chunk): a shutdown
+    /// waits for it rather than cut it off (see `server::run`).
+    receiving: bool,
 }
 
 impl Session {
@@ -228,6 +231,7 @@ impl Session {
             chunks: None,
             verb: Verb::Noop,
             shutdown,
+            receiving: false,
         }
     }
 
@@ -295,7 +299,8 @@ impl Session {
         let timeout = self.settings.timeout;
         let read = tokio::select! {
             read = tokio::time::timeout(timeout, self.io.read_buf(&mut self.input)) => Some(read),
-            _ = self.shutdown.wait_for(|stop| *stop) => None,
+            // Draining: 421 when waiting for a command, not mid-message.
+            _ = self.shutdown.wait_for(|stop| *stop), if !self.receiving => None,
         };
         let Some(read) = read else {
             self.push(&reply::SHUTTING_DOWN);

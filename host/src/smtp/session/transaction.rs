@@ -164,6 +164,7 @@ impl Session {
         self.push(&reply::START_DATA);
         let mut decoder = DataDecoder::new(self.settings.data_size_limit);
         let bound = self.settings.limits.data_timeout;
+        self.receiving = true;
         let received = tokio::time::timeout(bound, async {
             loop {
                 if let Some(done) = decoder.feed(&mut self.input) {
@@ -173,6 +174,7 @@ impl Session {
             }
         })
         .await;
+        self.receiving = false;
         let received = match received {
             Ok(Ok(received)) => received,
             Ok(Err(ending)) => return Err(ending),
@@ -307,6 +309,7 @@ impl Session {
         let limit = self.settings.data_size_limit.map(|l| l as u64);
         let mut chunks = if refusal.is_none() { self.chunks.take().or_else(|| Some(Chunks::default())) } else { None };
         let bound = self.settings.limits.data_timeout;
+        self.receiving = true;
         let read = tokio::time::timeout(bound, async {
             let mut remaining = size;
             loop {
@@ -330,6 +333,7 @@ impl Session {
             }
         })
         .await;
+        self.receiving = false;
         match read {
             Ok(Ok(())) => {}
             Ok(Err(ending)) => return Err(ending),
