@@ -23,7 +23,7 @@ const DEFAULT_PORT: u16 = 8025;
 /// mailbox MAILDIR; or give the path of a .wasm component.
 #[derive(Debug, Parser)]
 #[command(name = "wasmtp", version, about, max_term_width = 100,
-    after_help = "For plugin authors: `wasmtp plugin inspect FILE`, `wasmtp plugin test FILE --transcript T` (see `wasmtp plugin --help`).")]
+    after_help = "For plugin authors: `wasmtp plugin inspect FILE`, `wasmtp plugin test FILE --transcript T` (see `wasmtp plugin --help`).\nFor operators: `wasmtp check --config FILE` (is this config deployable?).")]
 pub struct Cli {
     /// Accepted for compatibility with aiosmtpd; wasmtp never changes its user.
     #[arg(short = 'n', long = "nosetuid")]

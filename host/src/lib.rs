@@ -13,10 +13,12 @@
 //! - [`config`]: the TOML config and its checks; [`cli`]: the command line.
 //! - [`metrics`]: Prometheus metrics and their `/metrics` endpoint;
 //!   [`logging`]: text or JSON logs, queue ids.
-//! - [`tool`]: `wasmtp plugin inspect|test`, for plugin authors.
+//! - [`tool`]: `wasmtp plugin inspect|test`, for plugin authors;
+//!   [`check`]: `wasmtp check --config FILE`, for operators.
 //!
 //! The plugin contract is the WIT package in `wit/smtp.wit`.
 
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod logging;

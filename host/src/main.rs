@@ -15,6 +15,10 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|arg| arg == "plugin") {
         return wasmtp::tool::main(std::env::args_os().skip(1));
     }
+    // `wasmtp check --config FILE`: is this config deployable?
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == "check") {
+        return wasmtp::check::main(std::env::args_os().skip(1));
+    }
     let cli = Cli::parse();
 
     // Usage errors exit with 2, as argparse's do (aiosmtpd's CLI).

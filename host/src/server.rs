@@ -278,15 +278,19 @@ pub async fn run(mut server: Server, shutdown: impl std::future::Future<Output =
         tracing::info!("serving metrics at http://{}/metrics", listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
         tokio::spawn(crate::metrics::serve(listener))
     });
+    // Said here, in config order, rather than by each accept task (whose
+    // order is the scheduler's): scripts and tests read these lines.
+    for listener in &server.listeners {
+        let first = listener.settings.load_full();
+        let addr = listener.socket.local_addr();
+        tracing::info!(listener = &*first.name, plugins = first.plugin.names(), "listening on {addr}");
+    }
     let mut accepting = JoinSet::new();
     for index in 0..server.listeners.len() {
         let server = server.clone();
         let stop_rx = stop_rx.clone();
         accepting.spawn(async move {
             let listener = &server.listeners[index];
-            let first = listener.settings.load_full();
-            let addr = listener.socket.local_addr();
-            tracing::info!(listener = &*first.name, plugins = first.plugin.names(), "listening on {addr}");
             let mut sessions = JoinSet::new();
             let mut stop = stop_rx.clone();
             loop {
