@@ -114,3 +114,17 @@ fn every_plugin_problem_is_listed() {
     assert_eq!(lines[3], format!("{file}: plugin.inbox.args: plugin `inbox`: Too many arguments for Mailbox handler"));
     assert_eq!(lines[4], format!("wasmtp check: {file} is not deployable: 4 problems"));
 }
+
+#[test]
+fn the_example_configs_are_deployable() {
+    let dir = tempfile::tempdir().unwrap();
+    for example in ["examples/systemd/wasmtp.toml", "examples/haproxy/node.toml"] {
+        // Their state and cache directories, moved under a temporary one.
+        let toml = std::fs::read_to_string(harness::repo_root().join(example))
+            .unwrap()
+            .replace("/var/lib/wasmtp", dir.path().join("lib").to_str().unwrap())
+            .replace("/var/cache/wasmtp", dir.path().join("cache").to_str().unwrap());
+        let (out, _) = check(dir.path(), &toml);
+        assert!(out.status.success(), "{example}: {}", text(&out.stderr));
+    }
+}
