@@ -85,7 +85,7 @@ impl Message<Content> {
     /// - `X-RcptTo`: the recipients, joined with `, `.
     pub fn prepare(session: &Session, envelope: &Envelope, content: Content) -> io::Result<Message> {
         let mut message = Message::parse(content)?;
-        message.add_header("X-Peer", &format!("('{}', {})", session.peer.address, session.peer.port));
+        message.add_header("X-Peer", &session.peer.python_tuple());
         message.add_header("X-MailFrom", envelope.mail_from.as_deref().unwrap_or_default());
         message.add_header("X-RcptTo", &envelope.rcpt_tos.join(", "));
         Ok(message)
