@@ -214,6 +214,12 @@ fn check_language(plugin: &Path, language: &str) {
     // Also the first load: the server compiles the component and caches it.
     check_refuses_no_arguments(plugin);
     check_policy(plugin, language);
+    // The authors' replay tool, with the transcript every example follows.
+    let transcript = repo_root().join("examples/policy.transcript");
+    let out = wasmtp(&["plugin", "test", plugin.to_str().unwrap(), "--transcript", transcript.to_str().unwrap(), "example.com"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.ends_with("8 reply lines matched\n"), "{stdout}");
 }
 
 #[test]
