@@ -12,7 +12,7 @@ use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
 /// The reference plugins embedded in the binary (plugin/builtin.rs).
-const BUILTINS: [&str; 3] = ["sink", "debugging", "mailbox"];
+const BUILTINS: [&str; 4] = ["sink", "debugging", "mailbox", "proxy"];
 
 fn main() {
     let host_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
@@ -23,7 +23,7 @@ fn main() {
     let target_dir = out_dir.ancestors().nth(3).unwrap().join("wasm-plugins");
 
     for watched in ["wit", "plugins/Cargo.toml", "plugins/Cargo.lock", "plugins/sink",
-        "plugins/debugging", "plugins/mailbox", "plugins/sdk", "tests/plugins"]
+        "plugins/debugging", "plugins/mailbox", "plugins/proxy", "plugins/sdk", "tests/plugins"]
     {
         println!("cargo::rerun-if-changed={}", root.join(watched).display());
     }

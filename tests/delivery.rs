@@ -181,3 +181,17 @@ fn the_seed_mailbox_walkthrough() {
     assert_eq!(std::fs::read_dir(maildir.join("new")).unwrap().count(), 3);
     assert_eq!(std::fs::read_dir(maildir.join("tmp")).unwrap().count(), 0);
 }
+
+#[test]
+fn the_builtin_proxy_relays_from_the_command_line() {
+    // `-c proxy HOST PORT`, as aiosmtpd's Proxy handler takes them; the host
+    // name is resolved by the server, and the plugin is granted that address only.
+    let mut relay = Server::start(&["--hostname", "relay.wasmtp.test", "-c", "debugging"]);
+    let port = relay.addr().port().to_string();
+    let server = Server::start(&["--hostname", HOSTNAME, "-c", "proxy", "localhost", &port]);
+    let mut c = Client::after_ehlo(server.addr());
+    let reply = c.send_message("anne@example.com", &["bart@example.com"], "Subject: via proxy\r\n\r\nrelayed\r\n");
+    assert_eq!(reply.code, 250, "{}", c.transcript());
+    let printed = relay.wait_for_stdout("END MESSAGE");
+    assert!(printed.contains("Subject: via proxy\nX-Peer: 127.0.0.1\n"), "{printed}");
+}

@@ -29,7 +29,7 @@ pub struct Cli {
     #[arg(short = 'n', long = "nosetuid")]
     pub nosetuid: bool,
 
-    /// The plugin: a built-in name (sink, debugging, mailbox) or the path
+    /// The plugin: a built-in name (sink, debugging, mailbox, proxy) or the path
     /// of a WebAssembly component. Arguments after it are the plugin's.
     #[arg(short = 'c', long = "class", value_name = "PLUGIN", default_value = "debugging")]
     pub plugin: String,

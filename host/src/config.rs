@@ -697,6 +697,14 @@ pub fn builtin_spec(name: &str, mut args: Vec<String>, base: &Path) -> Result<Pl
             grants.stdout = true;
             grants.stderr = true;
         }
+        // The relay, and nothing else, is reachable; a host name is resolved
+        // here, as the sandbox allows the plugin no name lookups.
+        "proxy" if args.len() == 2 => {
+            let target = if args[0].contains(':') { format!("[{}]:{}", args[0].trim_matches(['[', ']']), args[1]) } else { format!("{}:{}", args[0], args[1]) };
+            let addrs = resolve(&target)?;
+            args[0] = addrs[0].ip().to_string();
+            grants.network.push(addrs[0]);
+        }
         "mailbox" if args.len() == 1 => {
             let dir = absolute(&base.join(&args[0]));
             std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create the Maildir {}: {e}", dir.display()))?;
@@ -815,13 +823,13 @@ mod tests {
         );
         assert_eq!(
             error("[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"nope\"\n"),
-            "/etc/wasmtp.toml: listener[0].plugin: no plugin is named `nope` (known: sink, debugging, mailbox)"
+            "/etc/wasmtp.toml: listener[0].plugin: no plugin is named `nope` (known: sink, debugging, mailbox, proxy)"
         );
         assert_eq!(error(""), "/etc/wasmtp.toml: no [[listener]] is defined; add one with an `address` and a `plugin`");
         assert_eq!(error("[[listener]\n"), "/etc/wasmtp.toml:1:12: unclosed array table, expected `]`");
         assert_eq!(
             error("[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"p\"\n[plugin.p]\ncomponent = \"missing.wasm\"\n"),
-            "/etc/wasmtp.toml: plugin.p.component: `missing.wasm` is neither a built-in plugin (sink, debugging, mailbox) nor a file (/etc/missing.wasm does not exist)"
+            "/etc/wasmtp.toml: plugin.p.component: `missing.wasm` is neither a built-in plugin (sink, debugging, mailbox, proxy) nor a file (/etc/missing.wasm does not exist)"
         );
     }
 

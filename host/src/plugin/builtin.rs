@@ -31,6 +31,11 @@ pub const BUILTINS: &[Builtin] = &[
         wasm: include_bytes!(concat!(env!("WASMTP_PLUGIN_DIR"), "/mailbox.wasm")),
         summary: "delivers every message into a Maildir; argument: the Maildir path",
     },
+    Builtin {
+        name: "proxy",
+        wasm: include_bytes!(concat!(env!("WASMTP_PLUGIN_DIR"), "/proxy.wasm")),
+        summary: "relays every message to another SMTP server; arguments: HOST PORT",
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Builtin> {

@@ -106,10 +106,20 @@ pub struct HostState {
     pub memory: MemoryCap,
     /// The message during the `data` hook; `None` otherwise.
     pub content: Option<Arc<Vec<u8>>>,
+    /// Where `content.read-next` goes on from.
+    pub content_cursor: u64,
     /// When the running hook must be stopped.
     pub deadline: Instant,
     pub plugin: Arc<str>,
     pub session_id: u64,
+}
+
+impl HostState {
+    /// Make `content` readable (or not), with `read-next` starting over.
+    pub fn set_content(&mut self, content: Option<Arc<Vec<u8>>>) {
+        self.content = content;
+        self.content_cursor = 0;
+    }
 }
 
 impl WasiView for HostState {
@@ -131,6 +141,12 @@ impl content::Host for HostState {
         let start = usize::try_from(offset).unwrap_or(usize::MAX).min(content.len());
         let end = start.saturating_add(len.min(MAX_READ) as usize).min(content.len());
         content[start..end].to_vec()
+    }
+
+    fn read_next(&mut self, len: u32) -> Vec<u8> {
+        let chunk = self.read(self.content_cursor, len);
+        self.content_cursor += chunk.len() as u64;
+        chunk
     }
 }
 

@@ -40,6 +40,10 @@ use super::loaded::{FailurePolicy, Hook, Plugin};
 /// send because a plugin failed.
 pub type HookResult<T> = Result<T, Reply>;
 
+/// How long past its deadline a hook blocked in a host call is given before
+/// its call is abandoned (a running hook is stopped by the epoch callback first).
+const WAIT_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The epoch callback's error: the hook's deadline passed.
 #[derive(Debug, thiserror::Error)]
 #[error("the hook ran past its deadline")]
@@ -70,6 +74,7 @@ impl Live {
             table: ResourceTable::new(),
             memory: MemoryCap { limit: plugin.limits.memory, hit: false },
             content: None,
+            content_cursor: 0,
             deadline: Instant::now() + plugin.limits.hook_timeout,
             plugin: plugin.name.clone(),
             session_id,
@@ -233,7 +238,13 @@ impl PluginInstance {
                 }
             },
         };
-        let answer = self.invoke(s, e, call).await;
+        // The epoch deadline stops wasm that runs; this one also stops a hook
+        // waiting in a host call (a socket read, say), which no epoch reaches.
+        let limit = plugin.limits.hook_timeout + WAIT_GRACE;
+        let answer = match tokio::time::timeout(limit, self.invoke(s, e, call)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(DeadlineExceeded.into()),
+        };
         let failure = match answer {
             Ok(None) => return Ok(None),
             Ok(Some(reply)) => match convert::from_wit_reply(reply) {
@@ -270,9 +281,9 @@ impl PluginInstance {
                 let guest = hooks.data.as_ref().ok_or_else(missing)?.load(&mut *store, instance)?;
                 // The content is readable through the `content` import for
                 // the duration of the call, without being copied in.
-                store.data_mut().content = Some(content.clone());
+                store.data_mut().set_content(Some(content.clone()));
                 let answer = guest.call_handle_data(&mut *store, s, e).await;
-                store.data_mut().content = None;
+                store.data_mut().set_content(None);
                 answer
             }
             HookCall::Rset => hooks.rset.as_ref().ok_or_else(missing)?.load(&mut *store, instance)?.call_handle_rset(store, s, e).await,
@@ -675,9 +686,9 @@ impl PluginInstance {
             let indices = plugin.hooks.lmtp_data.as_ref().ok_or_else(|| wasmtime::format_err!("the plugin does not export the lmtp-data hook"))?;
             let guest = indices.load(&mut live.store, &live.instance)?;
             let _timer = CallTimer::start(&plugin.name, Hook::LmtpData);
-            live.store.data_mut().content = Some(content.clone());
+            live.store.data_mut().set_content(Some(content.clone()));
             let answer = guest.call_handle_lmtp_data(&mut live.store, s, e).await;
-            live.store.data_mut().content = None;
+            live.store.data_mut().set_content(None);
             answer
         }
         .await;
