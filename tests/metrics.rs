@@ -322,7 +322,7 @@ fn every_metric_counts_known_traffic() {
         })
         .collect();
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let below = |secs: f64| buckets.iter().filter(|(le, _)| *le < secs).map(|(_, n)| *n).last().unwrap_or(0.0);
+    let below = |secs: f64| buckets.iter().filter(|(le, _)| *le < secs).map(|(_, n)| *n).next_back().unwrap_or(0.0);
     assert_eq!(below(1.0), 3.0, "{buckets:?}");
     assert_eq!(buckets.last().map(|b| b.1), Some(4.0), "{buckets:?}");
     assert!(m[r#"wasmtp_plugin_call_duration_seconds_sum{plugin="misbehave",hook="noop"}"#] >= 1.0);

@@ -38,7 +38,10 @@ fn main() -> ExitCode {
             Err(e @ StartError::Plugin(PluginError::ArgsRefused { .. })) => return fail(2, &e.to_string()),
             Err(e) => return fail(1, &e.to_string()),
         };
-        server::run(listeners, shutdown_signal(), reload).await;
+        // Handlers installed before run() says `listening on`: a SIGTERM
+        // right after that line must start the drain, never be missed.
+        let shutdown = shutdown_signal();
+        server::run(listeners, shutdown, reload).await;
         ExitCode::SUCCESS
     })
 }
@@ -68,16 +71,24 @@ fn reload_signal() -> tokio::sync::mpsc::Receiver<()> {
     rx
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+/// SIGINT or SIGTERM: the handlers are installed when this is called, not
+/// when the future is first polled.
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    async move {
         tokio::select! {
-            _ = ctrl_c => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
