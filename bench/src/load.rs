@@ -1,0 +1,312 @@
+//! The Rust load generator: what Postfix's `smtp-source` can't do —
+//! per-transaction latency percentiles, RFC 2920 pipelining, thousands of
+//! concurrent or idle sessions.
+//!
+//! It runs on one thread (a current-thread tokio runtime), like
+//! `smtp-source`, so the client takes at most one of the two CPUs whatever
+//! the peer. Every loop is bounded by a deadline and a message count, and
+//! it only ever connects to the loopback address it is given.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+pub const SENDER: &str = "sender@bench.example";
+pub const RECIPIENT: &str = "rcpt@bench.example";
+/// How long any one reply may take before the run counts as failed.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One load: how to send, how much, for how long.
+#[derive(Clone, Debug)]
+pub struct LoadSpec {
+    pub addr: SocketAddr,
+    /// One connection per session, reused for every message; or a new
+    /// connection (greeting, EHLO, transaction, QUIT) per message.
+    pub reuse: bool,
+    /// The message size in bytes, headers included.
+    pub size: usize,
+    /// Concurrent sessions.
+    pub sessions: usize,
+    /// Stop starting transactions after this long.
+    pub duration: Duration,
+    /// Stop after this many messages in all (whichever comes first).
+    pub max_messages: u64,
+    /// Send MAIL, RCPT and DATA in one write (RFC 2920), where the server
+    /// advertises PIPELINING.
+    pub pipeline: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct LoadResult {
+    pub messages: u64,
+    pub elapsed: Duration,
+    /// Per-transaction latency in microseconds, sorted. A transaction runs
+    /// from writing MAIL FROM to reading the reply to the final dot; in the
+    /// connection-per-message mode it starts at `connect()` instead, so it
+    /// includes the handshake, greeting and EHLO.
+    pub latencies_us: Vec<u32>,
+    /// Set when the server did not advertise PIPELINING and `pipeline` was asked.
+    pub pipelining_refused: bool,
+}
+
+impl LoadResult {
+    pub fn rate(&self) -> f64 {
+        self.messages as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub fn percentile(&self, p: f64) -> f64 {
+        percentile(&self.latencies_us, p)
+    }
+}
+
+/// The `p` quantile (0–1) of sorted values, nearest rank.
+pub fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1] as f64
+}
+
+/// A message of exactly `size` bytes (before the terminating `.` line):
+/// a few headers and 78-character body lines, none starting with a dot.
+pub fn message(size: usize) -> Vec<u8> {
+    let mut m = format!(
+        "From: <{SENDER}>\r\nTo: <{RECIPIENT}>\r\nSubject: wasmtp benchmark\r\nMessage-ID: <bench@bench.example>\r\n\r\n"
+    )
+    .into_bytes();
+    let line: Vec<u8> = (0..76).map(|i| b'a' + (i % 26) as u8).collect();
+    while m.len() < size {
+        let room = size - m.len();
+        if room >= 78 {
+            m.extend_from_slice(&line);
+        } else if room > 2 {
+            m.extend_from_slice(&line[..room - 2]);
+        } else {
+            // Too little room for a line: pad the previous one.
+            let at = m.len() - 2;
+            m.splice(at..at, std::iter::repeat_n(b'x', room));
+            break;
+        }
+        m.extend_from_slice(b"\r\n");
+    }
+    m.extend_from_slice(b".\r\n");
+    m
+}
+
+/// One client connection.
+pub struct Client {
+    io: BufReader<TcpStream>,
+    line: Vec<u8>,
+    pub pipelining: bool,
+}
+
+impl Client {
+    /// Connect and read the greeting.
+    pub async fn connect(addr: SocketAddr) -> Result<Client> {
+        let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+        stream.set_nodelay(true)?;
+        let mut client = Client { io: BufReader::with_capacity(16 << 10, stream), line: Vec::new(), pipelining: false };
+        client.expect(220).await.context("greeting")?;
+        Ok(client)
+    }
+
+    /// Read one whole reply (all its lines); its code.
+    pub async fn reply(&mut self) -> Result<u16> {
+        loop {
+            self.line.clear();
+            let n = tokio::time::timeout(REPLY_TIMEOUT, self.io.read_until(b'\n', &mut self.line))
+                .await
+                .context("no reply in time")??;
+            ensure!(n > 0, "the server closed the connection");
+            ensure!(self.line.len() >= 4, "malformed reply {:?}", String::from_utf8_lossy(&self.line));
+            if self.line.get(4..).is_some_and(|t| t.starts_with(b"PIPELINING")) {
+                self.pipelining = true;
+            }
+            if self.line[3] != b'-' {
+                let code = std::str::from_utf8(&self.line[..3]).ok().and_then(|c| c.parse().ok());
+                return code.with_context(|| format!("malformed reply {:?}", String::from_utf8_lossy(&self.line)));
+            }
+        }
+    }
+
+    pub async fn expect(&mut self, code: u16) -> Result<()> {
+        let got = self.reply().await?;
+        if got != code {
+            bail!("expected {code}, got {got}: {:?}", String::from_utf8_lossy(&self.line).trim_end());
+        }
+        Ok(())
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<()> {
+        self.io.get_mut().write_all(bytes).await?;
+        Ok(())
+    }
+
+    pub async fn command(&mut self, line: &str, code: u16) -> Result<()> {
+        self.send(line.as_bytes()).await?;
+        self.expect(code).await.with_context(|| line.trim_end().to_owned())
+    }
+
+    pub async fn ehlo(&mut self) -> Result<()> {
+        self.pipelining = false;
+        self.command("EHLO client.bench.example\r\n", 250).await
+    }
+
+    /// One mail transaction; `message` ends with the `.` line.
+    pub async fn transaction(&mut self, message: &[u8], pipeline: bool) -> Result<()> {
+        const MAIL: &str = "MAIL FROM:<sender@bench.example>\r\n";
+        const RCPT: &str = "RCPT TO:<rcpt@bench.example>\r\n";
+        if pipeline {
+            self.send(b"MAIL FROM:<sender@bench.example>\r\nRCPT TO:<rcpt@bench.example>\r\nDATA\r\n").await?;
+            self.expect(250).await.context("MAIL (pipelined)")?;
+            self.expect(250).await.context("RCPT (pipelined)")?;
+            self.expect(354).await.context("DATA (pipelined)")?;
+        } else {
+            self.command(MAIL, 250).await?;
+            self.command(RCPT, 250).await?;
+            self.command("DATA\r\n", 354).await?;
+        }
+        self.send(message).await?;
+        self.expect(250).await.context("end of data")
+    }
+
+    pub async fn quit(mut self) -> Result<()> {
+        self.command("QUIT\r\n", 221).await
+    }
+}
+
+/// Run `spec`: `sessions` concurrent sessions sending until the deadline or
+/// the message budget.
+pub async fn run(spec: &LoadSpec) -> Result<LoadResult> {
+    let message: Arc<[u8]> = message(spec.size).into();
+    let started = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + spec.duration;
+    let mut tasks = JoinSet::new();
+    for _ in 0..spec.sessions {
+        let (spec, message, started) = (spec.clone(), message.clone(), started.clone());
+        tasks.spawn(async move { session(&spec, &message, &started, deadline).await });
+    }
+    let mut result = LoadResult::default();
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined? {
+            Ok((latencies, refused)) => {
+                result.messages += latencies.len() as u64;
+                result.latencies_us.extend(latencies);
+                result.pipelining_refused |= refused;
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    result.elapsed = start.elapsed();
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    result.latencies_us.sort_unstable();
+    Ok(result)
+}
+
+/// Claim one message of the budget, if time and budget allow.
+fn claim(spec: &LoadSpec, started: &AtomicU64, deadline: Instant) -> bool {
+    Instant::now() < deadline && started.fetch_add(1, Ordering::Relaxed) < spec.max_messages
+}
+
+async fn session(spec: &LoadSpec, message: &[u8], started: &AtomicU64, deadline: Instant) -> Result<(Vec<u32>, bool)> {
+    let mut latencies = Vec::new();
+    let micros = |t: Instant| t.elapsed().as_micros().min(u32::MAX as u128) as u32;
+    if spec.reuse {
+        let mut client = Client::connect(spec.addr).await?;
+        client.ehlo().await?;
+        let pipeline = spec.pipeline && client.pipelining;
+        while claim(spec, started, deadline) {
+            let t = Instant::now();
+            client.transaction(message, pipeline).await?;
+            latencies.push(micros(t));
+        }
+        client.quit().await?;
+        Ok((latencies, spec.pipeline && !pipeline))
+    } else {
+        let mut refused = false;
+        while claim(spec, started, deadline) {
+            let t = Instant::now();
+            let mut client = Client::connect(spec.addr).await?;
+            client.ehlo().await?;
+            let pipeline = spec.pipeline && client.pipelining;
+            refused |= spec.pipeline && !pipeline;
+            client.transaction(message, pipeline).await?;
+            latencies.push(micros(t));
+            client.quit().await?;
+        }
+        Ok((latencies, refused))
+    }
+}
+
+/// Open `count` sessions that each read the greeting, send EHLO and then
+/// (`noop`) one NOOP, and keep them open; at most `parallel` are being set
+/// up at a time. Returns the open connections.
+pub async fn open_idle(addr: SocketAddr, count: usize, noop: bool, parallel: usize, deadline: Instant) -> Result<Vec<Client>> {
+    let mut open = Vec::with_capacity(count);
+    let mut tasks = JoinSet::new();
+    let mut launched = 0;
+    while open.len() < count {
+        while launched < count && tasks.len() < parallel {
+            launched += 1;
+            tasks.spawn(async move {
+                let mut client = Client::connect(addr).await?;
+                client.ehlo().await?;
+                if noop {
+                    client.command("NOOP\r\n", 250).await?;
+                }
+                anyhow::Ok(client)
+            });
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let joined = tokio::time::timeout(remaining, tasks.join_next())
+            .await
+            .with_context(|| format!("only {} of {count} sessions opened in time", open.len()))?;
+        match joined {
+            Some(client) => open.push(client?.with_context(|| format!("opening session {}", open.len() + 1))?),
+            None => break,
+        }
+    }
+    Ok(open)
+}
+
+/// Send one message of `size` bytes without ever holding it whole: the
+/// body is written in 1 MiB pieces. For the large-message memory figure.
+pub async fn send_large(addr: SocketAddr, size: usize) -> Result<Duration> {
+    let t = Instant::now();
+    let mut client = Client::connect(addr).await?;
+    client.ehlo().await?;
+    client.command(&format!("MAIL FROM:<{SENDER}> SIZE={size}\r\n"), 250).await?;
+    client.command(&format!("RCPT TO:<{RECIPIENT}>\r\n"), 250).await?;
+    client.command("DATA\r\n", 354).await?;
+    let piece = message(1 << 20);
+    let piece = &piece[..piece.len() - 3]; // without the `.` line
+    let header_end = piece.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    client.send(&piece[..header_end]).await?;
+    let body = &piece[header_end..];
+    let mut sent = header_end;
+    while sent < size {
+        // Whole lines only, so the stream stays CRLF-clean.
+        let want = (size - sent).min(body.len());
+        let cut = body[..want].iter().rposition(|&b| b == b'\n').map_or(want, |i| i + 1);
+        let cut = if cut == 0 { want } else { cut };
+        client.send(&body[..cut]).await?;
+        sent += cut;
+    }
+    client.send(b"\r\n.\r\n").await?;
+    client.expect(250).await.context("end of the large message")?;
+    client.quit().await?;
+    Ok(t.elapsed())
+}

@@ -1,0 +1,123 @@
+//! `wasmtp-bench`: the wasmtp benchmark (BENCHMARKS.md says how to run it
+//! and what it found). Run everything with `bench/run` (or `bench/run
+//! --quick`); the subcommands run one part by hand.
+//!
+//! - [`load`]: the Rust load generator (latency percentiles, pipelining,
+//!   many or idle sessions) — Postfix's `smtp-source` is the other one.
+//! - [`peers`]: starting and stopping the servers under test.
+//! - [`procfs`]: CPU time and memory of a server from `/proc`.
+//! - [`micro`]: in-process microbenchmarks (instantiation, Maildir writes).
+//! - [`suite`]: the whole benchmark, interleaved, with medians.
+//! - [`report`]: the tables for BENCHMARKS.md.
+
+mod load;
+mod micro;
+mod peers;
+mod procfs;
+mod report;
+mod suite;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "wasmtp-bench", about = "The wasmtp benchmark (see BENCHMARKS.md)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The whole benchmark: every peer, every mode, memory, microbenchmarks.
+    All(suite::Settings),
+    /// Drive an SMTP server on a loopback address with the Rust load generator.
+    Load {
+        /// The server: 127.0.0.1:PORT (loopback only).
+        addr: SocketAddr,
+        /// A new connection for every message (default: one per session, reused).
+        #[arg(long)]
+        per_connection: bool,
+        /// Message size in bytes.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Concurrent sessions.
+        #[arg(long, default_value_t = 1)]
+        sessions: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Stop after this many messages.
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
+        /// Pipeline MAIL, RCPT and DATA (RFC 2920).
+        #[arg(long)]
+        pipeline: bool,
+        /// The server's PID, to report its CPU time per message.
+        #[arg(long)]
+        pid: Option<u32>,
+    },
+    /// Instantiation microbenchmark (pooling allocator as the server sets it).
+    Instantiate {
+        #[arg(long, default_value_t = 20_000)]
+        iterations: usize,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::All(settings) => suite::run(settings),
+        Cmd::Load { addr, per_connection, size, sessions, seconds, messages, pipeline, pid } => {
+            if !addr.ip().is_loopback() {
+                bail!("{addr} is not a loopback address; the load generator only drives servers on this machine");
+            }
+            let spec = load::LoadSpec {
+                addr,
+                reuse: !per_connection,
+                size,
+                sessions,
+                duration: Duration::from_secs_f64(seconds.clamp(0.01, 600.0)),
+                max_messages: messages,
+                pipeline,
+            };
+            let cpu0 = pid.map(procfs::cpu_time).transpose()?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let r = rt.block_on(load::run(&spec))?;
+            println!(
+                "{} messages in {:.2} s: {:.0} msgs/s, latency p50 {:.0} µs, p99 {:.0} µs{}",
+                r.messages,
+                r.elapsed.as_secs_f64(),
+                r.rate(),
+                r.percentile(0.5),
+                r.percentile(0.99),
+                if r.pipelining_refused { " (the server does not advertise PIPELINING: not pipelined)" } else { "" }
+            );
+            if let (Some(pid), Some(cpu0)) = (pid, cpu0) {
+                let cpu = procfs::cpu_time(pid)? - cpu0;
+                println!("server CPU {:.2} s: {:.1} µs/msg", cpu.as_secs_f64(), cpu.as_secs_f64() * 1e6 / r.messages.max(1) as f64);
+            }
+            Ok(())
+        }
+        Cmd::Instantiate { iterations } => {
+            let tools = suite::default_tools()?;
+            std::fs::create_dir_all(&tools.scratch)?;
+            let t = Instant::now();
+            for f in micro::instantiation_all(&tools.wasm_dir, &tools.scratch, iterations)? {
+                println!("{}", serde_json::to_string(&f)?);
+            }
+            let _ = std::fs::remove_dir_all(&tools.scratch);
+            eprintln!("({:.1} s)", t.elapsed().as_secs_f64());
+            Ok(())
+        }
+    }
+}
+
+/// The repository root (the bench crate's parent).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}

@@ -1,0 +1,86 @@
+//! What the benchmark reads about a server process from `/proc`: its CPU
+//! time (user + system, all threads, from `/proc/PID/stat`) and its memory
+//! (`VmRSS`, `VmHWM` from `/proc/PID/status`).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+/// User + system CPU time the process has used so far, all its threads
+/// included (the kernel folds finished threads into these counters too).
+pub fn cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // The command name (field 2) is in parentheses and may contain spaces:
+    // count fields from after its closing parenthesis. Field 3 (state) is
+    // then index 0, so utime (field 14) is 11 and stime (field 15) is 12.
+    let rest = stat.rsplit_once(')').map(|(_, rest)| rest).context("malformed /proc/PID/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.len() < 13 {
+        bail!("malformed /proc/{pid}/stat");
+    }
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
+}
+
+/// `sysconf(_SC_CLK_TCK)`: the unit of the stat counters (100 on Linux, so
+/// CPU time is known to 10 ms; the load windows are long enough for that).
+pub fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as u64 } else { 100 }
+}
+
+/// Memory figures of a process, in KiB.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Memory {
+    /// Resident now.
+    pub rss_kib: u64,
+    /// The peak resident size so far ("high water mark").
+    pub hwm_kib: u64,
+}
+
+pub fn memory(pid: u32) -> Result<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("reading /proc/{pid}/status"))?;
+    let field = |name: &str| -> Result<u64> {
+        let line = status.lines().find(|l| l.starts_with(name)).with_context(|| format!("no {name} in /proc/{pid}/status"))?;
+        Ok(line[name.len()..].trim().trim_end_matches("kB").trim().parse()?)
+    };
+    Ok(Memory { rss_kib: field("VmRSS:")?, hwm_kib: field("VmHWM:")? })
+}
+
+/// The machine, for the report: CPU count and model, kernel, memory.
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown", |(_, m)| m.trim())
+        .to_owned();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    format!("{cpus} CPUs ({model}), Linux {kernel}, {} GiB RAM", (mem_kib + (1 << 19)) >> 20)
+}
+
+/// CPU time the whole machine spent busy so far (all CPUs: user, nice,
+/// system, irq, softirq, and steal — time the hypervisor gave elsewhere).
+/// With the server's and the benchmark's own time taken off, what is left
+/// over a window is background load that would skew the figures.
+pub fn machine_busy() -> Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().find(|l| l.starts_with("cpu ")).context("no cpu line in /proc/stat")?;
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    if v.len() < 8 {
+        bail!("malformed /proc/stat");
+    }
+    // user nice system idle iowait irq softirq steal
+    let busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+    Ok(Duration::from_secs_f64(busy as f64 / clock_ticks() as f64))
+}

@@ -1,0 +1,526 @@
+//! The whole benchmark. Every run measures every mode for every peer, the
+//! peers' order rotating from one mode to the next, so slow drifts of the
+//! machine (other tenants, thermal, page cache) spread over all of them;
+//! figures are medians over the runs.
+//!
+//! For each (peer, mode) a fresh server is started and warmed up, then
+//! 1. the Rust load generator runs for the window: msgs/s, latency
+//!    percentiles, server CPU per message;
+//! 2. Postfix's `smtp-source` sends as many messages as the Rust generator
+//!    managed in the window: msgs/s and server CPU per message again, from a
+//!    load generator that is not ours;
+//! 3. the server's peak RSS (VmHWM) is read, and the server stopped.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::load::{self, LoadSpec};
+use crate::micro;
+use crate::peers::{self, Options, Peer, Server, Tools};
+use crate::procfs;
+use crate::report;
+
+#[derive(Clone, Debug, clap::Args, Serialize)]
+pub struct Settings {
+    /// A short run (about 2 minutes): one run, short windows, 2,000 idle
+    /// sessions. Its results go to bench/results/quick.*; BENCHMARKS.md is
+    /// left alone.
+    #[arg(long)]
+    pub quick: bool,
+    /// Runs to take medians over (default: 3; 1 with --quick).
+    #[arg(long)]
+    pub runs: Option<usize>,
+    /// Seconds of load per measurement (default: 1.5; 0.4 with --quick).
+    #[arg(long)]
+    pub window: Option<f64>,
+    /// Sessions for the memory-scaling figures (default: 10,000; 2,000 with --quick).
+    #[arg(long)]
+    pub idle_sessions: Option<usize>,
+    /// Size of the large message through Mailbox, in MiB.
+    #[arg(long, default_value_t = 200)]
+    pub large_mib: usize,
+    /// Only these parts (load, memory, micro); all by default.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Only these modes, by number (1-9, in the order of BENCHMARKS.md's tables).
+    #[arg(long, value_delimiter = ',')]
+    pub modes: Vec<usize>,
+    /// Only these peers (wasmtp-empty, wasmtp-sink, wasmtp-debugging,
+    /// wasmtp-mailbox, smtp-sink, aiosmtpd).
+    #[arg(long, value_delimiter = ',')]
+    pub peers: Vec<String>,
+    /// Where the results go (JSON and Markdown).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Don't splice the tables into BENCHMARKS.md (a full run does by default).
+    #[arg(long)]
+    pub no_doc: bool,
+}
+
+impl Settings {
+    fn runs(&self) -> usize {
+        self.runs.unwrap_or(if self.quick { 1 } else { 3 }).max(1)
+    }
+    fn window(&self) -> Duration {
+        Duration::from_secs_f64(self.window.unwrap_or(if self.quick { 0.4 } else { 1.5 }).clamp(0.05, 60.0))
+    }
+    fn warmup(&self) -> Duration {
+        Duration::from_millis(if self.quick { 150 } else { 300 })
+    }
+    fn idle(&self) -> usize {
+        self.idle_sessions.unwrap_or(if self.quick { 2_000 } else { 10_000 })
+    }
+    fn part(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == name)
+    }
+}
+
+/// One load mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mode {
+    pub reuse: bool,
+    pub size: usize,
+    pub sessions: usize,
+    /// RFC 2920 pipelining (the Rust generator only; smtp-source can't).
+    pub pipeline: bool,
+}
+
+impl Mode {
+    pub fn label(&self) -> String {
+        format!(
+            "{}, {}, {} session{}{}",
+            if self.reuse { "reused connection" } else { "connection per message" },
+            if self.size >= 1 << 20 { format!("{} MiB", self.size >> 20) } else { format!("{} KiB", self.size >> 10) },
+            self.sessions,
+            if self.sessions == 1 { "" } else { "s" },
+            if self.pipeline { ", pipelined" } else { "" }
+        )
+    }
+}
+
+pub const MODES: [Mode; 9] = [
+    Mode { reuse: true, size: 1 << 10, sessions: 1, pipeline: false },
+    Mode { reuse: false, size: 1 << 10, sessions: 1, pipeline: false },
+    Mode { reuse: true, size: 1 << 10, sessions: 50, pipeline: false },
+    Mode { reuse: false, size: 1 << 10, sessions: 50, pipeline: false },
+    Mode { reuse: true, size: 1 << 20, sessions: 1, pipeline: false },
+    Mode { reuse: false, size: 1 << 20, sessions: 1, pipeline: false },
+    Mode { reuse: true, size: 1 << 20, sessions: 50, pipeline: false },
+    Mode { reuse: false, size: 1 << 20, sessions: 50, pipeline: false },
+    Mode { reuse: true, size: 1 << 10, sessions: 1, pipeline: true },
+];
+
+/// Throughput and cost from one load generator.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Figures {
+    pub messages: u64,
+    pub seconds: f64,
+    pub msgs_per_s: f64,
+    /// Server user+sys CPU time per message, µs.
+    pub cpu_us_per_msg: f64,
+}
+
+impl Figures {
+    fn new(messages: u64, elapsed: Duration, cpu: Duration) -> Figures {
+        let m = messages.max(1) as f64;
+        Figures {
+            messages,
+            seconds: elapsed.as_secs_f64(),
+            msgs_per_s: messages as f64 / elapsed.as_secs_f64().max(1e-9),
+            cpu_us_per_msg: cpu.as_secs_f64() * 1e6 / m,
+        }
+    }
+}
+
+/// One (run, mode, peer) measurement.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Cell {
+    pub run: usize,
+    pub mode: usize,
+    pub peer: Option<Peer>,
+    /// The Rust load generator.
+    pub ours: Option<Figures>,
+    pub p50_us: Option<f64>,
+    pub p99_us: Option<f64>,
+    /// Postfix smtp-source (not in the pipelined mode).
+    pub source: Option<Figures>,
+    pub hwm_kib: Option<u64>,
+    /// CPU used by neither the server nor the benchmark during the Rust
+    /// generator's window (other processes, the hypervisor's steal), in %
+    /// of one CPU. High values mean the figures are disturbed.
+    pub background_pct: Option<f64>,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct IdleFigures {
+    pub peer: Option<Peer>,
+    /// Each session sent NOOP to a plugin exporting `noop`, so it holds a
+    /// live plugin instance.
+    pub holding_instance: bool,
+    pub sessions: usize,
+    pub base_rss_kib: u64,
+    pub rss_kib: u64,
+    pub kib_per_session: f64,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LargeFigures {
+    pub peer: Option<Peer>,
+    pub mib: usize,
+    pub base_hwm_kib: u64,
+    pub hwm_kib: u64,
+    pub delta_mib: f64,
+    pub seconds: f64,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Results {
+    pub settings: Option<Settings>,
+    pub machine: String,
+    pub versions: Vec<(String, String)>,
+    pub started: String,
+    pub minutes: f64,
+    pub modes: Vec<Mode>,
+    pub cells: Vec<Cell>,
+    pub idle: Vec<IdleFigures>,
+    pub large: Vec<LargeFigures>,
+    pub instantiation: Vec<micro::Instantiation>,
+    pub maildir: Option<micro::MaildirFigures>,
+}
+
+/// Where the programs are when nothing says otherwise: `wasmtp` next to
+/// this binary, the plugins in its build's wasm dir, Postfix where
+/// `bench/run` extracts it, `python3` from the PATH.
+pub fn default_tools() -> Result<Tools> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("no directory for the benchmark binary")?.to_path_buf();
+    let root = crate::repo_root();
+    let postfix = std::env::var_os("BENCH_POSTFIX").map(PathBuf::from).unwrap_or_else(|| root.join("target/bench-tools/postfix"));
+    let python = std::env::var_os("BENCH_PYTHON").map(PathBuf::from).unwrap_or_else(|| "python3".into());
+    let scratch = dir.join(format!("bench-scratch-{}", std::process::id()));
+    Ok(Tools {
+        wasmtp: dir.join("wasmtp"),
+        wasm_dir: dir.join("wasm-plugins/wasm32-wasip2/release"),
+        postfix,
+        python: peers::resolve_python(&python)?,
+        scratch,
+    })
+}
+
+/// Raise the open-files limit to the hard limit: 10,000 sessions are 10,000
+/// sockets in the client and as many in the server (which inherits it).
+fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain libc calls on a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+    lim.rlim_cur
+}
+
+fn log(msg: impl AsRef<str>) {
+    eprintln!("[bench] {}", msg.as_ref());
+}
+
+pub fn run(settings: Settings) -> Result<()> {
+    let t0 = Instant::now();
+    let tools = default_tools()?;
+    tools.check()?;
+    std::fs::create_dir_all(&tools.scratch)?;
+    let nofile = raise_nofile();
+    let idle = settings.idle();
+    if (nofile as usize) < idle + 256 {
+        bail!("the open-files limit is {nofile}; {idle} sessions need more (raise `ulimit -Hn` or pass --idle-sessions)");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut results = Results {
+        settings: Some(settings.clone()),
+        machine: procfs::machine(),
+        versions: versions(&tools),
+        started: String::from_utf8_lossy(&Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output()?.stdout).trim().to_owned(),
+        modes: MODES.to_vec(),
+        ..Results::default()
+    };
+    log(format!("{}; {} run(s), {:?} windows", results.machine, settings.runs(), settings.window()));
+
+    for run in 0..settings.runs() {
+        if settings.part("load") {
+            for (m, mode) in MODES.iter().enumerate() {
+                if !settings.modes.is_empty() && !settings.modes.contains(&(m + 1)) {
+                    continue;
+                }
+                let mut order: Vec<Peer> =
+                    Peer::LOAD.into_iter().filter(|p| settings.peers.is_empty() || settings.peers.iter().any(|n| n == p.short())).collect();
+                let n = order.len();
+                order.rotate_left((run * MODES.len() + m) % n);
+                for peer in order {
+                    let cell = measure(&tools, &rt, &settings, run, m, *mode, peer);
+                    log(describe(&cell, mode));
+                    results.cells.push(cell);
+                }
+            }
+        }
+        if settings.part("memory") {
+            for (peer, noop) in [(Peer::WasmtpSink, false), (Peer::WasmtpNoop, true), (Peer::SmtpSink, false), (Peer::Aiosmtpd, false)] {
+                let f = idle_memory(&tools, &rt, peer, idle, noop).unwrap_or_else(|e| IdleFigures {
+                    peer: Some(peer),
+                    holding_instance: noop,
+                    sessions: idle,
+                    error: Some(format!("{e:#}")),
+                    ..Default::default()
+                });
+                log(format!("idle {}: {:.1} KiB/session {}", peer.short(), f.kib_per_session, f.error.as_deref().unwrap_or("")));
+                results.idle.push(f);
+            }
+            for peer in [Peer::WasmtpMailbox, Peer::WasmtpSink] {
+                let f = large_message(&tools, &rt, peer, settings.large_mib).unwrap_or_else(|e| LargeFigures {
+                    peer: Some(peer),
+                    mib: settings.large_mib,
+                    error: Some(format!("{e:#}")),
+                    ..Default::default()
+                });
+                log(format!("{} MiB through {}: peak RSS +{:.1} MiB {}", f.mib, peer.short(), f.delta_mib, f.error.as_deref().unwrap_or("")));
+                results.large.push(f);
+            }
+        }
+    }
+    if settings.part("micro") {
+        let iterations = if settings.quick { 2_000 } else { 20_000 };
+        results.instantiation = micro::instantiation_all(&tools.wasm_dir, &tools.scratch, iterations)?;
+        for f in &results.instantiation {
+            log(format!("instantiate {}: p50 {:.1} µs; session with one {} call p50 {:.1} µs", f.plugin, f.live_start.p50_us, if f.hook.is_empty() { "-" } else { &f.hook }, f.session_one_call.p50_us));
+        }
+        let maildir = micro::maildir(&tools.scratch, if settings.quick { 50 } else { 300 })?;
+        log(format!("Maildir 1 KiB: plugin p50 {:.0} µs (blocking on thread {:.0} µs), native p50 {:.0} µs", maildir.plugin.p50_us, maildir.plugin_on_thread.p50_us, maildir.native.p50_us));
+        results.maildir = Some(maildir);
+    }
+    let _ = std::fs::remove_dir_all(&tools.scratch);
+    results.minutes = t0.elapsed().as_secs_f64() / 60.0;
+
+    let out = settings.out.clone().unwrap_or_else(|| crate::repo_root().join("bench/results"));
+    std::fs::create_dir_all(&out)?;
+    let name = if settings.quick { "quick" } else { "full" };
+    std::fs::write(out.join(format!("{name}.json")), serde_json::to_string_pretty(&results)?)?;
+    let markdown = report::markdown(&results);
+    std::fs::write(out.join(format!("{name}.md")), &markdown)?;
+    log(format!("results: {}", out.join(format!("{name}.{{json,md}}")).display()));
+    if !settings.quick && !settings.no_doc && settings.only.is_empty() && settings.modes.is_empty() && settings.peers.is_empty() {
+        report::splice_into(&crate::repo_root().join("BENCHMARKS.md"), &markdown)?;
+        log("tables spliced into BENCHMARKS.md");
+    }
+    println!("{markdown}");
+    log(format!("done in {:.1} min", results.minutes));
+    Ok(())
+}
+
+fn describe(cell: &Cell, mode: &Mode) -> String {
+    let peer = cell.peer.map_or("?", Peer::short);
+    if let Some(e) = &cell.error {
+        return format!("run {} | {} | {peer}: FAILED {e}", cell.run + 1, mode.label());
+    }
+    let f = |x: &Option<Figures>| x.as_ref().map_or("-".into(), |f| format!("{:.0}/s {:.1}µs", f.msgs_per_s, f.cpu_us_per_msg));
+    format!(
+        "run {} | {} | {peer}: ours {} p50 {:.0}µs p99 {:.0}µs | smtp-source {} | HWM {} KiB | bg {:.0}%",
+        cell.run + 1,
+        mode.label(),
+        f(&cell.ours),
+        cell.p50_us.unwrap_or(f64::NAN),
+        cell.p99_us.unwrap_or(f64::NAN),
+        f(&cell.source),
+        cell.hwm_kib.unwrap_or(0),
+        cell.background_pct.unwrap_or(f64::NAN)
+    )
+}
+
+fn measure(tools: &Tools, rt: &tokio::runtime::Runtime, settings: &Settings, run: usize, m: usize, mode: Mode, peer: Peer) -> Cell {
+    let mut cell = Cell { run, mode: m, peer: Some(peer), ..Cell::default() };
+    if let Err(e) = measure_into(&mut cell, tools, rt, settings, mode, peer) {
+        cell.error = Some(format!("{e:#}"));
+    }
+    cell
+}
+
+fn measure_into(cell: &mut Cell, tools: &Tools, rt: &tokio::runtime::Runtime, settings: &Settings, mode: Mode, peer: Peer) -> Result<()> {
+    let server = Server::start(tools, peer, Options { sessions: mode.sessions, ..Options::default() })?;
+    let pid = server.pid();
+    let mut spec = LoadSpec {
+        addr: server.addr,
+        reuse: mode.reuse,
+        size: mode.size,
+        sessions: mode.sessions,
+        duration: settings.warmup(),
+        max_messages: 1_000_000,
+        pipeline: mode.pipeline,
+    };
+    rt.block_on(load::run(&spec)).context("warm-up")?;
+
+    spec.duration = settings.window();
+    let (busy0, own0) = (procfs::machine_busy()?, procfs::cpu_time(std::process::id())?);
+    let cpu0 = procfs::cpu_time(pid)?;
+    let ours = rt.block_on(load::run(&spec)).context("Rust load generator")?;
+    let cpu = procfs::cpu_time(pid)? - cpu0;
+    let (busy, own) = (procfs::machine_busy()? - busy0, procfs::cpu_time(std::process::id())? - own0);
+    let background = busy.as_secs_f64() - cpu.as_secs_f64() - own.as_secs_f64();
+    cell.background_pct = Some((background / ours.elapsed.as_secs_f64() * 100.0).max(0.0));
+    if ours.pipelining_refused {
+        bail!("the server does not advertise PIPELINING");
+    }
+    cell.ours = Some(Figures::new(ours.messages, ours.elapsed, cpu));
+    cell.p50_us = Some(ours.percentile(0.5));
+    cell.p99_us = Some(ours.percentile(0.99));
+
+    if !mode.pipeline {
+        // As many messages as our generator sent in the window, at least
+        // two per session.
+        let count = (ours.messages.max(2 * mode.sessions as u64)).min(5_000_000);
+        let cpu0 = procfs::cpu_time(pid)?;
+        let elapsed = smtp_source(tools, &server, mode, count, settings.window() * 20 + Duration::from_secs(30))?;
+        let cpu = procfs::cpu_time(pid)? - cpu0;
+        cell.source = Some(Figures::new(count, elapsed, cpu));
+    }
+    cell.hwm_kib = Some(procfs::memory(pid)?.hwm_kib);
+    if let Some(stored) = server.delivered() {
+        let sent = ours.messages + cell.source.as_ref().map_or(0, |s| s.messages);
+        if (stored as u64) < sent {
+            bail!("Mailbox acknowledged at least {sent} messages but stored {stored}");
+        }
+    }
+    server.stop();
+    Ok(())
+}
+
+/// Run Postfix's smtp-source against `server`; the wall time it took.
+fn smtp_source(tools: &Tools, server: &Server, mode: Mode, count: u64, limit: Duration) -> Result<Duration> {
+    let mut cmd = Command::new(tools.smtp_source());
+    cmd.env("LD_LIBRARY_PATH", tools.postfix_libs())
+        .arg("-s")
+        .arg(mode.sessions.to_string())
+        .arg("-m")
+        .arg(count.to_string())
+        .arg("-l")
+        .arg(source_payload(mode.size).to_string())
+        .args(["-M", "client.bench.example", "-f", load::SENDER, "-t", load::RECIPIENT]);
+    if mode.reuse {
+        cmd.arg("-d");
+    }
+    cmd.arg(format!("inet:{}", server.addr)).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let t = Instant::now();
+    let mut child = cmd.spawn().context("starting smtp-source")?;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let elapsed = t.elapsed();
+            if !status.success() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                bail!("smtp-source failed ({status}): {}", err.trim());
+            }
+            return Ok(elapsed);
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("smtp-source did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// smtp-source's `-l` is the body length; it adds its own headers (From,
+/// To, Date, Message-Id: about 150 bytes), so ask for that much less to send
+/// about the same bytes as the Rust generator.
+fn source_payload(size: usize) -> usize {
+    size.saturating_sub(150).max(1)
+}
+
+fn idle_memory(tools: &Tools, rt: &tokio::runtime::Runtime, peer: Peer, sessions: usize, noop: bool) -> Result<IdleFigures> {
+    let server = Server::start(tools, peer, Options { sessions, ..Options::default() })?;
+    let pid = server.pid();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    // Warm up with a few sessions doing the same, closed again.
+    let warm = rt.block_on(load::open_idle(server.addr, 8, noop, 8, deadline))?;
+    rt.block_on(async {
+        for c in warm {
+            c.quit().await?;
+        }
+        anyhow::Ok(())
+    })?;
+    std::thread::sleep(Duration::from_millis(300));
+    let base = procfs::memory(pid)?;
+    let open = rt.block_on(load::open_idle(server.addr, sessions, noop, 200, deadline))?;
+    // Let the server finish whatever it does after the last reply.
+    std::thread::sleep(Duration::from_millis(1000));
+    let with = procfs::memory(pid)?;
+    drop(open);
+    server.stop();
+    Ok(IdleFigures {
+        peer: Some(peer),
+        holding_instance: noop,
+        sessions,
+        base_rss_kib: base.rss_kib,
+        rss_kib: with.rss_kib,
+        kib_per_session: (with.rss_kib as f64 - base.rss_kib as f64) / sessions as f64,
+        error: None,
+    })
+}
+
+fn large_message(tools: &Tools, rt: &tokio::runtime::Runtime, peer: Peer, mib: usize) -> Result<LargeFigures> {
+    let server = Server::start(tools, peer, Options { unlimited_size: true, ..Options::default() })?;
+    let pid = server.pid();
+    // One ordinary message first, so the baseline includes a warm instance.
+    let spec = LoadSpec {
+        addr: server.addr,
+        reuse: true,
+        size: 1024,
+        sessions: 1,
+        duration: Duration::from_secs(5),
+        max_messages: 2,
+        pipeline: false,
+    };
+    rt.block_on(load::run(&spec))?;
+    let base = procfs::memory(pid)?;
+    let seconds = rt.block_on(load::send_large(server.addr, mib << 20))?.as_secs_f64();
+    let after = procfs::memory(pid)?;
+    if let Some(stored) = server.delivered() {
+        if stored < 3 {
+            bail!("Mailbox stored {stored} messages, not 3");
+        }
+    }
+    server.stop();
+    Ok(LargeFigures {
+        peer: Some(peer),
+        mib,
+        base_hwm_kib: base.hwm_kib,
+        hwm_kib: after.hwm_kib,
+        delta_mib: (after.hwm_kib as f64 - base.hwm_kib as f64) / 1024.0,
+        seconds,
+        error: None,
+    })
+}
+
+/// Versions of what was measured.
+fn versions(tools: &Tools) -> Vec<(String, String)> {
+    let run = |cmd: &mut Command| {
+        cmd.output().ok().map(|o| String::from_utf8_lossy(if o.stdout.is_empty() { &o.stderr } else { &o.stdout }).trim().to_owned()).unwrap_or_default()
+    };
+    let root = crate::repo_root();
+    let postfix = std::fs::read_to_string(tools.postfix.join("VERSION")).unwrap_or_else(|_| "unknown".into());
+    vec![
+        ("wasmtp".into(), run(Command::new("git").arg("-C").arg(&root).args(["describe", "--always", "--dirty"]))),
+        ("rustc".into(), run(Command::new("rustc").arg("--version"))),
+        ("postfix".into(), postfix.trim().to_owned()),
+        ("aiosmtpd".into(), run(Command::new(&tools.python).args(["-c", "import aiosmtpd, sys; print(aiosmtpd.__version__, 'on Python', sys.version.split()[0])"]))),
+    ]
+}
