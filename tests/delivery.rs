@@ -195,3 +195,20 @@ fn the_builtin_proxy_relays_from_the_command_line() {
     let printed = relay.wait_for_stdout("END MESSAGE");
     assert!(printed.contains("Subject: via proxy\nX-Peer: 127.0.0.1\n"), "{printed}");
 }
+
+#[test]
+fn mailbox_adds_a_received_header_with_the_queue_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let maildir = dir.path().join("maildir");
+    let mut server = Server::start(&["--hostname", HOSTNAME, "-c", "mailbox", maildir.to_str().unwrap()]);
+    let mut c = Client::greeted(server.addr());
+    c.expect("EHLO client.example", 250);
+    c.send_message("anne@example.com", &["bart@example.com"], "Subject: traced\r\n\r\nhello\r\n");
+    let log = server.wait_for_stderr("message received");
+    let queue_id = log.split("queue_id=").nth(1).and_then(|rest| rest.split([' ', '"']).find(|s| !s.is_empty())).expect("a queue id in the log");
+    let file = std::fs::read_dir(maildir.join("new")).unwrap().next().unwrap().unwrap().path();
+    let stored = std::fs::read_to_string(file).unwrap();
+    let first = stored.lines().next().unwrap();
+    assert!(first.starts_with("Received: from client.example (127.0.0.1)"), "{stored}");
+    assert!(stored.contains(&format!("\tby {HOSTNAME} (wasmtp) with ESMTP id {queue_id};\n\t")), "{stored}");
+}

@@ -12,7 +12,7 @@ use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::bindings::wasmtp::smtp::{content, log, types};
+use super::bindings::wasmtp::smtp::{content, log, transaction, types};
 
 /// The most a single `content.read` returns, so a plugin can't make the host
 /// allocate a huge buffer with one call.
@@ -108,6 +108,8 @@ pub struct HostState {
     pub content: Option<Arc<Vec<u8>>>,
     /// Where `content.read-next` goes on from.
     pub content_cursor: u64,
+    /// The current transaction's queue id, for `transaction.queue-id`.
+    pub queue_id: Option<String>,
     /// When the running hook must be stopped.
     pub deadline: Instant,
     pub plugin: Arc<str>,
@@ -147,6 +149,12 @@ impl content::Host for HostState {
         let chunk = self.read(self.content_cursor, len);
         self.content_cursor += chunk.len() as u64;
         chunk
+    }
+}
+
+impl transaction::Host for HostState {
+    fn queue_id(&mut self) -> Option<String> {
+        self.queue_id.clone()
     }
 }
 

@@ -75,6 +75,7 @@ impl Live {
             memory: MemoryCap { limit: plugin.limits.memory, hit: false },
             content: None,
             content_cursor: 0,
+            queue_id: None,
             deadline: Instant::now() + plugin.limits.hook_timeout,
             plugin: plugin.name.clone(),
             session_id,
@@ -197,11 +198,13 @@ pub struct PluginInstance {
     plugin: Arc<Plugin>,
     session_id: u64,
     live: Option<Live>,
+    /// The transaction's queue id, handed to the instance with each call.
+    queue_id: Option<String>,
 }
 
 impl PluginInstance {
     fn new(plugin: Arc<Plugin>, session_id: u64) -> PluginInstance {
-        PluginInstance { plugin, session_id, live: None }
+        PluginInstance { plugin, session_id, live: None, queue_id: None }
     }
 
     fn has(&self, hook: Hook) -> bool {
@@ -220,7 +223,9 @@ impl PluginInstance {
             }
             self.live = Some(live);
         }
-        Ok(self.live.as_mut().expect("just set"))
+        let live = self.live.as_mut().expect("just set");
+        live.store.data_mut().queue_id.clone_from(&self.queue_id);
+        Ok(live)
     }
 
     /// Call one command hook; the caller checked that the plugin exports it.
@@ -455,6 +460,7 @@ impl SessionPlugin {
         let hook = call.hook();
         let (s, e) = (convert::session(session), convert::envelope(envelope));
         for instance in self.instances.iter_mut().filter(|i| i.has(hook)) {
+            instance.queue_id.clone_from(&envelope.queue_id);
             match instance.call(session, &s, &e, call).await {
                 Ok(None) | Err(Failed::Skip) => continue,
                 Ok(Some(reply)) => return Ok(Some(reply)),
@@ -715,6 +721,9 @@ impl SessionPlugin {
     /// any `lmtp-data` in the chain this is `data` (tenants included), its
     /// reply repeated.
     pub async fn lmtp_data(&mut self, session: &SessionInfo, envelope: &Envelope, content: Arc<Vec<u8>>) -> HookResult<Vec<Option<Reply>>> {
+        for instance in &mut self.instances {
+            instance.queue_id.clone_from(&envelope.queue_id);
+        }
         let recipients = envelope.rcpt_tos.len();
         if !self.chain.plugins.iter().any(|p| p.hooks.has(Hook::LmtpData)) {
             let reply = if self.has(Hook::Data) { self.data(session, envelope, content).await? } else { None };

@@ -77,7 +77,8 @@ pub struct SessionInfo {
 #[derive(Clone, Debug, Default)]
 pub struct Envelope {
     /// The host's name for the transaction in logs, given when MAIL is
-    /// accepted (see `logging::queue_id`); plugins don't see it yet.
+    /// accepted (see `logging::queue_id`); plugins read it with the
+    /// `transaction.queue-id` import.
     pub queue_id: Option<String>,
     pub mail_from: Option<String>,
     pub mail_options: Vec<String>,

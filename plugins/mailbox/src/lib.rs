@@ -12,7 +12,7 @@
 //! memory; the body streams from the host into the file.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -81,8 +81,10 @@ fn deliver(maildir: &Path, session: &Session, message: Message) -> io::Result<()
     let name = unique_name(&session.server_hostname, session.id)?;
     let tmp = maildir.join("tmp").join(&name);
     let file = File::options().write(true).create_new(true).open(&tmp)?;
-    let written = message
-        .write_flattened(BufWriter::with_capacity(CHUNK, file))
+    let mut out = BufWriter::with_capacity(CHUNK, file);
+    let written = out
+        .write_all(received(session, SystemTime::now()).as_bytes())
+        .and_then(|()| message.write_flattened(out))
         .and_then(|out| out.into_inner().map_err(io::IntoInnerError::into_error))
         .and_then(|file| file.sync_all())
         .and_then(|()| fs::rename(&tmp, maildir.join("new").join(&name)));
@@ -90,6 +92,61 @@ fn deliver(maildir: &Path, session: &Session, message: Message) -> io::Result<()
         let _ = fs::remove_file(&tmp);
     }
     written
+}
+
+/// The trace header MTAs put on top of a message they take in (RFC 5321
+/// §4.4), with the server's queue id so the log lines of the transaction
+/// can be found from the stored message:
+/// `Received: from HELO (PEER) by HOST (wasmtp) with ESMTP id QUEUEID; DATE`.
+fn received(session: &Session, now: SystemTime) -> String {
+    let helo = session.host_name.as_deref().unwrap_or("unknown");
+    // RFC 3848's protocol names: S for TLS, A for an authenticated client.
+    let mut with = if session.lmtp { "LMTP" } else if session.extended_smtp { "ESMTP" } else { "SMTP" }.to_owned();
+    if session.tls.is_some() {
+        with.push('S');
+    }
+    if session.authenticated && !session.lmtp {
+        with.push('A');
+    }
+    let id = wasmtp_plugin::queue_id().map(|id| format!(" id {id}")).unwrap_or_default();
+    format!(
+        "Received: from {helo} ({})\n\tby {} (wasmtp) with {with}{id};\n\t{}\n",
+        session.peer.address, session.server_hostname, rfc5322_date(now)
+    )
+}
+
+/// `Fri, 27 Nov 2026 00:15:03 +0000` (UTC; a plugin has no time zone).
+fn rfc5322_date(now: SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} +0000",
+        DAYS[(days % 7) as usize], MONTHS[(month - 1) as usize], rem / 3600, rem % 3600 / 60, rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn dates_as_rfc_5322_writes_them() {
+        assert_eq!(super::rfc5322_date(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 +0000");
+        assert_eq!(super::rfc5322_date(UNIX_EPOCH + Duration::from_secs(1_795_738_503)), "Fri, 27 Nov 2026 00:15:03 +0000");
+        assert_eq!(super::rfc5322_date(UNIX_EPOCH + Duration::from_secs(951_782_400)), "Tue, 29 Feb 2000 00:00:00 +0000");
+    }
 }
 
 /// A Maildir file name, as Python's `mailbox` makes them plus the `R` part

@@ -79,10 +79,16 @@ pub mod wit {
         generate_all,
     });
 
-    pub use wasmtp::smtp::{content, log, types};
+    pub use wasmtp::smtp::{content, log, transaction, types};
 }
 
 pub use args::Args;
+
+/// The current transaction's queue id, as the server's log names it (set
+/// from an accepted MAIL to the end of the transaction).
+pub fn queue_id() -> Option<String> {
+    wit::transaction::queue_id()
+}
 pub use content::Content;
 pub use message::Message;
 pub use wasmtp_plugin_macros::plugin;

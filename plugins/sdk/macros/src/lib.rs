@@ -115,6 +115,7 @@ fn expand(imp: &ItemImpl) -> syn::Result<proc_macro2::TokenStream> {
                     "wasmtp:smtp/types@0.1.0": ::wasmtp_plugin::wit::types,
                     "wasmtp:smtp/content@0.1.0": ::wasmtp_plugin::wit::content,
                     "wasmtp:smtp/log@0.1.0": ::wasmtp_plugin::wit::log,
+                    "wasmtp:smtp/transaction@0.1.0": ::wasmtp_plugin::wit::transaction,
                 },
             });
 
