@@ -61,6 +61,12 @@ enum Cmd {
         #[arg(long)]
         pid: Option<u32>,
     },
+    /// Render the tables of a results file again (and, for a full run,
+    /// splice them into BENCHMARKS.md).
+    Report {
+        /// bench/results/full.json or quick.json.
+        results: PathBuf,
+    },
     /// Instantiation microbenchmark (pooling allocator as the server sets it).
     Instantiate {
         #[arg(long, default_value_t = 20_000)]
@@ -101,6 +107,16 @@ fn main() -> Result<()> {
                 let cpu = procfs::cpu_time(pid)? - cpu0;
                 println!("server CPU {:.2} s: {:.1} µs/msg", cpu.as_secs_f64(), cpu.as_secs_f64() * 1e6 / r.messages.max(1) as f64);
             }
+            Ok(())
+        }
+        Cmd::Report { results } => {
+            let r: suite::Results = serde_json::from_str(&std::fs::read_to_string(&results)?)?;
+            let markdown = report::markdown(&r);
+            std::fs::write(results.with_extension("md"), &markdown)?;
+            if r.settings.as_ref().is_some_and(|s| !s.quick) {
+                report::splice_into(&repo_root().join("BENCHMARKS.md"), &markdown)?;
+            }
+            println!("{markdown}");
             Ok(())
         }
         Cmd::Instantiate { iterations } => {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use wasmtime::Store;
 use wasmtime::component::ResourceTable;
 
@@ -25,7 +25,7 @@ use wasmtp::smtp::envelope::{Envelope, Peer, SessionInfo};
 use crate::load;
 
 /// p50 and p99 of one measured step, in microseconds.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Quantiles {
     pub p50_us: f64,
     pub p99_us: f64,
@@ -41,7 +41,7 @@ fn nanos(t: Instant) -> u32 {
 }
 
 /// Instantiation figures for one plugin.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Instantiation {
     pub plugin: String,
     pub iterations: usize,
@@ -59,6 +59,12 @@ pub struct Instantiation {
     pub session_one_call: Quantiles,
     /// The hook called in `session_one_call`.
     pub hook: String,
+    /// One more call of that hook on a live instance (what every message
+    /// costs on a reused connection).
+    pub call_live: Quantiles,
+    /// Of which: converting the session and envelope to their WIT records
+    /// (the host side; lowering them into guest memory is in the call).
+    pub convert: Quantiles,
 }
 
 fn session_info(id: u64) -> SessionInfo {
@@ -187,6 +193,24 @@ async fn instantiation(plugin: &Arc<Plugin>, iterations: usize) -> Result<Instan
         }
     }
 
+    // Calls on one live instance, and the conversions each call makes.
+    let mut sp = SessionPlugin::new(chain.clone(), 1);
+    let (mut live_calls, mut converts) = (Vec::with_capacity(iterations), Vec::with_capacity(iterations));
+    for i in 0..warm + iterations {
+        let t = Instant::now();
+        let reply = if hook == "data" { sp.data(&info, &env, content.clone()).await } else { sp.noop(&info, &env, "").await };
+        let elapsed = nanos(t);
+        anyhow::ensure!(reply.is_ok(), "the {hook} hook failed: {reply:?}");
+        let t = Instant::now();
+        let converted = (wasmtp::plugin::convert::session(&info), wasmtp::plugin::convert::envelope(&env));
+        let c = nanos(t);
+        drop(converted);
+        if i >= warm {
+            live_calls.push(elapsed);
+            converts.push(c);
+        }
+    }
+
     Ok(Instantiation {
         plugin: plugin.name.to_string(),
         iterations,
@@ -197,6 +221,8 @@ async fn instantiation(plugin: &Arc<Plugin>, iterations: usize) -> Result<Instan
         instantiate: quantiles(inst),
         session_one_call: quantiles(session),
         hook: hook.into(),
+        call_live: quantiles(live_calls),
+        convert: quantiles(converts),
     })
 }
 
@@ -225,7 +251,7 @@ pub fn instantiation_all(wasm_dir: &Path, scratch: &Path, iterations: usize) -> 
 }
 
 /// Mailbox against a native writer, per 1 KiB message.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct MaildirFigures {
     pub messages: usize,
     /// The Mailbox plugin's data hook, called in process (the instance

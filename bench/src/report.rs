@@ -166,7 +166,13 @@ pub fn markdown(r: &Results) -> String {
         }
         for peer in Peer::LOAD {
             let a = aggregate(r, m, peer);
-            let note = if a.failed.is_empty() { String::new() } else { format!(" ({} of {} runs failed: {})", a.failed.len(), a.failed.len() + a.runs, first_line(&a.failed[0])) };
+            let note = if a.failed.is_empty() {
+                String::new()
+            } else if a.runs == 0 && a.failed.iter().all(|e| e.contains("PIPELINING")) {
+                " (n/a: does not advertise PIPELINING)".to_owned()
+            } else {
+                format!(" ({} of {} runs failed: {})", a.failed.len(), a.failed.len() + a.runs, first_line(&a.failed[0]))
+            };
             if mode.pipeline {
                 let _ = writeln!(o, "| {}{note} | {} | {} | {} | {} | {} |", peer.label(), num(a.ours_rate), num(a.ours_cpu), num(a.p50), num(a.p99), num(a.hwm_mib));
             } else {
@@ -238,12 +244,13 @@ pub fn markdown(r: &Results) -> String {
     if !r.instantiation.is_empty() {
         let _ = writeln!(o, "### Plugin instantiation (in process, the server's engine settings)\n");
         let _ = writeln!(o, "µs, p50 / p99. `Live::start` is what a session pays at its first exported hook: WASI context + `Store` + instantiate from the `InstancePre` (+ `setup.init` where exported); the next three columns time its steps one by one.\n");
-        let _ = writeln!(o, "| plugin | iterations | `Live::start` | WASI ctx | `Store::new` | `instantiate_async` | drop | session: new + one hook + drop |");
-        let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(o, "| plugin | iterations | `Live::start` | WASI ctx | `Store::new` | `instantiate_async` | drop | session: new + one hook + drop | one more call, live instance | of which session/envelope → WIT |");
+        let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for i in &r.instantiation {
             let q = |q: &crate::micro::Quantiles| format!("{:.1} / {:.1}", q.p50_us, q.p99_us);
             let call = if i.hook.is_empty() { "– (its hook does I/O)".to_owned() } else { format!("{} ({})", q(&i.session_one_call), i.hook) };
-            let _ = writeln!(o, "| {} | {} | {} | {} | {} | {} | {} | {} |", i.plugin, i.iterations, q(&i.live_start), q(&i.wasi_ctx), q(&i.store_new), q(&i.instantiate), q(&i.drop), call);
+            let (live, conv) = if i.hook.is_empty() { ("–".to_owned(), "–".to_owned()) } else { (q(&i.call_live), q(&i.convert)) };
+            let _ = writeln!(o, "| {} | {} | {} | {} | {} | {} | {} | {} | {live} | {conv} |", i.plugin, i.iterations, q(&i.live_start), q(&i.wasi_ctx), q(&i.store_new), q(&i.instantiate), q(&i.drop), call);
         }
         let _ = writeln!(o);
     }

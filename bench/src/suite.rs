@@ -24,7 +24,7 @@ use crate::peers::{self, Options, Peer, Server, Tools};
 use crate::procfs;
 use crate::report;
 
-#[derive(Clone, Debug, clap::Args, Serialize)]
+#[derive(Clone, Debug, clap::Args, Serialize, Deserialize)]
 pub struct Settings {
     /// A short run (about 2 minutes): one run, short windows, 2,000 idle
     /// sessions. Its results go to bench/results/quick.*; BENCHMARKS.md is
@@ -180,7 +180,7 @@ pub struct LargeFigures {
     pub error: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Results {
     pub settings: Option<Settings>,
     pub machine: String,
@@ -518,7 +518,8 @@ fn versions(tools: &Tools) -> Vec<(String, String)> {
     let root = crate::repo_root();
     let postfix = std::fs::read_to_string(tools.postfix.join("VERSION")).unwrap_or_else(|_| "unknown".into());
     vec![
-        ("wasmtp".into(), run(Command::new("git").arg("-C").arg(&root).args(["describe", "--always", "--dirty"]))),
+        // bench/run passes the commit; `git describe` when run by hand.
+        ("wasmtp".into(), std::env::var("WASMTP_REVISION").unwrap_or_else(|_| run(Command::new("git").arg("-C").arg(&root).args(["describe", "--always", "--dirty"])))),
         ("rustc".into(), run(Command::new("rustc").arg("--version"))),
         ("postfix".into(), postfix.trim().to_owned()),
         ("aiosmtpd".into(), run(Command::new(&tools.python).args(["-c", "import aiosmtpd, sys; print(aiosmtpd.__version__, 'on Python', sys.version.split()[0])"]))),
