@@ -22,17 +22,32 @@ mod protocol;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use harness::{Aiosmtpd, Server, HOSTNAME};
-use protocol::{gatekeeper, Certs, TlsClient};
+use harness::{Aiosmtpd, HOSTNAME, Server};
+use protocol::{Certs, TlsClient, gatekeeper};
 
 const GREETING: &str = "220 {host} Python SMTP 1.4.6";
 
 /// (aiosmtpd's lines, wasmtp's lines): every run of the first in a reply is
 /// the second when the dialog is played against wasmtp.
 const DIFFERENCES: &[(&[&str], &[&str])] = &[
-    (&["220 {host} Python SMTP 1.4.6"], &["220 {host} wasmtp {version}"]),
-    (&["250-{host}", "250-8BITMIME"], &["250-{host}", "250-SIZE 33554432", "250-8BITMIME"]),
-    (&["250 HELP"], &["250-PIPELINING", "250-CHUNKING", "250-BINARYMIME", "250-DSN", "250 HELP"]),
+    (
+        &["220 {host} Python SMTP 1.4.6"],
+        &["220 {host} wasmtp {version}"],
+    ),
+    (
+        &["250-{host}", "250-8BITMIME"],
+        &["250-{host}", "250-SIZE 33554432", "250-8BITMIME"],
+    ),
+    (
+        &["250 HELP"],
+        &[
+            "250-PIPELINING",
+            "250-CHUNKING",
+            "250-BINARYMIME",
+            "250-DSN",
+            "250 HELP",
+        ],
+    ),
 ];
 
 struct Dialog {
@@ -208,8 +223,13 @@ fn for_wasmtp(lines: &[String]) -> Vec<String> {
         let mut out = Vec::new();
         let mut at = 0;
         while at < lines.len() {
-            if lines[at..].len() >= from.len() && lines[at..].iter().zip(from.iter()).all(|(a, b)| a == b) {
-                out.extend(to.iter().map(|s| s.replace("{version}", env!("CARGO_PKG_VERSION"))));
+            if lines[at..].len() >= from.len()
+                && lines[at..].iter().zip(from.iter()).all(|(a, b)| a == b)
+            {
+                out.extend(
+                    to.iter()
+                        .map(|s| s.replace("{version}", env!("CARGO_PKG_VERSION"))),
+                );
                 at += from.len();
             } else {
                 out.push(lines[at].clone());
@@ -245,22 +265,38 @@ fn play(addr: SocketAddr, certs: &Certs, items: &[Item], wasmtp: bool) -> Result
         if wasmtp {
             expected = for_wasmtp(&expected);
         }
-        let replies = expected.iter().filter(|l| harness::parse_reply_line(l).is_none_or(|(_, last, _)| last)).count();
+        let replies = expected
+            .iter()
+            .filter(|l| harness::parse_reply_line(l).is_none_or(|(_, last, _)| last))
+            .count();
         let mut got = Vec::new();
         for _ in 0..replies {
             let Some(reply) = client.try_read_reply() else {
-                return Err(format!("closed; expected {expected:?}\n{}", client.transcript.join("\n")));
+                return Err(format!(
+                    "closed; expected {expected:?}\n{}",
+                    client.transcript.join("\n")
+                ));
             };
             if hostname.is_empty() {
                 hostname = reply.lines[0].split(' ').next().unwrap_or("").to_string();
             }
-            got.extend(reply.wire().into_iter().map(|l| l.replace(&hostname, "{host}")));
+            got.extend(
+                reply
+                    .wire()
+                    .into_iter()
+                    .map(|l| l.replace(&hostname, "{host}")),
+            );
         }
         if got != expected {
-            return Err(format!("expected {expected:#?}\ngot {got:#?}\n--- transcript\n{}", client.transcript.join("\n")));
+            return Err(format!(
+                "expected {expected:#?}\ngot {got:#?}\n--- transcript\n{}",
+                client.transcript.join("\n")
+            ));
         }
         if let Some(Item::StartTls) = items.get(i) {
-            client.handshake(certs, "localhost").map_err(|e| format!("handshake: {e}"))?;
+            client
+                .handshake(certs, "localhost")
+                .map_err(|e| format!("handshake: {e}"))?;
             i += 1;
         }
     }
@@ -301,11 +337,17 @@ fn aiosmtpd_answers_as_the_tls_dialogs_say() {
         return;
     }
     let report = run(false);
-    assert!(report.is_empty(), "aiosmtpd does not answer as the dialogs say:\n{report}");
+    assert!(
+        report.is_empty(),
+        "aiosmtpd does not answer as the dialogs say:\n{report}"
+    );
 }
 
 #[test]
 fn wasmtp_answers_the_tls_dialogs_as_aiosmtpd_does() {
     let report = run(true);
-    assert!(report.is_empty(), "wasmtp differs from aiosmtpd beyond the deliberate differences:\n{report}");
+    assert!(
+        report.is_empty(),
+        "wasmtp differs from aiosmtpd beyond the deliberate differences:\n{report}"
+    );
 }

@@ -6,7 +6,7 @@
 #[path = "harness/mod.rs"]
 mod harness;
 
-use harness::{plugin_path, run_client_script, Client, Server, HOSTNAME};
+use harness::{Client, HOSTNAME, Server, plugin_path, run_client_script};
 
 fn fnv1a(bytes: &[u8]) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -57,7 +57,14 @@ fn content_reaches_the_plugin_byte_for_byte() {
     content.extend_from_slice(&[b'x'; 999]);
     content.extend_from_slice(b"\r\n");
     let reply = deliver(&mut c, &content);
-    assert!(reply.contains(&format!("data {} bytes fnv1a={}", content.len(), fnv1a(&content))), "{reply}");
+    assert!(
+        reply.contains(&format!(
+            "data {} bytes fnv1a={}",
+            content.len(),
+            fnv1a(&content)
+        )),
+        "{reply}"
+    );
 }
 
 #[test]
@@ -74,7 +81,14 @@ fn a_bare_lf_dot_does_not_end_the_message() {
     c.send_raw(smuggled);
     let reply = c.expect_reply(250).text();
     let content = &smuggled[..smuggled.len() - 3];
-    assert!(reply.contains(&format!("data {} bytes fnv1a={} from=anne@example.com to=bart@example.com", content.len(), fnv1a(content))), "{reply}");
+    assert!(
+        reply.contains(&format!(
+            "data {} bytes fnv1a={} from=anne@example.com to=bart@example.com",
+            content.len(),
+            fnv1a(content)
+        )),
+        "{reply}"
+    );
     // Exactly one reply: nothing was read as a command.
     c.expect("NOOP", 250);
 }
@@ -90,7 +104,11 @@ fn a_pipelined_transaction_gets_its_replies_in_order() {
     c.expect_reply(250);
     c.expect_reply(354);
     c.send_raw(b"Subject: p\r\n\r\nx\r\n.\r\nRSET\r\nNOOP\r\nQUIT\r\n");
-    assert!(c.expect_reply(250).text().contains("to=bart@example.com,cate@example.com"));
+    assert!(
+        c.expect_reply(250)
+            .text()
+            .contains("to=bart@example.com,cate@example.com")
+    );
     c.expect_reply(250);
     c.expect_reply(250);
     c.expect_reply(221);
@@ -104,17 +122,36 @@ fn a_20_mb_message() {
     let mut content = b"Subject: big\r\n\r\n".to_vec();
     let mut n = 0u64;
     while content.len() < 20_000_000 {
-        content.extend_from_slice(format!("{n:08} .......................................................................\r\n").as_bytes());
+        content.extend_from_slice(
+            format!(
+                "{n:08} .......................................................................\r\n"
+            )
+            .as_bytes(),
+        );
         n += 1;
     }
     let reply = deliver(&mut c, &content);
-    assert!(reply.contains(&format!("data {} bytes fnv1a={}", content.len(), fnv1a(&content))), "{reply}");
+    assert!(
+        reply.contains(&format!(
+            "data {} bytes fnv1a={}",
+            content.len(),
+            fnv1a(&content)
+        )),
+        "{reply}"
+    );
 }
 
 #[test]
 fn the_size_limit_refuses_with_552_and_the_session_goes_on() {
     let plugin = plugin_path("every_hook.wasm");
-    let server = Server::start(&["--hostname", HOSTNAME, "-s", "1000", "-c", plugin.to_str().unwrap()]);
+    let server = Server::start(&[
+        "--hostname",
+        HOSTNAME,
+        "-s",
+        "1000",
+        "-c",
+        plugin.to_str().unwrap(),
+    ]);
     let mut c = Client::after_ehlo(server.addr());
     c.expect("MAIL FROM:<anne@example.com> SIZE=1001", 552);
     c.expect("MAIL FROM:<anne@example.com> SIZE=999", 250);
@@ -147,7 +184,8 @@ fn debugging_prints_each_message_as_aiosmtpd_does() {
     let peer = c.local_addr();
     let expected = format!(
         "---------- MESSAGE FOLLOWS ----------\nmail options: ['SIZE=30']\n\nSubject: dbg\nFrom: anne\nX-Peer: ('{}', {})\n\nHello\n.dot\n------------ END MESSAGE ------------\n",
-        peer.ip(), peer.port()
+        peer.ip(),
+        peer.port()
     );
     assert_eq!(out, expected);
 }
@@ -156,7 +194,11 @@ fn debugging_prints_each_message_as_aiosmtpd_does() {
 fn debugging_can_print_to_stderr() {
     let mut server = Server::start(&["--hostname", HOSTNAME, "-c", "debugging", "stderr"]);
     let mut c = Client::after_ehlo(server.addr());
-    c.send_message("anne@example.com", &["bart@example.com"], "Subject: err\r\n\r\nto stderr\r\n");
+    c.send_message(
+        "anne@example.com",
+        &["bart@example.com"],
+        "Subject: err\r\n\r\nto stderr\r\n",
+    );
     server.wait_for_stderr("------------ END MESSAGE ------------");
     assert!(server.stderr().contains("to stderr"));
     assert!(!server.stdout().contains("MESSAGE FOLLOWS"));
@@ -166,17 +208,34 @@ fn debugging_can_print_to_stderr() {
 fn the_seed_mailbox_walkthrough() {
     let dir = tempfile::tempdir().unwrap();
     let maildir = dir.path().join("maildir");
-    let server = Server::start(&["--hostname", HOSTNAME, "-c", "mailbox", maildir.to_str().unwrap()]);
+    let server = Server::start(&[
+        "--hostname",
+        HOSTNAME,
+        "-c",
+        "mailbox",
+        maildir.to_str().unwrap(),
+    ]);
     let addr = server.addr();
-    let out = run_client_script("mailbox_walkthrough.py", &[&addr.ip().to_string(), &addr.port().to_string(), maildir.to_str().unwrap()]);
+    let out = run_client_script(
+        "mailbox_walkthrough.py",
+        &[
+            &addr.ip().to_string(),
+            &addr.port().to_string(),
+            maildir.to_str().unwrap(),
+        ],
+    );
     // The script checks the three X- headers; here, that all three
     // messages came back in Message-ID order.
     let ids: Vec<&str> = out.lines().filter(|l| l.starts_with('<')).collect();
-    assert_eq!(ids, [
-        "<ant@example.com> Anne Person <anne@example.com> Bart Person <bart@example.com>",
-        "<bee@example.com> Cate Person <cate@example.com> Dave Person <dave@example.com>",
-        "<cat@example.com> Elle Person <elle@example.com> Fred Person <fred@example.com>",
-    ], "{out}");
+    assert_eq!(
+        ids,
+        [
+            "<ant@example.com> Anne Person <anne@example.com> Bart Person <bart@example.com>",
+            "<bee@example.com> Cate Person <cate@example.com> Dave Person <dave@example.com>",
+            "<cat@example.com> Elle Person <elle@example.com> Fred Person <fred@example.com>",
+        ],
+        "{out}"
+    );
     // Standard Maildir layout: delivered into new/, nothing left in tmp/.
     assert_eq!(std::fs::read_dir(maildir.join("new")).unwrap().count(), 3);
     assert_eq!(std::fs::read_dir(maildir.join("tmp")).unwrap().count(), 0);
@@ -190,25 +249,59 @@ fn the_builtin_proxy_relays_from_the_command_line() {
     let port = relay.addr().port().to_string();
     let server = Server::start(&["--hostname", HOSTNAME, "-c", "proxy", "localhost", &port]);
     let mut c = Client::after_ehlo(server.addr());
-    let reply = c.send_message("anne@example.com", &["bart@example.com"], "Subject: via proxy\r\n\r\nrelayed\r\n");
+    let reply = c.send_message(
+        "anne@example.com",
+        &["bart@example.com"],
+        "Subject: via proxy\r\n\r\nrelayed\r\n",
+    );
     assert_eq!(reply.code, 250, "{}", c.transcript());
     let printed = relay.wait_for_stdout("END MESSAGE");
-    assert!(printed.contains("Subject: via proxy\nX-Peer: 127.0.0.1\n"), "{printed}");
+    assert!(
+        printed.contains("Subject: via proxy\nX-Peer: 127.0.0.1\n"),
+        "{printed}"
+    );
 }
 
 #[test]
 fn mailbox_adds_a_received_header_with_the_queue_id() {
     let dir = tempfile::tempdir().unwrap();
     let maildir = dir.path().join("maildir");
-    let mut server = Server::start(&["--hostname", HOSTNAME, "-c", "mailbox", maildir.to_str().unwrap()]);
+    let mut server = Server::start(&[
+        "--hostname",
+        HOSTNAME,
+        "-c",
+        "mailbox",
+        maildir.to_str().unwrap(),
+    ]);
     let mut c = Client::greeted(server.addr());
     c.expect("EHLO client.example", 250);
-    c.send_message("anne@example.com", &["bart@example.com"], "Subject: traced\r\n\r\nhello\r\n");
+    c.send_message(
+        "anne@example.com",
+        &["bart@example.com"],
+        "Subject: traced\r\n\r\nhello\r\n",
+    );
     let log = server.wait_for_stderr("message received");
-    let queue_id = log.split("queue_id=").nth(1).and_then(|rest| rest.split([' ', '"']).find(|s| !s.is_empty())).expect("a queue id in the log");
-    let file = std::fs::read_dir(maildir.join("new")).unwrap().next().unwrap().unwrap().path();
+    let queue_id = log
+        .split("queue_id=")
+        .nth(1)
+        .and_then(|rest| rest.split([' ', '"']).find(|s| !s.is_empty()))
+        .expect("a queue id in the log");
+    let file = std::fs::read_dir(maildir.join("new"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let stored = std::fs::read_to_string(file).unwrap();
     let first = stored.lines().next().unwrap();
-    assert!(first.starts_with("Received: from client.example (127.0.0.1)"), "{stored}");
-    assert!(stored.contains(&format!("\tby {HOSTNAME} (wasmtp) with ESMTP id {queue_id};\n\t")), "{stored}");
+    assert!(
+        first.starts_with("Received: from client.example (127.0.0.1)"),
+        "{stored}"
+    );
+    assert!(
+        stored.contains(&format!(
+            "\tby {HOSTNAME} (wasmtp) with ESMTP id {queue_id};\n\t"
+        )),
+        "{stored}"
+    );
 }

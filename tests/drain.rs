@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use harness::{client_script, python, Client, ReadError, Server, HOSTNAME};
+use harness::{Client, HOSTNAME, ReadError, Server, client_script, python};
 
 fn mailbox_server(maildir: &Path, grace: &str) -> Server {
     Server::start_config(&format!(
@@ -34,7 +34,9 @@ fn mailbox_server(maildir: &Path, grace: &str) -> Server {
 
 /// The Message-IDs of the messages in `maildir/new`.
 fn delivered(maildir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(maildir.join("new")) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(maildir.join("new")) else {
+        return Vec::new();
+    };
     entries
         .map(|e| {
             let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
@@ -48,7 +50,10 @@ fn delivered(maildir: &Path) -> Vec<String> {
 }
 
 fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 #[test]
@@ -61,7 +66,9 @@ fn a_message_in_data_finishes_idle_and_new_sessions_get_421() {
     sending.expect("MAIL FROM:<anne@example.com>", 250);
     sending.expect("RCPT TO:<bart@example.com>", 250);
     sending.expect("DATA", 354);
-    sending.send_raw(b"Message-ID: <in-flight@example.com>\r\nSubject: half\r\n\r\nthe first half,\r\n");
+    sending.send_raw(
+        b"Message-ID: <in-flight@example.com>\r\nSubject: half\r\n\r\nthe first half,\r\n",
+    );
     let mut idle = Client::after_ehlo(server.addr());
     let mut in_transaction = Client::after_ehlo(server.addr());
     in_transaction.expect("MAIL FROM:<carl@example.com>", 250);
@@ -106,7 +113,10 @@ fn the_grace_period_ends_what_is_left() {
     let status = server.terminate();
     let took = asked.elapsed();
     assert!(status.success(), "exit status {status}");
-    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(5), "exited after {took:?}");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(5),
+        "exited after {took:?}"
+    );
     match stalled.try_read_reply() {
         Err(ReadError::Closed) => {}
         other => panic!("expected a closed connection, got {other:?}"),
@@ -133,7 +143,11 @@ fn stopped_mid_load_no_acknowledged_message_is_lost() {
     // Let mail flow, then stop the server in the middle of it.
     let deadline = Instant::now() + Duration::from_secs(30);
     while delivered(&maildir).len() < 100 {
-        assert!(Instant::now() < deadline, "the load never got going:\n{}", server.stderr());
+        assert!(
+            Instant::now() < deadline,
+            "the load never got going:\n{}",
+            server.stderr()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let term_at = now();
@@ -141,8 +155,13 @@ fn stopped_mid_load_no_acknowledged_message_is_lost() {
     assert!(status.success(), "exit status {status}");
 
     let output = load.wait_with_output().unwrap();
-    assert!(output.status.success(), "drain_load.py: {}", String::from_utf8_lossy(&output.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("drain_load.py's JSON");
+    assert!(
+        output.status.success(),
+        "drain_load.py: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("drain_load.py's JSON");
     let messages = report["messages"].as_array().unwrap();
     let in_maildir: HashSet<String> = delivered(&maildir).into_iter().collect();
     let attempted: HashSet<&str> = messages.iter().map(|m| m["id"].as_str().unwrap()).collect();
@@ -154,23 +173,40 @@ fn stopped_mid_load_no_acknowledged_message_is_lost() {
         let (id, outcome) = (m["id"].as_str().unwrap(), m["outcome"].as_str().unwrap());
         if outcome == "250" {
             accepted += 1;
-            assert!(in_maildir.contains(id), "{id} got 250 but is not in the Maildir");
-            let (start, replied) = (m["data_start"].as_f64().unwrap(), m["replied"].as_f64().unwrap());
+            assert!(
+                in_maildir.contains(id),
+                "{id} got 250 but is not in the Maildir"
+            );
+            let (start, replied) = (
+                m["data_start"].as_f64().unwrap(),
+                m["replied"].as_f64().unwrap(),
+            );
             if start < term_at && replied > term_at {
                 finished_in_drain += 1;
             }
         } else {
             refused += 1;
-            assert!(outcome.starts_with("4xx:") || outcome == "closed", "{id}: {outcome}");
+            assert!(
+                outcome.starts_with("4xx:") || outcome == "closed",
+                "{id}: {outcome}"
+            );
         }
     }
     for id in &in_maildir {
-        assert!(attempted.contains(id.as_str()), "{id} is in the Maildir but was never sent");
+        assert!(
+            attempted.contains(id.as_str()),
+            "{id} is in the Maildir but was never sent"
+        );
     }
     eprintln!(
         "{} messages: {accepted} accepted ({finished_in_drain} of them finished after SIGTERM), {refused} refused or cut; \
          {} new connections refused during the drain; {} in the Maildir",
-        messages.len(), report["greeting_refusals"], in_maildir.len()
+        messages.len(),
+        report["greeting_refusals"],
+        in_maildir.len()
     );
-    assert!(finished_in_drain > 0, "no message was in DATA when the server was asked to stop");
+    assert!(
+        finished_in_drain > 0,
+        "no message was in DATA when the server was asked to stop"
+    );
 }

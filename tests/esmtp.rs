@@ -8,14 +8,18 @@ mod harness;
 #[path = "protocol/mod.rs"]
 mod protocol;
 
-use harness::{plugin_path, Client, Server, HOSTNAME};
+use harness::{Client, HOSTNAME, Server, plugin_path};
 
 fn every_hook(extra: &str) -> Server {
     config("every_hook.wasm", extra)
 }
 
 fn config(plugin: &str, extra: &str) -> Server {
-    let plugin = if plugin.ends_with(".wasm") { plugin_path(plugin).to_str().unwrap().to_string() } else { plugin.to_string() };
+    let plugin = if plugin.ends_with(".wasm") {
+        plugin_path(plugin).to_str().unwrap().to_string()
+    } else {
+        plugin.to_string()
+    };
     Server::start_config(&format!(
         r#"
         [server]
@@ -53,9 +57,15 @@ fn ehlo_offers_chunking_binarymime_and_dsn() {
     let mut c = Client::greeted(server.addr());
     let ehlo = c.expect("EHLO client.example", 250);
     for keyword in ["PIPELINING", "CHUNKING", "BINARYMIME", "DSN"] {
-        assert!(ehlo.lines.contains(&keyword.to_string()), "{keyword}: {ehlo}");
+        assert!(
+            ehlo.lines.contains(&keyword.to_string()),
+            "{keyword}: {ehlo}"
+        );
     }
-    assert!(!ehlo.lines.contains(&"ENHANCEDSTATUSCODES".to_string()), "off by default: {ehlo}");
+    assert!(
+        !ehlo.lines.contains(&"ENHANCEDSTATUSCODES".to_string()),
+        "off by default: {ehlo}"
+    );
 }
 
 #[test]
@@ -70,7 +80,14 @@ fn bdat_chunks_make_one_message() {
     c.send_raw(last);
     let message = [&b"Hello, BDAT "[..], last].concat();
     let reply = c.expect_reply(250).text();
-    assert!(reply.contains(&format!("data {} bytes fnv1a={}", message.len(), fnv1a(&message))), "{reply}");
+    assert!(
+        reply.contains(&format!(
+            "data {} bytes fnv1a={}",
+            message.len(),
+            fnv1a(&message)
+        )),
+        "{reply}"
+    );
     // The transaction is over; a new one may use DATA.
     c.expect("MAIL FROM:<anne@example.com>", 250);
 }
@@ -85,8 +102,18 @@ fn bdat_pipelined_with_commands() {
     c.expect_reply(250);
     assert_eq!(c.expect_reply(250).text(), "6 octets received");
     let reply = c.expect_reply(250).text();
-    assert!(reply.contains(&format!("data 12 bytes fnv1a={}", fnv1a(b"RSET\r\nQUIT\r\n"))), "{reply}");
-    assert!(c.expect_reply(250).text().starts_with("every-hook noop pipelined"));
+    assert!(
+        reply.contains(&format!(
+            "data 12 bytes fnv1a={}",
+            fnv1a(b"RSET\r\nQUIT\r\n")
+        )),
+        "{reply}"
+    );
+    assert!(
+        c.expect_reply(250)
+            .text()
+            .starts_with("every-hook noop pipelined")
+    );
 }
 
 #[test]
@@ -96,8 +123,18 @@ fn bdat_zero_last_and_syntax() {
     c.send_raw(b"BDAT 3\r\nabc");
     c.expect_reply(250);
     assert!(c.expect("BDAT 0 LAST", 250).text().contains("data 3 bytes"));
-    for bad in ["BDAT", "BDAT x", "BDAT -1", "BDAT 1 FIRST", "BDAT 1 LAST more"] {
-        assert_eq!(c.expect(bad, 501).text(), "Syntax: BDAT <size> [LAST]", "{bad}");
+    for bad in [
+        "BDAT",
+        "BDAT x",
+        "BDAT -1",
+        "BDAT 1 FIRST",
+        "BDAT 1 LAST more",
+    ] {
+        assert_eq!(
+            c.expect(bad, 501).text(),
+            "Syntax: BDAT <size> [LAST]",
+            "{bad}"
+        );
     }
 }
 
@@ -121,11 +158,17 @@ fn bdat_and_data_do_not_mix_and_binarymime_needs_bdat() {
     let mut c = in_transaction(&server);
     c.send_raw(b"BDAT 2\r\nab");
     c.expect_reply(250);
-    assert_eq!(c.expect("DATA", 503).text(), "5.5.1 Error: BDAT and DATA cannot be mixed in one transaction");
+    assert_eq!(
+        c.expect("DATA", 503).text(),
+        "5.5.1 Error: BDAT and DATA cannot be mixed in one transaction"
+    );
     c.expect("RSET", 250);
     c.expect("MAIL FROM:<anne@example.com> BODY=BINARYMIME", 250);
     c.expect("RCPT TO:<bart@example.com>", 250);
-    assert_eq!(c.expect("DATA", 503).text(), "5.5.1 Error: BODY=BINARYMIME requires BDAT");
+    assert_eq!(
+        c.expect("DATA", 503).text(),
+        "5.5.1 Error: BODY=BINARYMIME requires BDAT"
+    );
     c.send_raw(b"BDAT 4 LAST\r\n\xff\x00\x80\n");
     assert!(c.expect_reply(250).text().contains("data 4 bytes"));
 }
@@ -154,24 +197,52 @@ fn lmtp_bdat_answers_per_recipient() {
     c.expect("RCPT TO:<bart@example.com>", 250);
     c.expect("RCPT TO:<full@example.com>", 250);
     c.send_raw(b"BDAT 5 LAST\r\nhello");
-    assert_eq!(c.expect_reply(250).text(), "2.0.0 <bart@example.com> delivered (5 bytes)");
-    assert_eq!(c.expect_reply(452).text(), "4.2.2 <full@example.com> mailbox full");
+    assert_eq!(
+        c.expect_reply(250).text(),
+        "2.0.0 <bart@example.com> delivered (5 bytes)"
+    );
+    assert_eq!(
+        c.expect_reply(452).text(),
+        "4.2.2 <full@example.com> mailbox full"
+    );
 }
 
 #[test]
 fn dsn_parameters_are_checked_and_passed_on() {
     let server = every_hook("");
     let mut c = Client::after_ehlo(server.addr());
-    assert_eq!(c.expect("MAIL FROM:<anne@example.com> RET=ALL", 501).text(), "5.5.4 Error: RET can only be one of FULL, HDRS");
+    assert_eq!(
+        c.expect("MAIL FROM:<anne@example.com> RET=ALL", 501).text(),
+        "5.5.4 Error: RET can only be one of FULL, HDRS"
+    );
     c.expect("MAIL FROM:<anne@example.com> ENVID=a=b", 501);
-    let mail = c.expect("MAIL FROM:<anne@example.com> ret=hdrs ENVID=Msg+2B1", 250).text();
-    assert!(mail.contains("options=RET=HDRS,ENVID=Msg+2B1 "), "ENVID keeps its case: {mail}");
-    assert_eq!(c.expect("RCPT TO:<bart@example.com> NOTIFY=NEVER,SUCCESS", 501).text(),
-        "5.5.4 Error: NOTIFY can only be NEVER or a list of SUCCESS, FAILURE, DELAY");
+    let mail = c
+        .expect("MAIL FROM:<anne@example.com> ret=hdrs ENVID=Msg+2B1", 250)
+        .text();
+    assert!(
+        mail.contains("options=RET=HDRS,ENVID=Msg+2B1 "),
+        "ENVID keeps its case: {mail}"
+    );
+    assert_eq!(
+        c.expect("RCPT TO:<bart@example.com> NOTIFY=NEVER,SUCCESS", 501)
+            .text(),
+        "5.5.4 Error: NOTIFY can only be NEVER or a list of SUCCESS, FAILURE, DELAY"
+    );
     c.expect("RCPT TO:<bart@example.com> ORCPT=bart@example.com", 501);
-    let rcpt = c.expect("RCPT TO:<bart@example.com> NOTIFY=success,delay ORCPT=rfc822;Bart@Example.com", 250).text();
-    assert!(rcpt.contains("options=NOTIFY=SUCCESS,DELAY,ORCPT=rfc822;Bart@Example.com "), "{rcpt}");
-    assert_eq!(c.expect("RCPT TO:<cate@example.com> XFOO=1", 555).text(), "RCPT TO parameters not recognized or not implemented");
+    let rcpt = c
+        .expect(
+            "RCPT TO:<bart@example.com> NOTIFY=success,delay ORCPT=rfc822;Bart@Example.com",
+            250,
+        )
+        .text();
+    assert!(
+        rcpt.contains("options=NOTIFY=SUCCESS,DELAY,ORCPT=rfc822;Bart@Example.com "),
+        "{rcpt}"
+    );
+    assert_eq!(
+        c.expect("RCPT TO:<cate@example.com> XFOO=1", 555).text(),
+        "RCPT TO parameters not recognized or not implemented"
+    );
 }
 
 #[test]
@@ -179,16 +250,40 @@ fn enhanced_status_codes_when_turned_on() {
     let server = config("sink", "enhanced_status_codes = true");
     let mut c = Client::greeted(server.addr());
     // Before EHLO, and after HELO, replies stay as they are.
-    assert_eq!(c.expect("MAIL FROM:<anne@example.com>", 503).text(), "Error: send HELO first");
+    assert_eq!(
+        c.expect("MAIL FROM:<anne@example.com>", 503).text(),
+        "Error: send HELO first"
+    );
     let ehlo = c.expect("EHLO client.example", 250);
-    assert!(ehlo.lines.contains(&"ENHANCEDSTATUSCODES".to_string()), "{ehlo}");
-    assert_eq!(c.expect("MAIL FROM:<anne@example.com>", 250).text(), "2.1.0 OK");
-    assert_eq!(c.expect("RCPT TO:<bart@example.com>", 250).text(), "2.1.5 OK");
-    assert_eq!(c.expect("RCPT TO:<bart@>", 553).text(), "5.1.3 Error: malformed address");
-    assert_eq!(c.expect("XYZZY", 500).text(), "5.5.2 Error: command \"XYZZY\" not recognized");
-    assert_eq!(c.expect("DATA", 354).text(), "End data with <CR><LF>.<CR><LF>");
+    assert!(
+        ehlo.lines.contains(&"ENHANCEDSTATUSCODES".to_string()),
+        "{ehlo}"
+    );
+    assert_eq!(
+        c.expect("MAIL FROM:<anne@example.com>", 250).text(),
+        "2.1.0 OK"
+    );
+    assert_eq!(
+        c.expect("RCPT TO:<bart@example.com>", 250).text(),
+        "2.1.5 OK"
+    );
+    assert_eq!(
+        c.expect("RCPT TO:<bart@>", 553).text(),
+        "5.1.3 Error: malformed address"
+    );
+    assert_eq!(
+        c.expect("XYZZY", 500).text(),
+        "5.5.2 Error: command \"XYZZY\" not recognized"
+    );
+    assert_eq!(
+        c.expect("DATA", 354).text(),
+        "End data with <CR><LF>.<CR><LF>"
+    );
     c.send_raw(b"hi\r\n.\r\n");
     assert_eq!(c.expect_reply(250).text(), "2.0.0 OK");
-    assert_eq!(c.expect("VRFY bart", 252).text(), "2.5.0 Cannot VRFY user, but will accept message and attempt delivery");
+    assert_eq!(
+        c.expect("VRFY bart", 252).text(),
+        "2.5.0 Cannot VRFY user, but will accept message and attempt delivery"
+    );
     assert_eq!(c.expect("QUIT", 221).text(), "2.0.0 Bye");
 }

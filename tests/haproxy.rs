@@ -14,10 +14,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use harness::{free_port, plugin_path, repo_root, Client, Process, Server};
+use harness::{Client, Process, Server, free_port, plugin_path, repo_root};
 
 fn haproxy() -> PathBuf {
-    for candidate in ["/usr/sbin/haproxy", "/usr/bin/haproxy", "/usr/local/sbin/haproxy"] {
+    for candidate in [
+        "/usr/sbin/haproxy",
+        "/usr/bin/haproxy",
+        "/usr/local/sbin/haproxy",
+    ] {
         if Path::new(candidate).is_file() {
             return candidate.into();
         }
@@ -53,7 +57,8 @@ fn node(name: &str, maildir: &Path) -> Server {
 /// without the runtime API socket (it needs /run/haproxy) and with a
 /// `maxconn` this machine's file descriptor limit allows.
 fn haproxy_config(front: u16, nodes: &[SocketAddr]) -> String {
-    let example = std::fs::read_to_string(repo_root().join("examples/haproxy/haproxy.cfg")).unwrap();
+    let example =
+        std::fs::read_to_string(repo_root().join("examples/haproxy/haproxy.cfg")).unwrap();
     let mut out = String::new();
     for line in example.lines() {
         let trimmed = line.trim_start();
@@ -87,7 +92,10 @@ fn metrics_of(server: &Server) -> BTreeMap<String, f64> {
     stream.read_to_string(&mut body).unwrap();
     body.lines()
         .filter(|l| l.starts_with("wasmtp_"))
-        .filter_map(|l| l.rsplit_once(' ').map(|(k, v)| (k.to_owned(), v.parse().unwrap())))
+        .filter_map(|l| {
+            l.rsplit_once(' ')
+                .map(|(k, v)| (k.to_owned(), v.parse().unwrap()))
+        })
         .collect()
 }
 
@@ -96,7 +104,11 @@ fn peers_in(maildir: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for entry in std::fs::read_dir(maildir.join("new")).into_iter().flatten() {
         let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        let header = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned());
+        let header = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+        };
         out.insert(header("Message-ID:").unwrap(), header("X-Peer:").unwrap());
     }
     out
@@ -109,7 +121,11 @@ fn two_nodes_behind_haproxy_see_the_original_clients() {
     let nodes = [node("node1", &maildirs[0]), node("node2", &maildirs[1])];
     let front = free_port();
     let config = dir.path().join("haproxy.cfg");
-    std::fs::write(&config, haproxy_config(front, &[nodes[0].addr(), nodes[1].addr()])).unwrap();
+    std::fs::write(
+        &config,
+        haproxy_config(front, &[nodes[0].addr(), nodes[1].addr()]),
+    )
+    .unwrap();
     let mut command = Command::new(haproxy());
     command.arg("-db").arg("-f").arg(&config);
     let mut proxy = Process::spawn("haproxy", command);
@@ -132,15 +148,29 @@ fn two_nodes_behind_haproxy_see_the_original_clients() {
         let port = c.local_addr().port();
         c.expect("EHLO client.example", 250);
         let whoami = c.expect("NOOP whoami", 250).text();
-        assert!(whoami.starts_with(&format!("peer=127.0.0.1:{port} ")), "{node} saw {whoami}, the client is port {port}");
-        assert!(whoami.contains(&format!("proxy=v2:127.0.0.1:{port} ")), "{whoami}");
+        assert!(
+            whoami.starts_with(&format!("peer=127.0.0.1:{port} ")),
+            "{node} saw {whoami}, the client is port {port}"
+        );
+        assert!(
+            whoami.contains(&format!("proxy=v2:127.0.0.1:{port} ")),
+            "{whoami}"
+        );
         let id = format!("<{n}.haproxy@example.com>");
-        let reply = c.send_message("anne@example.com", &["bart@example.com"], &format!("Message-ID: {id}\nSubject: via haproxy\n\nhello\n"));
+        let reply = c.send_message(
+            "anne@example.com",
+            &["bart@example.com"],
+            &format!("Message-ID: {id}\nSubject: via haproxy\n\nhello\n"),
+        );
         assert_eq!(reply.code, 250, "{}", c.transcript());
         c.expect("QUIT", 221);
         served.entry(node).or_default().push((id, port));
     }
-    assert_eq!(served.keys().collect::<Vec<_>>(), ["node1", "node2"], "both nodes serve: {served:?}");
+    assert_eq!(
+        served.keys().collect::<Vec<_>>(),
+        ["node1", "node2"],
+        "both nodes serve: {served:?}"
+    );
 
     // Each node's Mailbox wrote the original client in X-Peer.
     for (i, maildir) in maildirs.iter().enumerate() {
@@ -152,10 +182,18 @@ fn two_nodes_behind_haproxy_see_the_original_clients() {
         }
         // And the node counted its sessions (HAProxy's health checks too).
         let m = metrics_of(&nodes[i]);
-        let sessions = m[r#"wasmtp_sessions_total{listener="from-haproxy",tenant="",outcome="accepted"}"#];
-        assert!(sessions >= mine.len() as f64, "node{}: {sessions} sessions", i + 1);
+        let sessions =
+            m[r#"wasmtp_sessions_total{listener="from-haproxy",tenant="",outcome="accepted"}"#];
+        assert!(
+            sessions >= mine.len() as f64,
+            "node{}: {sessions} sessions",
+            i + 1
+        );
     }
-    eprintln!("sessions through HAProxy: {:?}", served.iter().map(|(k, v)| (k, v.len())).collect::<Vec<_>>());
+    eprintln!(
+        "sessions through HAProxy: {:?}",
+        served.iter().map(|(k, v)| (k, v.len())).collect::<Vec<_>>()
+    );
 
     // Stop node1 (drained, exit 0): new sessions go to node2, the
     // connections HAProxy finds refused redispatched before its health

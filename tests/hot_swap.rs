@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use harness::{listening_addrs, plugin_path, Client, Process, WASMTP};
+use harness::{Client, Process, WASMTP, listening_addrs, plugin_path};
 
 /// A server on a config file the test rewrites between reloads.
 struct Reloadable {
@@ -32,11 +32,20 @@ impl Reloadable {
         let config = dir.path().join("wasmtp.toml");
         write_config(&config, "a.wasm", version);
         let mut command = Command::new(WASMTP);
-        command.arg("--config").arg(&config).env_remove("RUST_LOG").env("NO_COLOR", "1");
+        command
+            .arg("--config")
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1");
         let mut process = Process::spawn("wasmtp", command);
         let log = process.wait_for_stderr("listening on", Duration::from_secs(30));
         let addr = listening_addrs(&log)[0];
-        Reloadable { process, addr, config, dir }
+        Reloadable {
+            process,
+            addr,
+            config,
+            dir,
+        }
     }
 
     /// Rewrite the config and send SIGHUP; wait until the server has logged
@@ -75,7 +84,12 @@ fn write_config(path: &Path, component: &str, version: &str) {
 
 /// The version label at the end of a `versioned` reply.
 fn version_of(reply: &harness::Reply) -> String {
-    reply.text().rsplit(' ').next().unwrap_or_default().to_owned()
+    reply
+        .text()
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// MAIL, RCPT, DATA; the versions that answered RCPT and DATA.
@@ -120,7 +134,10 @@ fn twenty_reloads_under_load_drop_nothing() {
                             // One session, one generation.
                             let v = session_version.get_or_insert_with(|| rcpt.clone());
                             if v != rcpt || v != data {
-                                results.lock().unwrap().push(Err(format!("session on {v} answered by {rcpt}/{data}")));
+                                results
+                                    .lock()
+                                    .unwrap()
+                                    .push(Err(format!("session on {v} answered by {rcpt}/{data}")));
                             }
                         }
                         results.lock().unwrap().push(result);
@@ -147,16 +164,35 @@ fn twenty_reloads_under_load_drop_nothing() {
     assert!(!log.contains("reload refused"), "{log}");
     let results = results.lock().unwrap();
     let failures: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-    assert!(failures.is_empty(), "{} of {} transactions failed: {failures:?}", failures.len(), results.len());
-    let mut versions: Vec<&str> = results.iter().filter_map(|r| r.as_ref().ok()).map(|(rcpt, data)| {
-        assert_eq!(rcpt, data, "one transaction, one version");
-        rcpt.as_str()
-    }).collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} transactions failed: {failures:?}",
+        failures.len(),
+        results.len()
+    );
+    let mut versions: Vec<&str> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|(rcpt, data)| {
+            assert_eq!(rcpt, data, "one transaction, one version");
+            rcpt.as_str()
+        })
+        .collect();
     versions.sort();
     versions.dedup();
-    assert!(versions.len() >= 10, "only {versions:?} answered across 20 reloads");
-    assert!(versions.contains(&"v20"), "the last generation served: {versions:?}");
-    println!("{} transactions, {} versions answered", results.len(), versions.len());
+    assert!(
+        versions.len() >= 10,
+        "only {versions:?} answered across 20 reloads"
+    );
+    assert!(
+        versions.contains(&"v20"),
+        "the last generation served: {versions:?}"
+    );
+    println!(
+        "{} transactions, {} versions answered",
+        results.len(),
+        versions.len()
+    );
 }
 
 #[test]
@@ -174,21 +210,39 @@ fn a_session_finishes_on_the_generation_it_started_with() {
 fn a_bad_reload_keeps_the_running_generation() {
     let mut server = Reloadable::start("v0");
     // A config error: the file, line, key and problem, and v0 goes on.
-    std::fs::write(&server.config, "[[listener]]\nname = \"in\"\naddress = \"127.0.0.1:0\"\nplugin = \"policy\"\nsise = 1\n").unwrap();
+    std::fs::write(
+        &server.config,
+        "[[listener]]\nname = \"in\"\naddress = \"127.0.0.1:0\"\nplugin = \"policy\"\nsise = 1\n",
+    )
+    .unwrap();
     server.hup_and_wait(1);
     let log = server.process.stderr();
-    assert!(log.contains("reload refused, still serving the running generation") && log.contains("wasmtp.toml:5:1: listener[0].sise: unknown field `sise`"), "{log}");
+    assert!(
+        log.contains("reload refused, still serving the running generation")
+            && log.contains("wasmtp.toml:5:1: listener[0].sise: unknown field `sise`"),
+        "{log}"
+    );
     let mut c = Client::after_ehlo(server.addr);
     assert_eq!(transaction(&mut c).unwrap().0, "v0");
 
     // A component that is not one.
     std::fs::write(server.dir.path().join("broken.wasm"), "not wasm").unwrap();
     server.reload("broken.wasm", "v1", 2);
-    assert!(server.process.stderr().contains("broken.wasm is not a valid WebAssembly component"));
+    assert!(
+        server
+            .process
+            .stderr()
+            .contains("broken.wasm is not a valid WebAssembly component")
+    );
     // Arguments the plugin refuses.
     write_config(&server.config, "a.wasm", "v2\", \"extra");
     server.hup_and_wait(3);
-    assert!(server.process.stderr().contains("versioned takes one argument"));
+    assert!(
+        server
+            .process
+            .stderr()
+            .contains("versioned takes one argument")
+    );
     let mut c = Client::after_ehlo(server.addr);
     assert_eq!(transaction(&mut c).unwrap().0, "v0");
 
@@ -201,10 +255,16 @@ fn a_bad_reload_keeps_the_running_generation() {
 #[test]
 fn a_reload_cannot_move_listeners() {
     let mut server = Reloadable::start("v0");
-    let moved = "[[listener]]\nname = \"elsewhere\"\naddress = \"127.0.0.1:0\"\nplugin = \"sink\"\n";
+    let moved =
+        "[[listener]]\nname = \"elsewhere\"\naddress = \"127.0.0.1:0\"\nplugin = \"sink\"\n";
     std::fs::write(&server.config, moved).unwrap();
     server.hup_and_wait(1);
-    assert!(server.process.stderr().contains("listeners can't be added, removed, renamed or moved by a reload"));
+    assert!(
+        server
+            .process
+            .stderr()
+            .contains("listeners can't be added, removed, renamed or moved by a reload")
+    );
 }
 
 #[test]
@@ -212,18 +272,24 @@ fn watch_reloads_when_a_file_changes() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(plugin_path("versioned.wasm"), dir.path().join("a.wasm")).unwrap();
     let config = dir.path().join("wasmtp.toml");
-    let toml = |version: &str| format!(
-        "[server]\nhostname = \"mx.wasmtp.test\"\nwatch = true\n\n[[listener]]\nname = \"in\"\naddress = \"127.0.0.1:0\"\nplugin = \"policy\"\n\n[plugin.policy]\ncomponent = \"a.wasm\"\nargs = [\"{version}\"]\n"
-    );
+    let toml = |version: &str| {
+        format!(
+            "[server]\nhostname = \"mx.wasmtp.test\"\nwatch = true\n\n[[listener]]\nname = \"in\"\naddress = \"127.0.0.1:0\"\nplugin = \"policy\"\n\n[plugin.policy]\ncomponent = \"a.wasm\"\nargs = [\"{version}\"]\n"
+        )
+    };
     std::fs::write(&config, toml("v0")).unwrap();
     let mut command = Command::new(WASMTP);
-    command.arg("--config").arg(&config).env_remove("RUST_LOG").env("NO_COLOR", "1");
+    command
+        .arg("--config")
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1");
     let mut process = Process::spawn("wasmtp", command);
-    let addr = listening_addrs(&process.wait_for_stderr("listening on", Duration::from_secs(30)))[0];
+    let addr =
+        listening_addrs(&process.wait_for_stderr("listening on", Duration::from_secs(30)))[0];
     // A different size, so the change shows even within one mtime tick.
     std::fs::write(&config, toml("version-1")).unwrap();
     process.wait_for_stderr("reloaded in", Duration::from_secs(10));
     let mut c = Client::after_ehlo(addr);
     assert_eq!(transaction(&mut c).unwrap().0, "version-1");
 }
-

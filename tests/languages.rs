@@ -17,7 +17,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use harness::{repo_root, run_wasmtp, Client, Server, HOSTNAME, WASMTP};
+use harness::{Client, HOSTNAME, Server, WASMTP, repo_root, run_wasmtp};
 
 /// Builds (a few minutes under load for Python and JavaScript) and the first
 /// compile of a large component by the server take long.
@@ -64,10 +64,21 @@ fn rust_plugin() -> &'static Path {
         let dir = repo_root().join("examples/rust-plugin");
         // The reference plugins' target dir (host/build.rs): the SDK and its
         // dependencies are built there already.
-        let target = harness::plugin_dir().ancestors().nth(2).map_or_else(|| out_dir().join("rust-target"), Path::to_path_buf);
+        let target = harness::plugin_dir()
+            .ancestors()
+            .nth(2)
+            .map_or_else(|| out_dir().join("rust-target"), Path::to_path_buf);
         let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        command.current_dir(&dir).args(["build", "--release", "--target-dir"]).arg(&target);
-        for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR"] {
+        command
+            .current_dir(&dir)
+            .args(["build", "--release", "--target-dir"])
+            .arg(&target);
+        for var in [
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+            "CARGO_BUILD_TARGET",
+            "CARGO_TARGET_DIR",
+        ] {
             command.env_remove(var);
         }
         build("Rust", command, "run `rustup target add wasm32-wasip2`");
@@ -81,14 +92,31 @@ fn rust_plugin() -> &'static Path {
 fn proxy_plugin() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let target = harness::plugin_dir().ancestors().nth(2).expect("the wasm target dir").to_path_buf();
+        let target = harness::plugin_dir()
+            .ancestors()
+            .nth(2)
+            .expect("the wasm target dir")
+            .to_path_buf();
         let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         command
-            .args(["build", "--release", "--target", "wasm32-wasip2", "-p", "proxy", "--manifest-path"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "-p",
+                "proxy",
+                "--manifest-path",
+            ])
             .arg(repo_root().join("plugins/Cargo.toml"))
             .arg("--target-dir")
             .arg(&target);
-        for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR"] {
+        for var in [
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+            "CARGO_BUILD_TARGET",
+            "CARGO_TARGET_DIR",
+        ] {
             command.env_remove(var);
         }
         build("proxy", command, "run `rustup target add wasm32-wasip2`");
@@ -99,7 +127,8 @@ fn proxy_plugin() -> &'static Path {
 fn python_plugin() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let hint = "install it with `pip install -r examples/python/requirements.txt` (.ci/run does)";
+        let hint =
+            "install it with `pip install -r examples/python/requirements.txt` (.ci/run does)";
         require("componentize-py", hint);
         let out = out_dir().join("python_policy.wasm");
         let mut command = Command::new(repo_root().join("examples/python/build.sh"));
@@ -128,15 +157,19 @@ fn c_plugin() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
         let debian = "apt-get install clang lld wasi-libc libclang-rt-14-dev-wasm32 (.ci/run does)";
-        let cargo = "cargo install --locked wit-bindgen-cli@0.61.1 wasm-tools@1.263.0 (.ci/run does)";
+        let cargo =
+            "cargo install --locked wit-bindgen-cli@0.61.1 wasm-tools@1.263.0 (.ci/run does)";
         require("clang", debian);
         require("wasm-ld", debian);
         require("wit-bindgen", cargo);
         require("wasm-tools", cargo);
         // The WASI preview-1 adapter of the wasmtime the host uses.
         let adapter = out_dir().join("wasi_snapshot_preview1.reactor.wasm");
-        std::fs::write(&adapter, wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER)
-            .unwrap();
+        std::fs::write(
+            &adapter,
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+        )
+        .unwrap();
         let out = out_dir().join("c_policy.wasm");
         let mut command = Command::new(repo_root().join("examples/c/build.sh"));
         command.arg(&out).env("WASI_ADAPTER", &adapter);
@@ -170,7 +203,10 @@ fn check_refuses_no_arguments(plugin: &Path) {
     let out = run_wasmtp(&["-l", "127.0.0.1:0", "-c", plugin.to_str().unwrap()], SLOW);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("give at least one allowed recipient domain or address"), "{stderr}");
+    assert!(
+        stderr.contains("give at least one allowed recipient domain or address"),
+        "{stderr}"
+    );
 }
 
 /// `wasmtp -l 127.0.0.1:0 ARGS...`, once listening. Unlike
@@ -178,7 +214,11 @@ fn check_refuses_no_arguments(plugin: &Path) {
 /// component takes on a loaded machine.
 fn start_slow(args: &[&str]) -> (harness::Process, std::net::SocketAddr) {
     let mut command = Command::new(WASMTP);
-    command.args(["-l", "127.0.0.1:0"]).args(args).env_remove("RUST_LOG").env("NO_COLOR", "1");
+    command
+        .args(["-l", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1");
     let mut process = harness::Process::spawn("wasmtp", command);
     let log = process.wait_for_stderr("listening on", SLOW);
     let addr = harness::listening_addrs(&log)[0];
@@ -187,23 +227,45 @@ fn start_slow(args: &[&str]) -> (harness::Process, std::net::SocketAddr) {
 
 /// The policy, through the real server, with the harness's SMTP client.
 fn check_policy(plugin: &Path, language: &str) {
-    let (mut server, addr) =
-        start_slow(&["--hostname", HOSTNAME, "-c", plugin.to_str().unwrap(), "example.com", "postmaster@example.org"]);
+    let (mut server, addr) = start_slow(&[
+        "--hostname",
+        HOSTNAME,
+        "-c",
+        plugin.to_str().unwrap(),
+        "example.com",
+        "postmaster@example.org",
+    ]);
     let mut c = Client::greeted(addr);
     c.expect("EHLO client.example", 250);
     // Hooks the plugin does not export get the server's defaults.
     assert_eq!(c.expect("NOOP", 250).text(), "OK");
     c.expect("MAIL FROM:<anne@example.net>", 250);
     assert_eq!(c.expect("RCPT TO:<bart@example.com>", 250).text(), "OK");
-    assert_eq!(c.expect("RCPT TO:<Postmaster@Example.ORG>", 250).text(), "OK");
-    assert_eq!(c.expect("RCPT TO:<eve@example.net>", 550).text(), "5.1.1 <eve@example.net>: recipient not allowed");
+    assert_eq!(
+        c.expect("RCPT TO:<Postmaster@Example.ORG>", 250).text(),
+        "OK"
+    );
+    assert_eq!(
+        c.expect("RCPT TO:<eve@example.net>", 550).text(),
+        "5.1.1 <eve@example.net>: recipient not allowed"
+    );
     c.expect("DATA", 354);
     c.send_raw(b"Subject: offer\r\nX-Spam-Flag: YES\r\n\r\nbuy now\r\n.\r\n");
-    assert_eq!(c.expect_reply(550).text(), "5.7.1 message refused: X-Spam-Flag is YES");
+    assert_eq!(
+        c.expect_reply(550).text(),
+        "5.7.1 message refused: X-Spam-Flag is YES"
+    );
     // The flag in the body is not a header.
-    let reply = c.send_message("anne@example.net", &["bart@example.com"], "Subject: hello\r\n\r\nX-Spam-Flag: YES\r\n");
+    let reply = c.send_message(
+        "anne@example.net",
+        &["bart@example.com"],
+        "Subject: hello\r\n\r\nX-Spam-Flag: YES\r\n",
+    );
     assert_eq!(reply.code, 250, "{}", c.transcript());
-    assert_eq!(reply.text(), format!("2.0.0 accepted by the {language} policy"));
+    assert_eq!(
+        reply.text(),
+        format!("2.0.0 accepted by the {language} policy")
+    );
     c.expect("QUIT", 221);
     drop(c);
     server.wait_for_stderr("refused recipient eve@example.net", harness::IO_TIMEOUT);
@@ -216,9 +278,20 @@ fn check_language(plugin: &Path, language: &str) {
     check_policy(plugin, language);
     // The authors' replay tool, with the transcript every example follows.
     let transcript = repo_root().join("examples/policy.transcript");
-    let out = wasmtp(&["plugin", "test", plugin.to_str().unwrap(), "--transcript", transcript.to_str().unwrap(), "example.com"]);
+    let out = wasmtp(&[
+        "plugin",
+        "test",
+        plugin.to_str().unwrap(),
+        "--transcript",
+        transcript.to_str().unwrap(),
+        "example.com",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.ends_with("8 reply lines matched\n"), "{stdout}");
 }
 
@@ -261,16 +334,41 @@ fn sdk_every_hook_reaches_its_method() {
     let out = wasmtp(&["plugin", "inspect", plugin.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("\nhooks: setup, helo, ehlo, mail, rcpt, data, rset, noop, quit, vrfy, auth, proxy, starttls, exception, lmtp-data\n"), "{text}");
-    let server = Server::start(&["--hostname", HOSTNAME, "-c", plugin.to_str().unwrap(), "one", "two"]);
+    let server = Server::start(&[
+        "--hostname",
+        HOSTNAME,
+        "-c",
+        plugin.to_str().unwrap(),
+        "one",
+        "two",
+    ]);
     let mut c = Client::greeted(server.addr());
-    assert_eq!(c.expect("HELO client.example", 250).text(), "sdk helo client.example [call 1]");
-    assert_eq!(c.expect("NOOP args", 250).text(), "sdk args one,two [call 2]");
-    assert_eq!(c.expect("VRFY <cate@example.com>", 252).text(), "sdk vrfy cate@example.com [call 3]");
-    assert_eq!(c.expect("MAIL FROM:<anne@example.com>", 250).text(), "sdk mail anne@example.com [call 4]");
-    assert_eq!(c.expect("RCPT TO:<bart@example.com>", 250).text(), "sdk rcpt bart@example.com [call 5]");
+    assert_eq!(
+        c.expect("HELO client.example", 250).text(),
+        "sdk helo client.example [call 1]"
+    );
+    assert_eq!(
+        c.expect("NOOP args", 250).text(),
+        "sdk args one,two [call 2]"
+    );
+    assert_eq!(
+        c.expect("VRFY <cate@example.com>", 252).text(),
+        "sdk vrfy cate@example.com [call 3]"
+    );
+    assert_eq!(
+        c.expect("MAIL FROM:<anne@example.com>", 250).text(),
+        "sdk mail anne@example.com [call 4]"
+    );
+    assert_eq!(
+        c.expect("RCPT TO:<bart@example.com>", 250).text(),
+        "sdk rcpt bart@example.com [call 5]"
+    );
     c.expect("DATA", 354);
     c.send_raw(b"Subject: x\r\n\r\nbody\r\n.\r\n");
-    assert_eq!(c.expect_reply(250).text(), "sdk data 20 bytes for bart@example.com [call 6]");
+    assert_eq!(
+        c.expect_reply(250).text(),
+        "sdk data 20 bytes for bart@example.com [call 6]"
+    );
     assert_eq!(c.expect("RSET", 250).text(), "sdk rset [call 7]");
     // A second session has its own value.
     let mut other = Client::greeted(server.addr());
@@ -307,11 +405,23 @@ fn mailbox_streams_a_message_larger_than_its_memory() {
     assert_eq!(files.len(), 1);
     let stored = std::fs::read(files[0].as_ref().unwrap().path()).unwrap();
     // Mailbox's trace header (three lines), then the message as aiosmtpd stores it.
-    assert!(stored.starts_with(b"Received: from "), "{}", String::from_utf8_lossy(&stored[..200]));
-    let after_trace = stored.split(|b| *b == b'\n').take(3).map(|l| l.len() + 1).sum::<usize>();
+    assert!(
+        stored.starts_with(b"Received: from "),
+        "{}",
+        String::from_utf8_lossy(&stored[..200])
+    );
+    let after_trace = stored
+        .split(|b| *b == b'\n')
+        .take(3)
+        .map(|l| l.len() + 1)
+        .sum::<usize>();
     let stored = stored[after_trace..].to_vec();
     let head = "Subject: big\nX-Peer: ('127.0.0.1', ";
-    assert!(stored.starts_with(head.as_bytes()), "{}", String::from_utf8_lossy(&stored[..200]));
+    assert!(
+        stored.starts_with(head.as_bytes()),
+        "{}",
+        String::from_utf8_lossy(&stored[..200])
+    );
     // CRLF became LF: 999 bytes a line.
     let body_start = stored.windows(2).position(|w| w == b"\n\n").unwrap() + 2;
     assert_eq!(stored.len() - body_start, lines * 999);
@@ -323,26 +433,62 @@ fn mailbox_streams_a_message_larger_than_its_memory() {
 fn plugin_test_replays_a_transcript() {
     let plugin = rust_plugin().to_str().unwrap().to_owned();
     let transcript = repo_root().join("examples/policy.transcript");
-    let out = wasmtp(&["plugin", "test", &plugin, "--transcript", transcript.to_str().unwrap(), "example.com"]);
+    let out = wasmtp(&[
+        "plugin",
+        "test",
+        &plugin,
+        "--transcript",
+        transcript.to_str().unwrap(),
+        "example.com",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("  S: 550 5.1.1 <eve@example.net>: recipient not allowed"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("  S: 550 5.1.1 <eve@example.net>: recipient not allowed"),
+        "{stdout}"
+    );
     assert!(stdout.contains("reply lines matched"), "{stdout}");
 
     // A transcript the plugin does not follow.
     let dir = tempfile::tempdir().unwrap();
     let wrong = dir.path().join("wrong.transcript");
     std::fs::write(&wrong, "S: 220 *\nC: HELO client.example\nS: 250 *\nC: MAIL FROM:<a@example.net>\nS: 250 OK\nC: RCPT TO:<eve@example.net>\nS: 250 OK\n").unwrap();
-    let out = wasmtp(&["plugin", "test", &plugin, "--transcript", wrong.to_str().unwrap(), "example.com"]);
+    let out = wasmtp(&[
+        "plugin",
+        "test",
+        &plugin,
+        "--transcript",
+        wrong.to_str().unwrap(),
+        "example.com",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains(":7: expected `250 OK`, got `550 5.1.1 <eve@example.net>: recipient not allowed`"), "{stdout}");
+    assert!(
+        stdout.contains(
+            ":7: expected `250 OK`, got `550 5.1.1 <eve@example.net>: recipient not allowed`"
+        ),
+        "{stdout}"
+    );
 
     // A transcript that is not one.
     std::fs::write(&wrong, "EHLO x\n").unwrap();
-    let out = wasmtp(&["plugin", "test", &plugin, "--transcript", wrong.to_str().unwrap(), "example.com"]);
+    let out = wasmtp(&[
+        "plugin",
+        "test",
+        &plugin,
+        "--transcript",
+        wrong.to_str().unwrap(),
+        "example.com",
+    ]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("line 1: a transcript line starts with `C:`"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("line 1: a transcript line starts with `C:`"),
+        "{out:?}"
+    );
 }
 
 /// A component built against another minor version of the WIT package is
@@ -351,7 +497,10 @@ fn plugin_test_replays_a_transcript() {
 fn a_component_for_another_wit_version_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("future.wasm");
-    let component = wat::parse_str(r#"(component (instance $i) (export "wasmtp:smtp/noop@0.2.0" (instance $i)))"#).unwrap();
+    let component = wat::parse_str(
+        r#"(component (instance $i) (export "wasmtp:smtp/noop@0.2.0" (instance $i)))"#,
+    )
+    .unwrap();
     std::fs::write(&file, component).unwrap();
     let out = wasmtp(&["plugin", "inspect", file.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -373,7 +522,11 @@ fn inspect_refuses_what_the_server_refuses() {
     std::fs::write(&module, b"\0asm\x01\0\0\0").unwrap();
     let out = wasmtp(&["plugin", "inspect", module.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is a core WebAssembly module, not a component"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("is a core WebAssembly module, not a component"),
+        "{out:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -383,7 +536,11 @@ fn inspect_refuses_what_the_server_refuses() {
 /// the connection.
 fn proxy_server(relay: std::net::SocketAddr, granted: bool) -> Server {
     let proxy = proxy_plugin();
-    let grant = if granted { format!("[plugin.relay.grants]\nnetwork = [\"{relay}\"]\n") } else { String::new() };
+    let grant = if granted {
+        format!("[plugin.relay.grants]\nnetwork = [\"{relay}\"]\n")
+    } else {
+        String::new()
+    };
     Server::start_config(&format!(
         "[[listener]]\naddress = \"127.0.0.1:0\"\nplugin = \"relay\"\nhostname = \"{HOSTNAME}\"\n\n\
          [plugin.relay]\ncomponent = \"{}\"\nargs = [\"{}\", \"{}\"]\n{grant}",
@@ -411,33 +568,66 @@ fn proxy_relays_each_message_with_x_peer() {
     // Proxy's X-Peer (the client's address) before the blank line; the
     // dot-stuffed line arrived as sent.
     let log = relay.stderr();
-    for line in ["sender: anne@example.com", "recipient: bart@example.com", "recipient: cate@example.com"] {
+    for line in [
+        "sender: anne@example.com",
+        "recipient: bart@example.com",
+        "recipient: cate@example.com",
+    ] {
         assert!(log.contains(line), "{log}");
     }
     // (The relay's Debugging adds its own X-Peer after the proxy's.)
-    assert!(printed.contains("Subject: relayed\nX-Peer: 127.0.0.1\nX-Peer: ('127.0.0.1', "), "{printed}");
+    assert!(
+        printed.contains("Subject: relayed\nX-Peer: 127.0.0.1\nX-Peer: ('127.0.0.1', "),
+        "{printed}"
+    );
     assert!(printed.contains("\n.hidden line\nlast\n"), "{printed}");
 }
 
 #[test]
 fn proxy_passes_the_relays_refusals_back() {
-    let relay = Server::start(&["--hostname", "relay.wasmtp.test", "-c", harness::plugin_path("every_hook.wasm").to_str().unwrap()]);
+    let relay = Server::start(&[
+        "--hostname",
+        "relay.wasmtp.test",
+        "-c",
+        harness::plugin_path("every_hook.wasm").to_str().unwrap(),
+    ]);
     let proxy = proxy_server(relay.addr(), true);
     let mut c = Client::greeted(proxy.addr());
     c.expect("EHLO client.example", 250);
     let refused = c.expect("MAIL FROM:<reject@example.com>", 550);
-    assert!(refused.text().starts_with("5.1.0 every-hook mail reject@example.com"), "{}", c.transcript());
+    assert!(
+        refused
+            .text()
+            .starts_with("5.1.0 every-hook mail reject@example.com"),
+        "{}",
+        c.transcript()
+    );
     c.expect("MAIL FROM:<anne@example.com>", 250);
-    assert!(c.expect("RCPT TO:<reject@example.com>", 550).text().starts_with("5.1.1 every-hook rcpt reject@example.com"));
-    assert!(c.expect("RCPT TO:<tempfail@example.com>", 451).text().starts_with("4.3.0 every-hook rcpt tempfail@example.com"));
+    assert!(
+        c.expect("RCPT TO:<reject@example.com>", 550)
+            .text()
+            .starts_with("5.1.1 every-hook rcpt reject@example.com")
+    );
+    assert!(
+        c.expect("RCPT TO:<tempfail@example.com>", 451)
+            .text()
+            .starts_with("4.3.0 every-hook rcpt tempfail@example.com")
+    );
     c.expect("RCPT TO:<bart@example.com>", 250);
     c.expect("DATA", 354);
     // every-hook traps on this header, and its exception hook answers 451:
     // the relay's reply is the client's.
     c.send_raw(b"Subject: x\r\nX-Trap: yes\r\n\r\nbody\r\n.\r\n");
-    assert_eq!(c.expect_reply(451).text(), "4.3.0 every-hook exception trap in data [call 1]");
+    assert_eq!(
+        c.expect_reply(451).text(),
+        "4.3.0 every-hook exception trap in data [call 1]"
+    );
     // The next transaction goes through the same relay connection.
-    let reply = c.send_message("anne@example.com", &["bart@example.com"], "Subject: y\r\n\r\nbody\r\n");
+    let reply = c.send_message(
+        "anne@example.com",
+        &["bart@example.com"],
+        "Subject: y\r\n\r\nbody\r\n",
+    );
     assert_eq!(reply.code, 250, "{}", c.transcript());
 }
 
@@ -447,13 +637,26 @@ fn proxy_without_a_network_grant_cannot_connect() {
     let proxy = proxy_server(relay.addr(), false);
     let mut c = Client::greeted(proxy.addr());
     c.expect("EHLO client.example", 250);
-    assert_eq!(c.expect("MAIL FROM:<anne@example.com>", 451).text(), format!("4.4.1 relay {} unreachable", relay.addr()));
+    assert_eq!(
+        c.expect("MAIL FROM:<anne@example.com>", 451).text(),
+        format!("4.4.1 relay {} unreachable", relay.addr())
+    );
 }
 
 #[test]
 fn proxy_needs_an_ip_address() {
     let proxy = proxy_plugin();
-    let out = run_wasmtp(&["-l", "127.0.0.1:0", "-c", proxy.to_str().unwrap(), "relay.example.com", "25"], SLOW);
+    let out = run_wasmtp(
+        &[
+            "-l",
+            "127.0.0.1:0",
+            "-c",
+            proxy.to_str().unwrap(),
+            "relay.example.com",
+            "25",
+        ],
+        SLOW,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("the relay `relay.example.com` is not an IP address (the sandbox allows no name lookups)"), "{stderr}");
@@ -472,7 +675,8 @@ fn proxy_needs_an_ip_address() {
 /// The median and 90th percentile of `samples`, in microseconds.
 fn percentiles(samples: &mut [Duration]) -> (f64, f64) {
     samples.sort();
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e6;
+    let at =
+        |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e6;
     (at(0.5), at(0.9))
 }
 
@@ -492,8 +696,15 @@ fn measure_one(language: &str, plugin: &Path) {
     let out = run_wasmtp(&["--config", config.to_str().unwrap()], SLOW);
     let uncached = started.elapsed();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let (_server, addr) = start_slow(&["--hostname", HOSTNAME, "-c", plugin.to_str().unwrap(), "example.com"]);
-    let (mut first, mut later, mut data, mut noop) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (_server, addr) = start_slow(&[
+        "--hostname",
+        HOSTNAME,
+        "-c",
+        plugin.to_str().unwrap(),
+        "example.com",
+    ]);
+    let (mut first, mut later, mut data, mut noop) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..SESSIONS {
         let mut c = Client::greeted(addr);
         c.expect("EHLO client.example", 250);
@@ -544,7 +755,9 @@ fn measure_languages() {
     for (_, plugin) in &plugins {
         check_refuses_no_arguments(plugin);
     }
-    println!("| language | size | first load, uncached | NOOP (no plugin call) p50 | first RCPT p50 (p90) | later RCPT p50 (p90) | DATA p50 (p90) | instantiate + init ≈ | rcpt hook ≈ |");
+    println!(
+        "| language | size | first load, uncached | NOOP (no plugin call) p50 | first RCPT p50 (p90) | later RCPT p50 (p90) | DATA p50 (p90) | instantiate + init ≈ | rcpt hook ≈ |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     for (language, plugin) in plugins {
         measure_one(language, plugin);

@@ -8,7 +8,7 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use harness::{Client, Server, HOSTNAME};
+use harness::{Client, HOSTNAME, Server};
 
 fn server(extra: &str) -> Server {
     Server::start_config(&format!(
@@ -28,7 +28,10 @@ fn idle_timeout_says_421_and_closes() {
     let s = server("timeout = 0.5");
     let mut c = Client::greeted(s.addr());
     let started = Instant::now();
-    assert_eq!(c.expect_reply(421).text(), "4.4.2 Timeout, closing connection");
+    assert_eq!(
+        c.expect_reply(421).text(),
+        "4.4.2 Timeout, closing connection"
+    );
     c.expect_closed();
     assert!(started.elapsed() < Duration::from_secs(5));
 }
@@ -49,9 +52,16 @@ fn data_time_is_bounded_as_a_whole() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let reply = c.read_reply();
-    assert!(started.elapsed() < Duration::from_secs(5), "answered after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered after {:?}",
+        started.elapsed()
+    );
     assert_eq!(reply.code, 421, "{reply}");
-    assert_eq!(reply.text(), "4.4.2 Message transfer took too long, closing connection");
+    assert_eq!(
+        reply.text(),
+        "4.4.2 Message transfer took too long, closing connection"
+    );
     c.expect_closed();
 }
 
@@ -62,7 +72,10 @@ fn command_call_limit_as_aiosmtpd() {
     for _ in 0..3 {
         c.expect("NOOP", 250);
     }
-    assert_eq!(c.expect("NOOP", 421).text(), "4.7.0 NOOP sent too many times");
+    assert_eq!(
+        c.expect("NOOP", 421).text(),
+        "4.7.0 NOOP sent too many times"
+    );
     c.expect_closed();
     // Each verb has its own budget.
     let mut c = Client::greeted(s.addr());
@@ -81,7 +94,10 @@ fn unknown_commands_end_the_session() {
     for _ in 0..4 {
         c.expect("XYZZY", 500);
     }
-    assert_eq!(c.expect("XYZZY", 502).text(), "5.5.1 Too many unrecognized commands, goodbye.");
+    assert_eq!(
+        c.expect("XYZZY", 502).text(),
+        "5.5.1 Too many unrecognized commands, goodbye."
+    );
     c.expect_closed();
     // Configurable.
     let s = server("max_unknown_commands = 2");
@@ -98,7 +114,10 @@ fn max_connections_in_all() {
     let _second = Client::greeted(s.addr());
     let mut third = Client::connect(s.addr());
     let refused = third.expect_reply(421);
-    assert_eq!(refused.text(), format!("4.7.0 {HOSTNAME} Too many connections, try again later"));
+    assert_eq!(
+        refused.text(),
+        format!("4.7.0 {HOSTNAME} Too many connections, try again later")
+    );
     third.expect_closed();
     // A slot frees when a connection ends.
     first.expect("QUIT", 221);
@@ -130,7 +149,10 @@ fn max_recipients_per_transaction() {
     c.expect("MAIL FROM:<anne@example.com>", 250);
     c.expect("RCPT TO:<bart@example.com>", 250);
     c.expect("RCPT TO:<cate@example.com>", 250);
-    assert_eq!(c.expect("RCPT TO:<dave@example.com>", 452).text(), "4.5.3 Error: too many recipients");
+    assert_eq!(
+        c.expect("RCPT TO:<dave@example.com>", 452).text(),
+        "4.5.3 Error: too many recipients"
+    );
     // The two accepted ones stand; a new transaction starts afresh.
     c.expect("DATA", 354);
     c.send_raw(b"hi\r\n.\r\n");
@@ -144,7 +166,10 @@ fn line_limits() {
     let s = server("");
     let mut c = Client::after_ehlo(s.addr());
     // A command longer than 512 octets (RFC 5321 4.5.3.1.4).
-    assert_eq!(c.expect(&format!("NOOP {}", "x".repeat(600)), 500).text(), "Command line too long");
+    assert_eq!(
+        c.expect(&format!("NOOP {}", "x".repeat(600)), 500).text(),
+        "Command line too long"
+    );
     // A line past the stream limit is read to its end and refused whole.
     c.send_raw(&[b'x'; 5000]);
     c.send("");
@@ -155,6 +180,9 @@ fn line_limits() {
     c.expect("DATA", 354);
     c.send(&"y".repeat(1200));
     c.send(".");
-    assert_eq!(c.expect_reply(500).text(), "Line too long (see RFC5321 4.5.3.1.6)");
+    assert_eq!(
+        c.expect_reply(500).text(),
+        "Line too long (see RFC5321 4.5.3.1.6)"
+    );
     c.expect("NOOP", 250);
 }

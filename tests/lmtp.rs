@@ -8,7 +8,7 @@ mod harness;
 #[path = "protocol/mod.rs"]
 mod protocol;
 
-use harness::{plugin_path, run_client_script, Client, Server, HOSTNAME};
+use harness::{Client, HOSTNAME, Server, plugin_path, run_client_script};
 use protocol::gatekeeper;
 
 fn lmtp_server(plugin: &str, extra_listener: &str) -> Server {
@@ -34,7 +34,11 @@ fn lmtp_replies(out: &str) -> Vec<(String, u16, String)> {
         .filter_map(|l| l.strip_prefix("LMTP\t"))
         .map(|l| {
             let mut f = l.splitn(3, '\t');
-            (f.next().unwrap().to_string(), f.next().unwrap().parse().unwrap(), f.next().unwrap().to_string())
+            (
+                f.next().unwrap().to_string(),
+                f.next().unwrap().parse().unwrap(),
+                f.next().unwrap().to_string(),
+            )
         })
         .collect()
 }
@@ -43,14 +47,26 @@ fn lmtp_replies(out: &str) -> Vec<(String, u16, String)> {
 fn lhlo_replaces_helo_and_ehlo() {
     let server = lmtp_server(&gatekeeper(), "");
     let mut c = Client::greeted(server.addr());
-    assert_eq!(c.expect("HELO client.example", 500).text(), "Error: command \"HELO\" not recognized");
-    assert_eq!(c.expect("EHLO client.example", 500).text(), "Error: command \"EHLO\" not recognized");
-    assert_eq!(c.expect("MAIL FROM:<anne@example.com>", 503).text(), "Error: send LHLO first");
+    assert_eq!(
+        c.expect("HELO client.example", 500).text(),
+        "Error: command \"HELO\" not recognized"
+    );
+    assert_eq!(
+        c.expect("EHLO client.example", 500).text(),
+        "Error: command \"EHLO\" not recognized"
+    );
+    assert_eq!(
+        c.expect("MAIL FROM:<anne@example.com>", 503).text(),
+        "Error: send LHLO first"
+    );
     assert_eq!(c.expect("LHLO", 501).text(), "Syntax: LHLO hostname");
     let lhlo = c.expect("LHLO client.example", 250);
     assert_eq!(lhlo.lines[0], HOSTNAME);
     assert!(c.expect("NOOP whoami", 250).text().ends_with("lmtp=true"));
-    assert_eq!(c.expect("HELP", 250).text(), "Supported commands: AUTH DATA HELP LHLO MAIL NOOP QUIT RCPT RSET VRFY");
+    assert_eq!(
+        c.expect("HELP", 250).text(),
+        "Supported commands: AUTH DATA HELP LHLO MAIL NOOP QUIT RCPT RSET VRFY"
+    );
     // On an SMTP listener LHLO is an unknown command.
     let smtp = Server::start(&["--hostname", HOSTNAME, "-c", "sink"]);
     let mut c = Client::greeted(smtp.addr());
@@ -63,18 +79,40 @@ fn smtplib_lmtp_gets_one_reply_per_recipient() {
     let port = server.addr().port().to_string();
     let out = run_client_script(
         "protocol_client.py",
-        &["lmtp", "127.0.0.1", &port, "bart@example.com", "full@example.com", "cate@example.com"],
+        &[
+            "lmtp",
+            "127.0.0.1",
+            &port,
+            "bart@example.com",
+            "full@example.com",
+            "cate@example.com",
+        ],
     );
     assert_eq!(
         lmtp_replies(&out),
         vec![
-            ("bart@example.com".into(), 250, "2.0.0 <bart@example.com> delivered (84 bytes)".into()),
-            ("full@example.com".into(), 452, "4.2.2 <full@example.com> mailbox full".into()),
-            ("cate@example.com".into(), 250, "2.0.0 <cate@example.com> delivered (84 bytes)".into()),
+            (
+                "bart@example.com".into(),
+                250,
+                "2.0.0 <bart@example.com> delivered (84 bytes)".into()
+            ),
+            (
+                "full@example.com".into(),
+                452,
+                "4.2.2 <full@example.com> mailbox full".into()
+            ),
+            (
+                "cate@example.com".into(),
+                250,
+                "2.0.0 <cate@example.com> delivered (84 bytes)".into()
+            ),
         ],
         "{out}"
     );
-    assert!(out.contains("QUIT\t221\tBye"), "the dialog goes on after the replies:\n{out}");
+    assert!(
+        out.contains("QUIT\t221\tBye"),
+        "the dialog goes on after the replies:\n{out}"
+    );
 }
 
 #[test]
@@ -82,8 +120,23 @@ fn without_lmtp_data_the_data_reply_is_repeated() {
     // sink: no hook at all, the default for each recipient.
     let server = lmtp_server("sink", "");
     let port = server.addr().port().to_string();
-    let out = run_client_script("protocol_client.py", &["lmtp", "127.0.0.1", &port, "bart@example.com", "cate@example.com"]);
-    assert_eq!(lmtp_replies(&out), vec![("bart@example.com".into(), 250, "OK".into()), ("cate@example.com".into(), 250, "OK".into())]);
+    let out = run_client_script(
+        "protocol_client.py",
+        &[
+            "lmtp",
+            "127.0.0.1",
+            &port,
+            "bart@example.com",
+            "cate@example.com",
+        ],
+    );
+    assert_eq!(
+        lmtp_replies(&out),
+        vec![
+            ("bart@example.com".into(), 250, "OK".into()),
+            ("cate@example.com".into(), 250, "OK".into())
+        ]
+    );
     // trap: its data hook fails, and every recipient hears of it.
     let trap = plugin_path("trap.wasm");
     let server = lmtp_server(trap.to_str().unwrap(), "");
@@ -140,8 +193,21 @@ fn lmtp_over_a_unix_socket() {
         plugin = gatekeeper(),
     ));
     let unix = format!("unix:{}", socket.display());
-    let out = run_client_script("protocol_client.py", &["lmtp", "-", &unix, "bart@example.com", "full@example.com"]);
+    let out = run_client_script(
+        "protocol_client.py",
+        &["lmtp", "-", &unix, "bart@example.com", "full@example.com"],
+    );
     let replies = lmtp_replies(&out);
-    assert_eq!(replies.iter().map(|r| r.1).collect::<Vec<_>>(), vec![250, 452], "{out}");
-    assert!(server.stderr().contains(&format!("listening on unix:{}", socket.display())), "{}", server.stderr());
+    assert_eq!(
+        replies.iter().map(|r| r.1).collect::<Vec<_>>(),
+        vec![250, 452],
+        "{out}"
+    );
+    assert!(
+        server
+            .stderr()
+            .contains(&format!("listening on unix:{}", socket.display())),
+        "{}",
+        server.stderr()
+    );
 }

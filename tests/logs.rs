@@ -10,7 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::Value;
 
-use harness::{plugin_path, Client, Server, HOSTNAME};
+use harness::{Client, HOSTNAME, Server, plugin_path};
 
 fn config(log_format: &str) -> String {
     let every = plugin_path("every_hook.wasm");
@@ -38,8 +38,19 @@ fn config(log_format: &str) -> String {
 /// One authenticated session with two transactions; the server's log after it.
 fn traffic(server: &mut Server) -> String {
     let mut c = Client::after_ehlo(server.addr());
-    c.expect(&format!("AUTH PLAIN {}", BASE64.encode("\0anne\0secret")), 235);
-    assert_eq!(c.send_message("a@example.com", &["b@example.com"], "Subject: one\n\nhello\n").code, 250);
+    c.expect(
+        &format!("AUTH PLAIN {}", BASE64.encode("\0anne\0secret")),
+        235,
+    );
+    assert_eq!(
+        c.send_message(
+            "a@example.com",
+            &["b@example.com"],
+            "Subject: one\n\nhello\n"
+        )
+        .code,
+        250
+    );
     c.expect("MAIL FROM:<c@example.com>", 250);
     c.expect("RSET", 250);
     c.expect("QUIT", 221);
@@ -52,8 +63,19 @@ fn json_lines_carry_the_session_and_the_queue_id() {
     let mut server = Server::start_config_with(&config(""), &["--log-format", "json"]);
     // Wait on the JSON form of the last line.
     let mut c = Client::after_ehlo(server.addr());
-    c.expect(&format!("AUTH PLAIN {}", BASE64.encode("\0anne\0secret")), 235);
-    assert_eq!(c.send_message("a@example.com", &["b@example.com"], "Subject: one\n\nhello\n").code, 250);
+    c.expect(
+        &format!("AUTH PLAIN {}", BASE64.encode("\0anne\0secret")),
+        235,
+    );
+    assert_eq!(
+        c.send_message(
+            "a@example.com",
+            &["b@example.com"],
+            "Subject: one\n\nhello\n"
+        )
+        .code,
+        250
+    );
     c.expect("MAIL FROM:<c@example.com>", 250);
     c.expect("RSET", 250);
     c.expect("QUIT", 221);
@@ -63,17 +85,39 @@ fn json_lines_carry_the_session_and_the_queue_id() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
         .collect();
-    assert!(!log.contains("secret") && !log.contains(&BASE64.encode("\0anne\0secret")), "credentials in the log:\n{log}");
+    assert!(
+        !log.contains("secret") && !log.contains(&BASE64.encode("\0anne\0secret")),
+        "credentials in the log:\n{log}"
+    );
 
-    let transaction_lines: Vec<&Value> = lines.iter().filter(|l| l.get("queue_id").is_some()).collect();
-    let messages: Vec<&str> = transaction_lines.iter().map(|l| l["message"].as_str().unwrap()).collect();
+    let transaction_lines: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l.get("queue_id").is_some())
+        .collect();
+    let messages: Vec<&str> = transaction_lines
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
     assert_eq!(
         messages,
-        ["sender: a@example.com", "recipient: b@example.com", "message received", "transaction ended", "sender: c@example.com", "transaction ended"],
+        [
+            "sender: a@example.com",
+            "recipient: b@example.com",
+            "message received",
+            "transaction ended",
+            "sender: c@example.com",
+            "transaction ended"
+        ],
         "{log}"
     );
-    let ids: Vec<&str> = transaction_lines.iter().map(|l| l["queue_id"].as_str().unwrap()).collect();
-    assert!(ids[..4].iter().all(|id| *id == ids[0]) && ids[4] == ids[5] && ids[0] != ids[4], "{ids:?}");
+    let ids: Vec<&str> = transaction_lines
+        .iter()
+        .map(|l| l["queue_id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids[..4].iter().all(|id| *id == ids[0]) && ids[4] == ids[5] && ids[0] != ids[4],
+        "{ids:?}"
+    );
     assert!(ids.iter().all(|id| id.len() == 16), "{ids:?}");
     assert_eq!(transaction_lines[3]["outcome"], "accepted");
     assert_eq!(transaction_lines[3]["code"], 250);
@@ -94,13 +138,27 @@ fn text_by_default_and_json_from_the_config() {
     let mut server = Server::start_config(&config(""));
     let log = traffic(&mut server);
     assert!(log.lines().all(|l| !l.starts_with('{')), "{log}");
-    let ended = log.lines().find(|l| l.contains("transaction ended")).unwrap();
-    assert!(ended.contains("session{id=1 peer=") && ended.contains("listener=\"submission\" tenant=\"acme\" user=\"anne\""), "{ended}");
-    assert!(ended.contains("queue_id=\"") && ended.contains("outcome=\"accepted\" code=250"), "{ended}");
+    let ended = log
+        .lines()
+        .find(|l| l.contains("transaction ended"))
+        .unwrap();
+    assert!(
+        ended.contains("session{id=1 peer=")
+            && ended.contains("listener=\"submission\" tenant=\"acme\" user=\"anne\""),
+        "{ended}"
+    );
+    assert!(
+        ended.contains("queue_id=\"") && ended.contains("outcome=\"accepted\" code=250"),
+        "{ended}"
+    );
 
     let mut server = Server::start_config(&config("log_format = \"json\""));
     let mut c = Client::after_ehlo(server.addr());
     c.expect("QUIT", 221);
     let log = server.wait_for_stderr("listening on");
-    assert!(log.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "{log}");
+    assert!(
+        log.lines()
+            .all(|l| serde_json::from_str::<Value>(l).is_ok()),
+        "{log}"
+    );
 }

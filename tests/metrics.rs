@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use harness::{listening_addrs, plugin_path, Client, Process, HOSTNAME, WASMTP};
+use harness::{Client, HOSTNAME, Process, WASMTP, listening_addrs, plugin_path};
 
 fn config(dir: &Path) -> String {
     let every = plugin_path("every_hook.wasm");
@@ -82,24 +82,39 @@ fn config(dir: &Path) -> String {
 /// `GET path` on the metrics endpoint: (status line, body).
 fn get(addr: SocketAddr, path: &str) -> (String, String) {
     let mut stream = TcpStream::connect(addr).expect("connect to the metrics endpoint");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n\r\n").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
 }
 
 /// Every sample of a scrape: `name{labels}` → value.
 fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
     let (status, body) = get(addr, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
-    assert!(body.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF:\n{body}");
+    assert!(
+        body.ends_with("# EOF\n"),
+        "OpenMetrics text ends with # EOF:\n{body}"
+    );
     body.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| {
             let (series, value) = l.rsplit_once(' ').unwrap();
-            (series.to_owned(), value.parse().unwrap_or_else(|_| panic!("bad sample {l:?}")))
+            (
+                series.to_owned(),
+                value.parse().unwrap_or_else(|_| panic!("bad sample {l:?}")),
+            )
         })
         .collect()
 }
@@ -116,10 +131,16 @@ struct Node {
 
 fn start(config_path: &Path) -> Node {
     let mut command = Command::new(WASMTP);
-    command.arg("--config").arg(config_path).env_remove("RUST_LOG").env("NO_COLOR", "1");
+    command
+        .arg("--config")
+        .arg(config_path)
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1");
     let mut process = Process::spawn("wasmtp", command);
     let deadline = Instant::now() + harness::START_TIMEOUT;
-    while listening_addrs(&process.stderr()).len() < 6 || !process.stderr().contains("serving metrics at") {
+    while listening_addrs(&process.stderr()).len() < 6
+        || !process.stderr().contains("serving metrics at")
+    {
         if Instant::now() > deadline {
             process.fail("not every listener and the metrics endpoint came up");
         }
@@ -141,7 +162,8 @@ fn wait_for(node: &mut Node, series: &str, value: f64) {
         }
         if Instant::now() > deadline {
             let all = scrape(node.metrics);
-            node.process.fail(&format!("{series} is {got:?}, expected {value}\n{all:#?}"));
+            node.process
+                .fail(&format!("{series} is {got:?}, expected {value}\n{all:#?}"));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -155,10 +177,14 @@ fn every_metric_counts_known_traffic() {
     let mut node = start(&config_path);
     let by_name = |name: &str| -> SocketAddr {
         let log = node.process.stderr();
-        let line = log.lines().find(|l| l.contains("listening on") && l.contains(&format!("listener={name:?}"))).unwrap_or_else(|| panic!("no listener {name}:\n{log}"));
+        let line = log
+            .lines()
+            .find(|l| l.contains("listening on") && l.contains(&format!("listener={name:?}")))
+            .unwrap_or_else(|| panic!("no listener {name}:\n{log}"));
         listening_addrs(line)[0]
     };
-    let [main, bad, routed, globex, small, proxied] = ["main", "bad", "routed", "globex", "small", "proxied"].map(by_name);
+    let [main, bad, routed, globex, small, proxied] =
+        ["main", "bad", "routed", "globex", "small", "proxied"].map(by_name);
 
     // Off the endpoint's one path: 404.
     assert_eq!(get(node.metrics, "/").0, "HTTP/1.1 404 Not Found");
@@ -174,7 +200,11 @@ fn every_metric_counts_known_traffic() {
     c.expect("DATA", 354);
     c.send_raw(format!("{}.\r\n", one.replace('\n', "\r\n")).as_bytes());
     c.expect_reply(250);
-    assert_eq!(c.send_message("c@example.com", &["d@example.com"], two).code, 451);
+    assert_eq!(
+        c.send_message("c@example.com", &["d@example.com"], two)
+            .code,
+        451
+    );
     c.expect("MAIL FROM:<e@example.com>", 250);
     c.expect("RSET", 250);
     c.expect("NOOP bad-code", 451);
@@ -208,7 +238,11 @@ fn every_metric_counts_known_traffic() {
 
     // globex: a listener served by one tenant.
     let mut c = Client::after_ehlo(globex);
-    assert_eq!(c.send_message("a@example.com", &["b@globex.example"], one).code, 250);
+    assert_eq!(
+        c.send_message("a@example.com", &["b@globex.example"], one)
+            .code,
+        250
+    );
     c.expect("QUIT", 221);
 
     // small: the second connection is over max_connections.
@@ -220,7 +254,9 @@ fn every_metric_counts_known_traffic() {
     // proxied: no PROXY header, closed before the greeting.
     let mut stream = TcpStream::connect(proxied).unwrap();
     stream.write_all(b"EHLO not-a-proxy\r\n").unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let _ = stream.read(&mut [0u8; 64]);
 
     // Reloads: one that works, one refused.
@@ -231,63 +267,205 @@ fn every_metric_counts_known_traffic() {
     wait_for(&mut node, r#"wasmtp_reloads_total{result="refused"}"#, 1.0);
 
     for listener in ["main", "bad", "routed", "globex", "small", "proxied"] {
-        wait_for(&mut node, &format!(r#"wasmtp_sessions_active{{listener="{listener}"}}"#), 0.0);
+        wait_for(
+            &mut node,
+            &format!(r#"wasmtp_sessions_active{{listener="{listener}"}}"#),
+            0.0,
+        );
     }
     let m = scrape(node.metrics);
     let expected: &[(&str, f64)] = &[
         // sessions
-        (r#"wasmtp_sessions_total{listener="main",tenant="",outcome="accepted"}"#, 2.0),
-        (r#"wasmtp_sessions_total{listener="bad",tenant="",outcome="accepted"}"#, 1.0),
-        (r#"wasmtp_sessions_total{listener="routed",tenant="",outcome="accepted"}"#, 1.0),
-        (r#"wasmtp_sessions_total{listener="globex",tenant="globex",outcome="accepted"}"#, 1.0),
-        (r#"wasmtp_sessions_total{listener="small",tenant="",outcome="accepted"}"#, 1.0),
-        (r#"wasmtp_sessions_total{listener="small",tenant="",outcome="tempfailed"}"#, 1.0),
-        (r#"wasmtp_sessions_total{listener="proxied",tenant="",outcome="closed"}"#, 1.0),
+        (
+            r#"wasmtp_sessions_total{listener="main",tenant="",outcome="accepted"}"#,
+            2.0,
+        ),
+        (
+            r#"wasmtp_sessions_total{listener="bad",tenant="",outcome="accepted"}"#,
+            1.0,
+        ),
+        (
+            r#"wasmtp_sessions_total{listener="routed",tenant="",outcome="accepted"}"#,
+            1.0,
+        ),
+        (
+            r#"wasmtp_sessions_total{listener="globex",tenant="globex",outcome="accepted"}"#,
+            1.0,
+        ),
+        (
+            r#"wasmtp_sessions_total{listener="small",tenant="",outcome="accepted"}"#,
+            1.0,
+        ),
+        (
+            r#"wasmtp_sessions_total{listener="small",tenant="",outcome="tempfailed"}"#,
+            1.0,
+        ),
+        (
+            r#"wasmtp_sessions_total{listener="proxied",tenant="",outcome="closed"}"#,
+            1.0,
+        ),
         // transactions, recipients, messages
-        (r#"wasmtp_transactions_total{listener="main",tenant="",outcome="accepted"}"#, 1.0),
-        (r#"wasmtp_transactions_total{listener="main",tenant="",outcome="tempfailed"}"#, 1.0),
-        (r#"wasmtp_transactions_total{listener="main",tenant="",outcome="abandoned"}"#, 2.0),
-        (r#"wasmtp_transactions_total{listener="routed",tenant="mixed",outcome="tempfailed"}"#, 1.0),
-        (r#"wasmtp_transactions_total{listener="globex",tenant="globex",outcome="accepted"}"#, 1.0),
-        (r#"wasmtp_recipients_total{listener="main",tenant="",outcome="accepted"}"#, 3.0),
-        (r#"wasmtp_recipients_total{listener="main",tenant="",outcome="rejected"}"#, 1.0),
-        (r#"wasmtp_recipients_total{listener="routed",tenant="acme",outcome="accepted"}"#, 1.0),
-        (r#"wasmtp_recipients_total{listener="routed",tenant="acme",outcome="tempfailed"}"#, 1.0),
-        (r#"wasmtp_recipients_total{listener="routed",tenant="",outcome="accepted"}"#, 1.0),
-        (r#"wasmtp_recipients_total{listener="globex",tenant="globex",outcome="accepted"}"#, 1.0),
-        (r#"wasmtp_messages_received_total{listener="main",tenant=""}"#, 2.0),
-        (r#"wasmtp_received_bytes_total{listener="main",tenant=""}"#, (wire_len(one) + wire_len(two)) as f64),
-        (r#"wasmtp_messages_received_total{listener="routed",tenant="mixed"}"#, 1.0),
-        (r#"wasmtp_received_bytes_total{listener="routed",tenant="mixed"}"#, wire_len(three) as f64),
-        (r#"wasmtp_messages_received_total{listener="globex",tenant="globex"}"#, 1.0),
+        (
+            r#"wasmtp_transactions_total{listener="main",tenant="",outcome="accepted"}"#,
+            1.0,
+        ),
+        (
+            r#"wasmtp_transactions_total{listener="main",tenant="",outcome="tempfailed"}"#,
+            1.0,
+        ),
+        (
+            r#"wasmtp_transactions_total{listener="main",tenant="",outcome="abandoned"}"#,
+            2.0,
+        ),
+        (
+            r#"wasmtp_transactions_total{listener="routed",tenant="mixed",outcome="tempfailed"}"#,
+            1.0,
+        ),
+        (
+            r#"wasmtp_transactions_total{listener="globex",tenant="globex",outcome="accepted"}"#,
+            1.0,
+        ),
+        (
+            r#"wasmtp_recipients_total{listener="main",tenant="",outcome="accepted"}"#,
+            3.0,
+        ),
+        (
+            r#"wasmtp_recipients_total{listener="main",tenant="",outcome="rejected"}"#,
+            1.0,
+        ),
+        (
+            r#"wasmtp_recipients_total{listener="routed",tenant="acme",outcome="accepted"}"#,
+            1.0,
+        ),
+        (
+            r#"wasmtp_recipients_total{listener="routed",tenant="acme",outcome="tempfailed"}"#,
+            1.0,
+        ),
+        (
+            r#"wasmtp_recipients_total{listener="routed",tenant="",outcome="accepted"}"#,
+            1.0,
+        ),
+        (
+            r#"wasmtp_recipients_total{listener="globex",tenant="globex",outcome="accepted"}"#,
+            1.0,
+        ),
+        (
+            r#"wasmtp_messages_received_total{listener="main",tenant=""}"#,
+            2.0,
+        ),
+        (
+            r#"wasmtp_received_bytes_total{listener="main",tenant=""}"#,
+            (wire_len(one) + wire_len(two)) as f64,
+        ),
+        (
+            r#"wasmtp_messages_received_total{listener="routed",tenant="mixed"}"#,
+            1.0,
+        ),
+        (
+            r#"wasmtp_received_bytes_total{listener="routed",tenant="mixed"}"#,
+            wire_len(three) as f64,
+        ),
+        (
+            r#"wasmtp_messages_received_total{listener="globex",tenant="globex"}"#,
+            1.0,
+        ),
         // every-hook's calls, failures and instances
-        (r#"wasmtp_plugin_calls_total{plugin="every",hook="ehlo"}"#, 2.0),
-        (r#"wasmtp_plugin_calls_total{plugin="every",hook="mail"}"#, 4.0),
-        (r#"wasmtp_plugin_calls_total{plugin="every",hook="rcpt"}"#, 4.0),
-        (r#"wasmtp_plugin_calls_total{plugin="every",hook="data"}"#, 2.0),
-        (r#"wasmtp_plugin_calls_total{plugin="every",hook="rset"}"#, 1.0),
-        (r#"wasmtp_plugin_calls_total{plugin="every",hook="noop"}"#, 1.0),
-        (r#"wasmtp_plugin_calls_total{plugin="every",hook="quit"}"#, 1.0),
-        (r#"wasmtp_plugin_calls_total{plugin="every",hook="exception"}"#, 2.0),
-        (r#"wasmtp_plugin_call_duration_seconds_count{plugin="every",hook="rcpt"}"#, 4.0),
-        (r#"wasmtp_plugin_failures_total{plugin="every",hook="data",kind="trap"}"#, 1.0),
-        (r#"wasmtp_plugin_failures_total{plugin="every",hook="noop",kind="invalid-reply"}"#, 1.0),
+        (
+            r#"wasmtp_plugin_calls_total{plugin="every",hook="ehlo"}"#,
+            2.0,
+        ),
+        (
+            r#"wasmtp_plugin_calls_total{plugin="every",hook="mail"}"#,
+            4.0,
+        ),
+        (
+            r#"wasmtp_plugin_calls_total{plugin="every",hook="rcpt"}"#,
+            4.0,
+        ),
+        (
+            r#"wasmtp_plugin_calls_total{plugin="every",hook="data"}"#,
+            2.0,
+        ),
+        (
+            r#"wasmtp_plugin_calls_total{plugin="every",hook="rset"}"#,
+            1.0,
+        ),
+        (
+            r#"wasmtp_plugin_calls_total{plugin="every",hook="noop"}"#,
+            1.0,
+        ),
+        (
+            r#"wasmtp_plugin_calls_total{plugin="every",hook="quit"}"#,
+            1.0,
+        ),
+        (
+            r#"wasmtp_plugin_calls_total{plugin="every",hook="exception"}"#,
+            2.0,
+        ),
+        (
+            r#"wasmtp_plugin_call_duration_seconds_count{plugin="every",hook="rcpt"}"#,
+            4.0,
+        ),
+        (
+            r#"wasmtp_plugin_failures_total{plugin="every",hook="data",kind="trap"}"#,
+            1.0,
+        ),
+        (
+            r#"wasmtp_plugin_failures_total{plugin="every",hook="noop",kind="invalid-reply"}"#,
+            1.0,
+        ),
         // a fresh instance per session, and after each failure (for `exception`)
         (r#"wasmtp_plugin_instantiations_total{plugin="every"}"#, 4.0),
-        (r#"wasmtp_plugin_instantiation_duration_seconds_count{plugin="every"}"#, 4.0),
+        (
+            r#"wasmtp_plugin_instantiation_duration_seconds_count{plugin="every"}"#,
+            4.0,
+        ),
         // misbehave
-        (r#"wasmtp_plugin_calls_total{plugin="misbehave",hook="noop"}"#, 4.0),
-        (r#"wasmtp_plugin_failures_total{plugin="misbehave",hook="noop",kind="timeout"}"#, 1.0),
-        (r#"wasmtp_plugin_failures_total{plugin="misbehave",hook="noop",kind="out-of-memory"}"#, 1.0),
-        (r#"wasmtp_plugin_failures_total{plugin="misbehave",hook="noop",kind="trap"}"#, 1.0),
-        (r#"wasmtp_plugin_instantiations_total{plugin="misbehave"}"#, 4.0),
+        (
+            r#"wasmtp_plugin_calls_total{plugin="misbehave",hook="noop"}"#,
+            4.0,
+        ),
+        (
+            r#"wasmtp_plugin_failures_total{plugin="misbehave",hook="noop",kind="timeout"}"#,
+            1.0,
+        ),
+        (
+            r#"wasmtp_plugin_failures_total{plugin="misbehave",hook="noop",kind="out-of-memory"}"#,
+            1.0,
+        ),
+        (
+            r#"wasmtp_plugin_failures_total{plugin="misbehave",hook="noop",kind="trap"}"#,
+            1.0,
+        ),
+        (
+            r#"wasmtp_plugin_instantiations_total{plugin="misbehave"}"#,
+            4.0,
+        ),
         // tenants' own copies
-        (r#"wasmtp_plugin_calls_total{plugin="acme/trap",hook="rcpt"}"#, 2.0),
-        (r#"wasmtp_plugin_calls_total{plugin="acme/trap",hook="data"}"#, 1.0),
-        (r#"wasmtp_plugin_failures_total{plugin="acme/trap",hook="rcpt",kind="trap"}"#, 1.0),
-        (r#"wasmtp_plugin_failures_total{plugin="acme/trap",hook="data",kind="trap"}"#, 1.0),
-        (r#"wasmtp_plugin_instantiations_total{plugin="acme/trap"}"#, 2.0),
-        (r#"wasmtp_plugin_calls_total{plugin="globex/sink",hook="data"}"#, 1.0),
+        (
+            r#"wasmtp_plugin_calls_total{plugin="acme/trap",hook="rcpt"}"#,
+            2.0,
+        ),
+        (
+            r#"wasmtp_plugin_calls_total{plugin="acme/trap",hook="data"}"#,
+            1.0,
+        ),
+        (
+            r#"wasmtp_plugin_failures_total{plugin="acme/trap",hook="rcpt",kind="trap"}"#,
+            1.0,
+        ),
+        (
+            r#"wasmtp_plugin_failures_total{plugin="acme/trap",hook="data",kind="trap"}"#,
+            1.0,
+        ),
+        (
+            r#"wasmtp_plugin_instantiations_total{plugin="acme/trap"}"#,
+            2.0,
+        ),
+        (
+            r#"wasmtp_plugin_calls_total{plugin="globex/sink",hook="data"}"#,
+            1.0,
+        ),
         // the generation and the reloads
         ("wasmtp_config_generation", 2.0),
         (r#"wasmtp_reloads_total{result="ok"}"#, 1.0),
@@ -297,17 +475,29 @@ fn every_metric_counts_known_traffic() {
     let mut wrong = Vec::new();
     for (series, value) in expected {
         if m.get(*series) != Some(value) {
-            wrong.push(format!("{series}: expected {value}, got {:?}", m.get(*series)));
+            wrong.push(format!(
+                "{series}: expected {value}, got {:?}",
+                m.get(*series)
+            ));
         }
     }
     assert!(wrong.is_empty(), "{}\n--- scrape\n{m:#?}", wrong.join("\n"));
 
     // Nothing counted that the traffic did not cause.
-    let total = |prefix: &str| -> f64 { m.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v).sum() };
+    let total = |prefix: &str| -> f64 {
+        m.iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v)
+            .sum()
+    };
     assert_eq!(total("wasmtp_plugin_failures_total"), 7.0);
     assert_eq!(total("wasmtp_transactions_total"), 6.0);
     assert_eq!(total("wasmtp_sessions_total"), 8.0);
-    assert_eq!(m.get(r#"wasmtp_plugin_calls_total{plugin="sink",hook="data"}"#), None, "the routed listener's sink never decided");
+    assert_eq!(
+        m.get(r#"wasmtp_plugin_calls_total{plugin="sink",hook="data"}"#),
+        None,
+        "the routed listener's sink never decided"
+    );
 
     // Latency: the timed-out call took the whole 1 s deadline, the others far less.
     let mut buckets: Vec<(f64, f64)> = m
@@ -318,11 +508,25 @@ fn every_metric_counts_known_traffic() {
                 return None;
             }
             let le = rest.split("le=\"").nth(1)?.split('"').next()?;
-            Some((if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? }, *v))
+            Some((
+                if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                },
+                *v,
+            ))
         })
         .collect();
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let below = |secs: f64| buckets.iter().filter(|(le, _)| *le < secs).map(|(_, n)| *n).next_back().unwrap_or(0.0);
+    let below = |secs: f64| {
+        buckets
+            .iter()
+            .filter(|(le, _)| *le < secs)
+            .map(|(_, n)| *n)
+            .next_back()
+            .unwrap_or(0.0)
+    };
     assert_eq!(below(1.0), 3.0, "{buckets:?}");
     assert_eq!(buckets.last().map(|b| b.1), Some(4.0), "{buckets:?}");
     assert!(m[r#"wasmtp_plugin_call_duration_seconds_sum{plugin="misbehave",hook="noop"}"#] >= 1.0);
@@ -331,5 +535,9 @@ fn every_metric_counts_known_traffic() {
 #[test]
 fn off_by_default() {
     let server = harness::Server::start(&["-c", "sink"]);
-    assert!(!server.stderr().contains("serving metrics"), "{}", server.stderr());
+    assert!(
+        !server.stderr().contains("serving metrics"),
+        "{}",
+        server.stderr()
+    );
 }

@@ -12,8 +12,8 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use harness::{Client, Server, HOSTNAME};
-use protocol::{gatekeeper, toml_path, Certs, TlsClient};
+use harness::{Client, HOSTNAME, Server};
+use protocol::{Certs, TlsClient, gatekeeper, toml_path};
 
 fn proxied(plugin: &str, extra: &str) -> Server {
     Server::start_config(&format!(
@@ -32,7 +32,12 @@ fn proxied(plugin: &str, extra: &str) -> Server {
 }
 
 /// A v2 PROXY header for TCP over IPv4, with TLVs.
-fn v2_header(command: u8, source: ([u8; 4], u16), destination: ([u8; 4], u16), tlvs: &[(u8, &[u8])]) -> Vec<u8> {
+fn v2_header(
+    command: u8,
+    source: ([u8; 4], u16),
+    destination: ([u8; 4], u16),
+    tlvs: &[(u8, &[u8])],
+) -> Vec<u8> {
     let mut body = Vec::new();
     body.extend_from_slice(&source.0);
     body.extend_from_slice(&destination.0);
@@ -64,7 +69,11 @@ fn expect_silent_close(server: &Server, bytes: &[u8]) {
     let mut stream = TcpStream::connect(server.addr()).unwrap();
     stream.write_all(bytes).unwrap();
     let rest = protocol::read_all(&mut stream, Duration::from_secs(5));
-    assert!(rest.is_empty(), "expected a silent close, got {:?}", String::from_utf8_lossy(&rest));
+    assert!(
+        rest.is_empty(),
+        "expected a silent close, got {:?}",
+        String::from_utf8_lossy(&rest)
+    );
 }
 
 #[test]
@@ -73,20 +82,35 @@ fn v1_the_original_client_becomes_the_peer() {
     let mut c = connect_with(&server, b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 25\r\n");
     let whoami = c.expect("NOOP whoami", 250).text();
     assert!(whoami.starts_with("peer=192.0.2.7:56324 "), "{whoami}");
-    assert!(whoami.contains("proxy=v1:192.0.2.7:56324 tlvs=0"), "{whoami}");
+    assert!(
+        whoami.contains("proxy=v1:192.0.2.7:56324 tlvs=0"),
+        "{whoami}"
+    );
     // IPv6 too.
     let mut c = connect_with(&server, b"PROXY TCP6 2001:db8::7 2001:db8::1 4000 25\r\n");
-    assert!(c.expect("NOOP whoami", 250).text().starts_with("peer=2001:db8::7:4000 "));
+    assert!(
+        c.expect("NOOP whoami", 250)
+            .text()
+            .starts_with("peer=2001:db8::7:4000 ")
+    );
 }
 
 #[test]
 fn v2_with_tlvs() {
     let server = proxied(&gatekeeper(), "");
-    let header = v2_header(1, ([192, 0, 2, 8], 40000), ([198, 51, 100, 1], 25), &[(0x02, b"mx.example"), (0x04, b"")]);
+    let header = v2_header(
+        1,
+        ([192, 0, 2, 8], 40000),
+        ([198, 51, 100, 1], 25),
+        &[(0x02, b"mx.example"), (0x04, b"")],
+    );
     let mut c = connect_with(&server, &header);
     let whoami = c.expect("NOOP whoami", 250).text();
     assert!(whoami.starts_with("peer=192.0.2.8:40000 "), "{whoami}");
-    assert!(whoami.contains("proxy=v2:192.0.2.8:40000 tlvs=2"), "{whoami}");
+    assert!(
+        whoami.contains("proxy=v2:192.0.2.8:40000 tlvs=2"),
+        "{whoami}"
+    );
     // LOCAL: the proxy's own connection; the socket's peer stays.
     let local = v2_header(0, ([0, 0, 0, 0], 0), ([0, 0, 0, 0], 0), &[]);
     let mut c = connect_with(&server, &local);
@@ -100,7 +124,15 @@ fn x_peer_is_the_original_client() {
     let mut server = proxied("debugging", "");
     let mut c = connect_with(&server, b"PROXY TCP4 192.0.2.9 198.51.100.1 1234 25\r\n");
     c.expect("HELO client.example", 250);
-    assert_eq!(c.send_message("anne@example.com", &["bart@example.com"], "Subject: proxied\n\nhi\n").code, 250);
+    assert_eq!(
+        c.send_message(
+            "anne@example.com",
+            &["bart@example.com"],
+            "Subject: proxied\n\nhi\n"
+        )
+        .code,
+        250
+    );
     let out = server.wait_for_stdout("END MESSAGE");
     assert!(out.contains("X-Peer: ('192.0.2.9', 1234)"), "{out}");
 }
@@ -135,7 +167,11 @@ fn a_missing_header_times_out_silently() {
     let started = Instant::now();
     let rest = protocol::read_all(&mut stream, Duration::from_secs(10));
     assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
-    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed after {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -143,12 +179,19 @@ fn a_header_then_implicit_tls() {
     let certs = Certs::new();
     let server = proxied(
         &gatekeeper(),
-        &format!("tls = {{ cert = {}, key = {} }}\nimplicit_tls = true", toml_path(&certs.cert), toml_path(&certs.key)),
+        &format!(
+            "tls = {{ cert = {}, key = {} }}\nimplicit_tls = true",
+            toml_path(&certs.cert),
+            toml_path(&certs.key)
+        ),
     );
     let mut c = TlsClient::connect(server.addr());
     c.send_raw(b"PROXY TCP4 192.0.2.10 198.51.100.1 5555 465\r\n");
     c.handshake(&certs, "localhost").unwrap();
     c.expect_reply(220);
     let whoami = c.expect("NOOP whoami", 250).text();
-    assert!(whoami.starts_with("peer=192.0.2.10:5555 tls=TLSv1.3"), "{whoami}");
+    assert!(
+        whoami.starts_with("peer=192.0.2.10:5555 tls=TLSv1.3"),
+        "{whoami}"
+    );
 }

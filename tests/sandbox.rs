@@ -10,7 +10,7 @@ mod harness;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use harness::{plugin_path, Client, Server};
+use harness::{Client, Server, plugin_path};
 
 fn config(plugin_section: &str, listener_plugins: &str) -> String {
     format!(
@@ -35,7 +35,10 @@ fn misbehave_section(name: &str, extra: &str) -> String {
 }
 
 fn misbehave(extra: &str) -> Server {
-    Server::start_config(&config(&misbehave_section("misbehave", extra), "plugin = \"misbehave\""))
+    Server::start_config(&config(
+        &misbehave_section("misbehave", extra),
+        "plugin = \"misbehave\"",
+    ))
 }
 
 #[test]
@@ -50,11 +53,21 @@ fn a_looping_plugin_is_stopped_at_its_deadline_without_blocking_others() {
         let mut other = Client::greeted(server.addr());
         let asked = Instant::now();
         other.expect("NOOP", 250);
-        assert!(asked.elapsed() < Duration::from_millis(300), "a looping plugin slowed another session: {:?}", asked.elapsed());
+        assert!(
+            asked.elapsed() < Duration::from_millis(300),
+            "a looping plugin slowed another session: {:?}",
+            asked.elapsed()
+        );
     }
-    assert_eq!(looping.expect_reply(451).text(), "4.3.0 Error: plugin failed");
+    assert_eq!(
+        looping.expect_reply(451).text(),
+        "4.3.0 Error: plugin failed"
+    );
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(450) && took < Duration::from_secs(3), "stopped after {took:?}");
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(3),
+        "stopped after {took:?}"
+    );
     server.wait_for_stderr("kind=\"timeout\"");
     // The session goes on, with a fresh instance.
     assert_eq!(looping.expect("NOOP", 250).text(), "fine");
@@ -93,27 +106,67 @@ fn files_are_reachable_only_where_granted() {
         granted.path().display()
     ));
     let mut c = Client::greeted(server.addr());
-    assert_eq!(c.expect("NOOP read /policy/policy.txt", 250).text(), "read 6 bytes");
+    assert_eq!(
+        c.expect("NOOP read /policy/policy.txt", 250).text(),
+        "read 6 bytes"
+    );
     // Read-only grant: no writing.
-    assert!(c.expect("NOOP write /policy/new.txt", 550).text().starts_with("cannot write"));
+    assert!(
+        c.expect("NOOP write /policy/new.txt", 550)
+            .text()
+            .starts_with("cannot write")
+    );
     assert!(!granted.path().join("new.txt").exists());
     // Nothing outside the grant, by any path.
     let secret = outside.path().join("secret.txt");
-    assert!(c.expect(&format!("NOOP read {}", secret.display()), 550).text().starts_with("cannot read"));
-    assert!(c.expect("NOOP read /policy/../../etc/passwd", 550).text().starts_with("cannot read"));
-    assert!(c.expect("NOOP read /etc/passwd", 550).text().starts_with("cannot read"));
+    assert!(
+        c.expect(&format!("NOOP read {}", secret.display()), 550)
+            .text()
+            .starts_with("cannot read")
+    );
+    assert!(
+        c.expect("NOOP read /policy/../../etc/passwd", 550)
+            .text()
+            .starts_with("cannot read")
+    );
+    assert!(
+        c.expect("NOOP read /etc/passwd", 550)
+            .text()
+            .starts_with("cannot read")
+    );
 }
 
 #[test]
 fn sockets_open_only_to_granted_addresses() {
     let allowed = TcpListener::bind("127.0.0.1:0").unwrap();
     let denied = TcpListener::bind("127.0.0.1:0").unwrap();
-    let server = misbehave(&format!("[plugin.misbehave.grants]\nnetwork = [\"{}\"]\n", allowed.local_addr().unwrap()));
+    let server = misbehave(&format!(
+        "[plugin.misbehave.grants]\nnetwork = [\"{}\"]\n",
+        allowed.local_addr().unwrap()
+    ));
     let mut c = Client::greeted(server.addr());
-    assert_eq!(c.expect(&format!("NOOP connect {}", allowed.local_addr().unwrap()), 250).text(), "connected");
-    assert!(c.expect(&format!("NOOP connect {}", denied.local_addr().unwrap()), 550).text().starts_with("cannot connect"));
+    assert_eq!(
+        c.expect(
+            &format!("NOOP connect {}", allowed.local_addr().unwrap()),
+            250
+        )
+        .text(),
+        "connected"
+    );
+    assert!(
+        c.expect(
+            &format!("NOOP connect {}", denied.local_addr().unwrap()),
+            550
+        )
+        .text()
+        .starts_with("cannot connect")
+    );
     // Not even the server's own listener.
-    assert!(c.expect(&format!("NOOP connect {}", server.addr()), 550).text().starts_with("cannot connect"));
+    assert!(
+        c.expect(&format!("NOOP connect {}", server.addr()), 550)
+            .text()
+            .starts_with("cannot connect")
+    );
 }
 
 #[test]
@@ -121,7 +174,14 @@ fn no_network_and_no_environment_by_default() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let server = misbehave("[plugin.misbehave.grants]\nenv = { GREETING = \"hello\" }\n");
     let mut c = Client::greeted(server.addr());
-    assert!(c.expect(&format!("NOOP connect {}", listener.local_addr().unwrap()), 550).text().starts_with("cannot connect"));
+    assert!(
+        c.expect(
+            &format!("NOOP connect {}", listener.local_addr().unwrap()),
+            550
+        )
+        .text()
+        .starts_with("cannot connect")
+    );
     assert_eq!(c.expect("NOOP env GREETING", 250).text(), "GREETING=hello");
     // The server's own environment is not the plugin's.
     assert_eq!(c.expect("NOOP env PATH", 550).text(), "PATH is not set");
@@ -140,10 +200,16 @@ fn failure_policies() {
     let mut server = Server::start_config(&toml);
     let addrs = server.wait_for_listeners(2);
     let mut c = Client::greeted(addrs[0]);
-    assert_eq!(c.expect("NOOP trap", 554).text(), "5.3.0 Error: plugin failed");
+    assert_eq!(
+        c.expect("NOOP trap", 554).text(),
+        "5.3.0 Error: plugin failed"
+    );
     c.expect("NOOP", 250);
     let mut c = Client::greeted(addrs[1]);
-    assert_eq!(c.expect("NOOP trap", 421).text(), "4.3.0 Error: plugin failed, closing connection");
+    assert_eq!(
+        c.expect("NOOP trap", 421).text(),
+        "4.3.0 Error: plugin failed, closing connection"
+    );
     c.expect_closed();
 }
 
@@ -160,12 +226,23 @@ fn a_chain_passes_each_hook_on_until_a_plugin_decides() {
     // misbehave decides NOOP: every-hook is not asked.
     assert_eq!(c.expect("NOOP anything", 250).text(), "fine");
     // misbehave fails with `skip`: every-hook answers instead.
-    assert_eq!(c.expect("NOOP bad-reply", 250).text(), "every-hook noop bad-reply [call 1]");
+    assert_eq!(
+        c.expect("NOOP bad-reply", 250).text(),
+        "every-hook noop bad-reply [call 1]"
+    );
     // HELO: only every-hook exports it.
-    assert!(c.expect("HELO client.example", 250).text().starts_with("every-hook helo"));
+    assert!(
+        c.expect("HELO client.example", 250)
+            .text()
+            .starts_with("every-hook helo")
+    );
     c.expect("MAIL FROM:<anne@example.com>", 250);
     // RCPT: misbehave answers none (no objection), so every-hook decides.
-    assert!(c.expect("RCPT TO:<bart@example.com>", 250).text().contains("every-hook rcpt bart@example.com"));
+    assert!(
+        c.expect("RCPT TO:<bart@example.com>", 250)
+            .text()
+            .contains("every-hook rcpt bart@example.com")
+    );
     c.expect("RCPT TO:<reject@example.com>", 550);
 }
 
@@ -180,7 +257,11 @@ fn fuel_bounds_a_hook_deterministically() {
     let started = Instant::now();
     c.expect("NOOP loop", 451);
     // Stopped by the fuel budget long before the 60 s deadline.
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     server.wait_for_stderr("all fuel consumed");
     c.expect("NOOP", 250);
 }

@@ -12,8 +12,8 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use harness::{run_client_script, run_wasmtp, Client, Server, HOSTNAME};
-use protocol::{gatekeeper, swaks, toml_path, Certs, TlsClient};
+use harness::{Client, HOSTNAME, Server, run_client_script, run_wasmtp};
+use protocol::{Certs, TlsClient, gatekeeper, swaks, toml_path};
 
 /// A STARTTLS listener (require_starttls as given) served by gatekeeper.
 fn starttls_server(certs: &Certs, extra: &str) -> Server {
@@ -46,7 +46,9 @@ fn smtps_server(certs: &Certs) -> Server {
 
 /// Reads the `KEY\tcode\ttext` lines of protocol_client.py.
 fn field<'a>(out: &'a str, key: &str) -> &'a str {
-    out.lines().find_map(|l| l.strip_prefix(&format!("{key}\t"))).unwrap_or_else(|| panic!("no {key} line in:\n{out}"))
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}\t")))
+        .unwrap_or_else(|| panic!("no {key} line in:\n{out}"))
 }
 
 #[test]
@@ -54,12 +56,21 @@ fn smtplib_starttls_then_a_message_over_tls() {
     let certs = Certs::new();
     let server = starttls_server(&certs, "");
     let addr = server.addr();
-    let out = run_client_script("protocol_client.py", &["starttls", "127.0.0.1", &addr.port().to_string()]);
+    let out = run_client_script(
+        "protocol_client.py",
+        &["starttls", "127.0.0.1", &addr.port().to_string()],
+    );
     assert_eq!(field(&out, "STARTTLS"), "220\tReady to start TLS");
     assert!(field(&out, "TLS").starts_with("TLSv1.3\t"), "{out}");
-    assert_eq!(field(&out, "DATA"), "250\t2.0.0 gatekeeper got 84 bytes for 1 recipients");
+    assert_eq!(
+        field(&out, "DATA"),
+        "250\t2.0.0 gatekeeper got 84 bytes for 1 recipients"
+    );
     let noop = field(&out, "NOOP");
-    assert!(noop.contains("tls=TLSv1.3/TLS13_"), "session.tls reaches the plugin: {noop}");
+    assert!(
+        noop.contains("tls=TLSv1.3/TLS13_"),
+        "session.tls reaches the plugin: {noop}"
+    );
     assert!(noop.contains("peer=127.0.0.1:"), "{noop}");
 }
 
@@ -67,9 +78,15 @@ fn smtplib_starttls_then_a_message_over_tls() {
 fn smtplib_smtps_implicit_tls() {
     let certs = Certs::new();
     let server = smtps_server(&certs);
-    let out = run_client_script("protocol_client.py", &["smtps", "127.0.0.1", &server.addr().port().to_string()]);
+    let out = run_client_script(
+        "protocol_client.py",
+        &["smtps", "127.0.0.1", &server.addr().port().to_string()],
+    );
     assert!(field(&out, "TLS").starts_with("TLSv1.3\t"), "{out}");
-    assert_eq!(field(&out, "DATA"), "250\t2.0.0 gatekeeper got 84 bytes for 1 recipients");
+    assert_eq!(
+        field(&out, "DATA"),
+        "250\t2.0.0 gatekeeper got 84 bytes for 1 recipients"
+    );
     assert_eq!(field(&out, "QUIT"), "221\tBye");
 }
 
@@ -78,14 +95,37 @@ fn swaks_starttls_and_smtps() {
     let certs = Certs::new();
     let server = starttls_server(&certs, "");
     let port = server.addr().port().to_string();
-    let (ok, out) = swaks(&["--server", "127.0.0.1", "--port", &port, "--tls", "--from", "anne@example.com", "--to", "bart@example.com"]);
+    let (ok, out) = swaks(&[
+        "--server",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--tls",
+        "--from",
+        "anne@example.com",
+        "--to",
+        "bart@example.com",
+    ]);
     assert!(ok, "swaks --tls failed:\n{out}");
     assert!(out.contains("<-  220 Ready to start TLS"), "{out}");
-    assert!(out.contains("<~  250 2.0.0 gatekeeper got"), "the message went over TLS:\n{out}");
+    assert!(
+        out.contains("<~  250 2.0.0 gatekeeper got"),
+        "the message went over TLS:\n{out}"
+    );
 
     let smtps = smtps_server(&certs);
     let port = smtps.addr().port().to_string();
-    let (ok, out) = swaks(&["--server", "127.0.0.1", "--port", &port, "--tlsc", "--from", "anne@example.com", "--to", "bart@example.com"]);
+    let (ok, out) = swaks(&[
+        "--server",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--tlsc",
+        "--from",
+        "anne@example.com",
+        "--to",
+        "bart@example.com",
+    ]);
     assert!(ok, "swaks --tlsc failed:\n{out}");
     assert!(out.contains("<~  250 2.0.0 gatekeeper got"), "{out}");
 }
@@ -101,7 +141,10 @@ fn ehlo_offers_starttls_until_tls_is_up() {
     c.starttls(&certs, "localhost");
     let ehlo = c.expect("EHLO client.example", 250);
     assert!(!ehlo.lines.contains(&"STARTTLS".to_string()), "{ehlo}");
-    assert_eq!(c.expect("STARTTLS", 503).text(), "5.5.1 Error: TLS already active");
+    assert_eq!(
+        c.expect("STARTTLS", 503).text(),
+        "5.5.1 Error: TLS already active"
+    );
     assert_eq!(c.expect("STARTTLS now", 501).text(), "Syntax: STARTTLS");
 }
 
@@ -113,8 +156,22 @@ fn require_starttls_allows_only_noop_ehlo_starttls_quit() {
     c.expect_reply(220);
     c.expect("NOOP", 250);
     c.expect("EHLO client.example", 250);
-    for refused in ["HELO client.example", "MAIL FROM:<anne@example.com>", "RCPT TO:<bart@example.com>", "DATA", "RSET", "VRFY bart", "HELP", "AUTH PLAIN", "XYZZY"] {
-        assert_eq!(c.expect(refused, 530).text(), "Must issue a STARTTLS command first", "{refused}");
+    for refused in [
+        "HELO client.example",
+        "MAIL FROM:<anne@example.com>",
+        "RCPT TO:<bart@example.com>",
+        "DATA",
+        "RSET",
+        "VRFY bart",
+        "HELP",
+        "AUTH PLAIN",
+        "XYZZY",
+    ] {
+        assert_eq!(
+            c.expect(refused, 530).text(),
+            "Must issue a STARTTLS command first",
+            "{refused}"
+        );
     }
     c.starttls(&certs, "localhost");
     c.expect("EHLO client.example", 250);
@@ -140,7 +197,9 @@ fn starttls_injection_is_not_executed() {
     let mut c = TlsClient::connect(server.addr());
     c.expect_reply(220);
     c.expect("EHLO client.example", 250);
-    c.send_raw(b"STARTTLS\r\nEHLO evil.example\r\nMAIL FROM:<injected@evil.example>\r\nNOOP whoami\r\n");
+    c.send_raw(
+        b"STARTTLS\r\nEHLO evil.example\r\nMAIL FROM:<injected@evil.example>\r\nNOOP whoami\r\n",
+    );
     c.expect_reply(220);
     c.handshake(&certs, "localhost").unwrap();
     // Nothing injected was answered: the first reply over TLS is the one to
@@ -149,14 +208,23 @@ fn starttls_injection_is_not_executed() {
     let whoami = c.read_reply();
     assert_eq!(whoami.code, 250);
     assert!(whoami.text().starts_with("peer="), "{whoami}");
-    assert_eq!(c.expect("MAIL FROM:<anne@example.com>", 503).text(), "Error: send HELO first");
+    assert_eq!(
+        c.expect("MAIL FROM:<anne@example.com>", 503).text(),
+        "Error: send HELO first"
+    );
     c.expect("EHLO client.example", 250);
     // Not `503 nested MAIL`: the injected MAIL never happened.
     c.expect("MAIL FROM:<anne@example.com>", 250);
     c.expect("QUIT", 221);
     let log = server.wait_for_stderr("sender: anne@example.com");
-    assert!(!log.contains("injected"), "the injected MAIL reached the session:\n{log}");
-    assert!(log.contains("discarding plaintext sent after STARTTLS"), "{log}");
+    assert!(
+        !log.contains("injected"),
+        "the injected MAIL reached the session:\n{log}"
+    );
+    assert!(
+        log.contains("discarding plaintext sent after STARTTLS"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -182,8 +250,16 @@ fn the_starttls_hook_can_refuse() {
     c.expect_reply(220);
     c.expect("EHLO client.example", 250);
     c.starttls(&certs, "refuse.example");
-    for refused in ["EHLO client.example", "NOOP", "MAIL FROM:<anne@example.com>"] {
-        assert_eq!(c.expect(refused, 554).text(), "Command refused due to lack of security", "{refused}");
+    for refused in [
+        "EHLO client.example",
+        "NOOP",
+        "MAIL FROM:<anne@example.com>",
+    ] {
+        assert_eq!(
+            c.expect(refused, 554).text(),
+            "Command refused due to lack of security",
+            "{refused}"
+        );
     }
     c.expect("QUIT", 221);
 
@@ -245,16 +321,48 @@ fn a_handshake_that_never_comes_times_out() {
 fn cli_tls_flags_as_aiosmtpd() {
     let certs = Certs::new();
     // --tlscert/--tlskey: STARTTLS offered and required.
-    let server = Server::start(&["--hostname", HOSTNAME, "-c", "sink", "--tlscert", certs.cert_path(), "--tlskey", certs.key_path()]);
+    let server = Server::start(&[
+        "--hostname",
+        HOSTNAME,
+        "-c",
+        "sink",
+        "--tlscert",
+        certs.cert_path(),
+        "--tlskey",
+        certs.key_path(),
+    ]);
     let mut c = Client::after_ehlo(server.addr());
     c.expect("MAIL FROM:<anne@example.com>", 530);
     // --no-requiretls: offered, not required.
-    let server = Server::start(&["--hostname", HOSTNAME, "-c", "sink", "--tlscert", certs.cert_path(), "--tlskey", certs.key_path(), "--no-requiretls"]);
+    let server = Server::start(&[
+        "--hostname",
+        HOSTNAME,
+        "-c",
+        "sink",
+        "--tlscert",
+        certs.cert_path(),
+        "--tlskey",
+        certs.key_path(),
+        "--no-requiretls",
+    ]);
     let mut c = Client::greeted(server.addr());
-    assert!(c.expect("EHLO client.example", 250).lines.contains(&"STARTTLS".to_string()));
+    assert!(
+        c.expect("EHLO client.example", 250)
+            .lines
+            .contains(&"STARTTLS".to_string())
+    );
     c.expect("MAIL FROM:<anne@example.com>", 250);
     // --smtpscert/--smtpskey: TLS from the first byte.
-    let server = Server::start(&["--hostname", HOSTNAME, "-c", "sink", "--smtpscert", certs.cert_path(), "--smtpskey", certs.key_path()]);
+    let server = Server::start(&[
+        "--hostname",
+        HOSTNAME,
+        "-c",
+        "sink",
+        "--smtpscert",
+        certs.cert_path(),
+        "--smtpskey",
+        certs.key_path(),
+    ]);
     let mut c = TlsClient::connect_tls(server.addr(), &certs, "localhost");
     c.expect_reply(220);
     c.expect("EHLO client.example", 250);
@@ -264,18 +372,44 @@ fn cli_tls_flags_as_aiosmtpd() {
 #[test]
 fn bad_certificates_are_refused_before_serving() {
     let certs = Certs::new();
-    let out = run_wasmtp(&["-c", "sink", "--tlscert", "/nonexistent/cert.pem", "--tlskey", certs.key_path()], Duration::from_secs(20));
+    let out = run_wasmtp(
+        &[
+            "-c",
+            "sink",
+            "--tlscert",
+            "/nonexistent/cert.pem",
+            "--tlskey",
+            certs.key_path(),
+        ],
+        Duration::from_secs(20),
+    );
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--tlscert: cannot read the certificate file /nonexistent/cert.pem"), "{stderr}");
+    assert!(
+        stderr.contains("--tlscert: cannot read the certificate file /nonexistent/cert.pem"),
+        "{stderr}"
+    );
     // A key that is not the certificate's.
     let other = Certs::new();
-    let out = run_wasmtp(&["-c", "sink", "--tlscert", certs.cert_path(), "--tlskey", other.key_path()], Duration::from_secs(20));
+    let out = run_wasmtp(
+        &[
+            "-c",
+            "sink",
+            "--tlscert",
+            certs.cert_path(),
+            "--tlskey",
+            other.key_path(),
+        ],
+        Duration::from_secs(20),
+    );
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("does not go with the key"), "{stderr}");
     // --tlscert alone is a usage error, as in aiosmtpd.
-    let out = run_wasmtp(&["-c", "sink", "--tlscert", certs.cert_path()], Duration::from_secs(20));
+    let out = run_wasmtp(
+        &["-c", "sink", "--tlscert", certs.cert_path()],
+        Duration::from_secs(20),
+    );
     assert_eq!(out.status.code(), Some(2));
 }
 

@@ -61,7 +61,10 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("wasmtp check: cannot start the async runtime: {e}");
@@ -75,12 +78,18 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     if report.problems.is_empty() {
         println!(
             "{file}: deployable: {} listener(s), {} plugin(s) ({}) compiled, linked and initialised in {:.1?}",
-            report.listeners, report.plugins.len(), report.plugins.join(", "), started.elapsed()
+            report.listeners,
+            report.plugins.len(),
+            report.plugins.join(", "),
+            started.elapsed()
         );
         ExitCode::SUCCESS
     } else {
         let n = report.problems.len();
-        eprintln!("wasmtp check: {file} is not deployable: {n} problem{}", if n == 1 { "" } else { "s" });
+        eprintln!(
+            "wasmtp check: {file} is not deployable: {n} problem{}",
+            if n == 1 { "" } else { "s" }
+        );
         ExitCode::from(2)
     }
 }
@@ -89,11 +98,17 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 /// name the keys of the problems).
 pub async fn check(config: Config, file: &Path) -> Report {
     let sections = plugin_sections(file);
-    let mut report = Report { listeners: config.listeners.len(), ..Report::default() };
+    let mut report = Report {
+        listeners: config.listeners.len(),
+        ..Report::default()
+    };
     let runtime = match Runtime::new(&config.runtime) {
         Ok(runtime) => runtime,
         Err(e) => {
-            report.problems.push(Problem { key: "server".into(), message: e.to_string() });
+            report.problems.push(Problem {
+                key: "server".into(),
+                message: e.to_string(),
+            });
             return report;
         }
     };
@@ -120,9 +135,17 @@ pub async fn check(config: Config, file: &Path) -> Report {
         }
         report.plugins.push(spec.name.clone());
         // A tenant's copy, `acme/inbox`, is the `[plugin.inbox]` section.
-        let section = spec.name.split_once('/').map_or(spec.name.as_str(), |(_, p)| p).to_owned();
+        let section = spec
+            .name
+            .split_once('/')
+            .map_or(spec.name.as_str(), |(_, p)| p)
+            .to_owned();
         if let Err(e) = Plugin::load(&runtime, spec).await {
-            let key = if sections.contains(&section) { format!("plugin.{section}{}", field(&e)) } else { used_at };
+            let key = if sections.contains(&section) {
+                format!("plugin.{section}{}", field(&e))
+            } else {
+                used_at
+            };
             // One line per problem: wasmtime's text-format errors add an
             // annotated snippet after the first line.
             let message = e.to_string().lines().next().unwrap_or_default().to_owned();

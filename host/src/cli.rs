@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser};
 
-use crate::config::{self, Config, ConfigError, ListenerConfig, ListenerOptions, DEFAULT_SIZE};
+use crate::config::{self, Config, ConfigError, DEFAULT_SIZE, ListenerConfig, ListenerOptions};
 use crate::plugin::host::Grants;
 use crate::plugin::loaded::{FailurePolicy, Limits, Source};
 use crate::plugin::runtime::RuntimeSettings;
-use crate::plugin::{builtin, PluginSpec};
+use crate::plugin::{PluginSpec, builtin};
 
 const DEFAULT_HOST: &str = "localhost";
 const DEFAULT_PORT: u16 = 8025;
@@ -22,8 +22,13 @@ const DEFAULT_PORT: u16 = 8025;
 /// aiosmtpd does. Built-in plugins: sink, debugging [stdout|stderr],
 /// mailbox MAILDIR; or give the path of a .wasm component.
 #[derive(Debug, Parser)]
-#[command(name = "wasmtp", version, about, max_term_width = 100,
-    after_help = "For plugin authors: `wasmtp plugin inspect FILE`, `wasmtp plugin test FILE --transcript T` (see `wasmtp plugin --help`).\nFor operators: `wasmtp check --config FILE` (is this config deployable?).")]
+#[command(
+    name = "wasmtp",
+    version,
+    about,
+    max_term_width = 100,
+    after_help = "For plugin authors: `wasmtp plugin inspect FILE`, `wasmtp plugin test FILE --transcript T` (see `wasmtp plugin --help`).\nFor operators: `wasmtp check --config FILE` (is this config deployable?)."
+)]
 pub struct Cli {
     /// Accepted for compatibility with aiosmtpd; wasmtp never changes its user.
     #[arg(short = 'n', long = "nosetuid")]
@@ -31,7 +36,12 @@ pub struct Cli {
 
     /// The plugin: a built-in name (sink, debugging, mailbox, proxy) or the path
     /// of a WebAssembly component. Arguments after it are the plugin's.
-    #[arg(short = 'c', long = "class", value_name = "PLUGIN", default_value = "debugging")]
+    #[arg(
+        short = 'c',
+        long = "class",
+        value_name = "PLUGIN",
+        default_value = "debugging"
+    )]
     pub plugin: String,
 
     /// The largest message accepted, in bytes (RFC 1870 SIZE); 0 for no limit.
@@ -78,7 +88,12 @@ pub struct Cli {
 
     /// Speak TLS from the first byte (SMTPS) with this certificate chain
     /// (PEM); needs --smtpskey.
-    #[arg(long = "smtpscert", value_name = "FILE", requires = "smtpskey", conflicts_with = "tlscert")]
+    #[arg(
+        long = "smtpscert",
+        value_name = "FILE",
+        requires = "smtpskey",
+        conflicts_with = "tlscert"
+    )]
     pub smtpscert: Option<PathBuf>,
 
     /// The private key (PEM) of --smtpscert.
@@ -90,7 +105,11 @@ pub struct Cli {
     pub config: Option<PathBuf>,
 
     /// Arguments for the plugin (aiosmtpd's CLASSARGS).
-    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     pub args: Vec<String>,
 }
 
@@ -100,22 +119,34 @@ impl Cli {
         if let Some(path) = &self.config {
             return Config::load(path);
         }
-        let err = |key: &str, message: String| ConfigError { file: None, position: None, key: key.to_owned(), message };
+        let err = |key: &str, message: String| ConfigError {
+            file: None,
+            position: None,
+            key: key.to_owned(),
+            message,
+        };
         let address = listen_address(self.listen.as_deref()).map_err(|m| err("--listen", m))?;
         let plugin = match builtin::find(&self.plugin) {
             Some(b) if !self.plugin.contains('/') => {
-                config::builtin_spec(b.name, self.args.clone(), Path::new(".")).map_err(|m| err("--class", m))?
+                config::builtin_spec(b.name, self.args.clone(), Path::new("."))
+                    .map_err(|m| err("--class", m))?
             }
             _ => {
                 let path = PathBuf::from(&self.plugin);
                 if !path.is_file() {
                     let builtins: Vec<&str> = builtin::BUILTINS.iter().map(|b| b.name).collect();
-                    return Err(err("--class", format!(
-                        "`{}` is neither a built-in plugin ({}) nor a file",
-                        self.plugin, builtins.join(", ")
-                    )));
+                    return Err(err(
+                        "--class",
+                        format!(
+                            "`{}` is neither a built-in plugin ({}) nor a file",
+                            self.plugin,
+                            builtins.join(", ")
+                        ),
+                    ));
                 }
-                let name = path.file_stem().map_or_else(|| self.plugin.clone(), |s| s.to_string_lossy().into_owned());
+                let name = path
+                    .file_stem()
+                    .map_or_else(|| self.plugin.clone(), |s| s.to_string_lossy().into_owned());
                 PluginSpec {
                     name,
                     source: Source::File(path),
@@ -127,12 +158,19 @@ impl Cli {
             }
         };
         let hostname = match &self.hostname {
-            Some(h) if h.is_empty() || h.contains(char::is_whitespace) => return Err(err("--hostname", format!("{h:?} is not a host name"))),
+            Some(h) if h.is_empty() || h.contains(char::is_whitespace) => {
+                return Err(err("--hostname", format!("{h:?} is not a host name")));
+            }
             Some(h) => h.clone(),
             None => config::system_hostname(),
         };
         let timeout = match self.timeout {
-            Some(t) if !(t.is_finite() && t > 0.0) => return Err(err("--timeout", format!("{t} is not a positive number of seconds"))),
+            Some(t) if !(t.is_finite() && t > 0.0) => {
+                return Err(err(
+                    "--timeout",
+                    format!("{t} is not a positive number of seconds"),
+                ));
+            }
             Some(t) => Duration::from_secs_f64(t),
             None => Duration::from_secs_f64(config::DEFAULT_TIMEOUT_SECS),
         };
@@ -143,8 +181,12 @@ impl Cli {
             _ => None,
         };
         if let Some((flag, cert, key)) = certificate {
-            let config = crate::tls::server_config(cert, key).map_err(|e| err(flag, e.to_string()))?;
-            options.tls = Some(crate::tls::Tls { config, handshake_timeout: crate::tls::DEFAULT_HANDSHAKE_TIMEOUT });
+            let config =
+                crate::tls::server_config(cert, key).map_err(|e| err(flag, e.to_string()))?;
+            options.tls = Some(crate::tls::Tls {
+                config,
+                handshake_timeout: crate::tls::DEFAULT_HANDSHAKE_TIMEOUT,
+            });
             options.implicit_tls = flag == "--smtpscert";
             // aiosmtpd's CLI: require_starttls unless --no-requiretls.
             options.require_starttls = !options.implicit_tls && !self.no_requiretls;
@@ -176,7 +218,9 @@ impl Cli {
 fn listen_address(listen: Option<&str>) -> Result<String, String> {
     let listen = listen.unwrap_or("");
     let (host, port) = if let Some(v6) = listen.strip_prefix('[') {
-        let (host, rest) = v6.split_once(']').ok_or_else(|| format!("`{listen}`: missing `]`"))?;
+        let (host, rest) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("`{listen}`: missing `]`"))?;
         (format!("[{host}]"), rest.strip_prefix(':').unwrap_or(rest))
     } else {
         match listen.rsplit_once(':') {
@@ -184,11 +228,16 @@ fn listen_address(listen: Option<&str>) -> Result<String, String> {
             None => (listen.to_owned(), ""),
         }
     };
-    let host = if host.is_empty() { DEFAULT_HOST.to_owned() } else { host };
+    let host = if host.is_empty() {
+        DEFAULT_HOST.to_owned()
+    } else {
+        host
+    };
     let port = if port.is_empty() {
         DEFAULT_PORT
     } else {
-        port.parse().map_err(|_| format!("`{port}` is not a port number (0-65535)"))?
+        port.parse()
+            .map_err(|_| format!("`{port}` is not a port number (0-65535)"))?
     };
     Ok(format!("{host}:{port}"))
 }
@@ -209,7 +258,8 @@ mod tests {
 
     #[test]
     fn plugin_args_follow_the_plugin() {
-        let cli = Cli::try_parse_from(["wasmtp", "-n", "-l", ":0", "-c", "mailbox", "/tmp/md"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["wasmtp", "-n", "-l", ":0", "-c", "mailbox", "/tmp/md"]).unwrap();
         assert_eq!(cli.plugin, "mailbox");
         assert_eq!(cli.args, ["/tmp/md"]);
         assert!(Cli::try_parse_from(["wasmtp", "--config", "x.toml", "-c", "sink"]).is_err());

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use crate::plugin::host::{DirGrant, Grants};
 use crate::plugin::loaded::{FailurePolicy, Limits, Source};
 use crate::plugin::runtime::RuntimeSettings;
-use crate::plugin::{builtin, PluginSpec};
+use crate::plugin::{PluginSpec, builtin};
 use crate::smtp::session::{AuthSettings, Mechanism, Protocol, SessionLimits};
 use crate::tls::Tls;
 
@@ -380,24 +380,35 @@ impl Config {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let err = |key: String, message: String| ConfigError { file: Some(path.to_owned()), position: None, key, message };
+        let err = |key: String, message: String| ConfigError {
+            file: Some(path.to_owned()),
+            position: None,
+            key,
+            message,
+        };
         let located = |key: String, e: &toml::de::Error| ConfigError {
             file: Some(path.to_owned()),
             position: e.span().map(|span| line_column(text, span.start)),
             key,
             message: e.message().trim().to_owned(),
         };
-        let deserializer = toml::Deserializer::parse(text).map_err(|e| located(String::new(), &e))?;
+        let deserializer =
+            toml::Deserializer::parse(text).map_err(|e| located(String::new(), &e))?;
         let file: File = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let key = e.path().to_string();
             let key = if key == "." { String::new() } else { key };
             located(key, e.inner())
         })?;
-        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        file.check(base).map_err(|(key, message)| err(key, message)).map(|mut config| {
-            config.file = Some(path.to_owned());
-            config
-        })
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        file.check(base)
+            .map_err(|(key, message)| err(key, message))
+            .map(|mut config| {
+                config.file = Some(path.to_owned());
+                config
+            })
     }
 }
 
@@ -405,7 +416,10 @@ impl Config {
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
     (line, column)
 }
 
@@ -421,49 +435,100 @@ impl File {
         };
         let runtime = RuntimeSettings {
             max_instances: match self.server.max_plugin_instances {
-                Some(0) => return Err(("server.max_plugin_instances".into(), "must be at least 1".into())),
+                Some(0) => {
+                    return Err((
+                        "server.max_plugin_instances".into(),
+                        "must be at least 1".into(),
+                    ));
+                }
                 Some(n) => n,
                 None => RuntimeSettings::default().max_instances,
             },
             compile_cache: self.server.compile_cache.unwrap_or(true),
-            cache_dir: self.server.cache_dir.as_ref().map(|d| absolute(&base.join(d))),
+            cache_dir: self
+                .server
+                .cache_dir
+                .as_ref()
+                .map(|d| absolute(&base.join(d))),
             fuel: self.server.fuel.unwrap_or(false),
         };
         if self.listeners.is_empty() {
-            return Err((String::new(), "no [[listener]] is defined; add one with an `address` and a `plugin`".into()));
+            return Err((
+                String::new(),
+                "no [[listener]] is defined; add one with an `address` and a `plugin`".into(),
+            ));
         }
         let mut plugins = BTreeMap::new();
         for (name, section) in &self.plugins {
             let key = format!("plugin.{name}");
-            plugins.insert(name.clone(), section.spec(name, base).map_err(|(k, m)| (format!("{key}{k}"), m))?);
+            plugins.insert(
+                name.clone(),
+                section
+                    .spec(name, base)
+                    .map_err(|(k, m)| (format!("{key}{k}"), m))?,
+            );
         }
         let mut listeners = Vec::new();
         for (i, l) in self.listeners.into_iter().enumerate() {
             let key = |field: &str| format!("listener[{i}].{field}");
             let options = l.options(base, &key)?;
             let name = l.name.unwrap_or_else(|| format!("listener-{}", i + 1));
-            if listeners.iter().any(|other: &ListenerConfig| other.name == name) {
-                return Err((key("name"), format!("another listener is already named `{name}`")));
+            if listeners
+                .iter()
+                .any(|other: &ListenerConfig| other.name == name)
+            {
+                return Err((
+                    key("name"),
+                    format!("another listener is already named `{name}`"),
+                ));
             }
             check_address(&l.address).map_err(|m| (key("address"), m))?;
             let resolve_chain = |names: &[String], key: &str| -> CheckResult<Vec<PluginSpec>> {
-                names.iter().map(|name| match plugins.get(name) {
-                    Some(spec) => Ok(PluginSpec::clone(spec)),
-                    None if builtin::find(name).is_some() => builtin_spec(name, Vec::new(), base).map_err(|m| (key.to_owned(), m)),
-                    None => {
-                        let known: Vec<&str> = plugins.keys().map(String::as_str).chain(builtin::BUILTINS.iter().map(|b| b.name)).collect();
-                        Err((key.to_owned(), format!("no plugin is named `{name}` (known: {})", known.join(", "))))
-                    }
-                }).collect()
+                names
+                    .iter()
+                    .map(|name| match plugins.get(name) {
+                        Some(spec) => Ok(PluginSpec::clone(spec)),
+                        None if builtin::find(name).is_some() => {
+                            builtin_spec(name, Vec::new(), base).map_err(|m| (key.to_owned(), m))
+                        }
+                        None => {
+                            let known: Vec<&str> = plugins
+                                .keys()
+                                .map(String::as_str)
+                                .chain(builtin::BUILTINS.iter().map(|b| b.name))
+                                .collect();
+                            Err((
+                                key.to_owned(),
+                                format!(
+                                    "no plugin is named `{name}` (known: {})",
+                                    known.join(", ")
+                                ),
+                            ))
+                        }
+                    })
+                    .collect()
             };
             let tenant_config = |name: &String, key: &str| -> CheckResult<TenantConfig> {
                 let section = self.tenants.get(name).ok_or_else(|| {
                     let known: Vec<&str> = self.tenants.keys().map(String::as_str).collect();
-                    (key.to_owned(), format!("no tenant is named `{name}` (known: {})", if known.is_empty() { "none".into() } else { known.join(", ") }))
+                    (
+                        key.to_owned(),
+                        format!(
+                            "no tenant is named `{name}` (known: {})",
+                            if known.is_empty() {
+                                "none".into()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    )
                 })?;
                 let tkey = format!("tenant.{name}");
                 if section.plugins.is_empty() {
-                    return Err((format!("{tkey}.plugins"), "the chain is empty; name at least one plugin".into()));
+                    return Err((
+                        format!("{tkey}.plugins"),
+                        "the chain is empty; name at least one plugin".into(),
+                    ));
                 }
                 let mut specs = resolve_chain(&section.plugins, &format!("{tkey}.plugins"))?;
                 for spec in &mut specs {
@@ -471,21 +536,42 @@ impl File {
                     spec.name = format!("{name}/{}", spec.name);
                     if let Some(mib) = section.memory_limit_mib {
                         if mib == 0 {
-                            return Err((format!("{tkey}.memory_limit_mib"), "must be at least 1".into()));
+                            return Err((
+                                format!("{tkey}.memory_limit_mib"),
+                                "must be at least 1".into(),
+                            ));
                         }
                         spec.limits.memory = (mib as usize) << 20;
                     }
                     if let Some(secs) = section.hook_timeout {
-                        spec.limits.hook_timeout = check_seconds(secs).map_err(|m| (format!("{tkey}.hook_timeout"), m))?;
+                        spec.limits.hook_timeout =
+                            check_seconds(secs).map_err(|m| (format!("{tkey}.hook_timeout"), m))?;
                     }
                     spec.limits.max_concurrent_calls = match section.max_concurrent_calls {
-                        Some(0) => return Err((format!("{tkey}.max_concurrent_calls"), "must be at least 1".into())),
+                        Some(0) => {
+                            return Err((
+                                format!("{tkey}.max_concurrent_calls"),
+                                "must be at least 1".into(),
+                            ));
+                        }
                         Some(n) => Some(n),
-                        None => Some(spec.limits.max_concurrent_calls.unwrap_or_else(default_tenant_concurrency)),
+                        None => Some(
+                            spec.limits
+                                .max_concurrent_calls
+                                .unwrap_or_else(default_tenant_concurrency),
+                        ),
                     };
                 }
-                let domains = section.domains.iter().map(|d| d.trim().to_ascii_lowercase()).collect();
-                Ok(TenantConfig { name: name.clone(), domains, plugins: specs })
+                let domains = section
+                    .domains
+                    .iter()
+                    .map(|d| d.trim().to_ascii_lowercase())
+                    .collect();
+                Ok(TenantConfig {
+                    name: name.clone(),
+                    domains,
+                    plugins: specs,
+                })
             };
             let session_tenant = l.tenant.clone();
             let (chain, tenants) = match (l.plugin, l.plugins, l.tenant, l.tenants) {
@@ -504,14 +590,22 @@ impl File {
             // LMTP answers per recipient from the listener's chain; splitting
             // one message between tenants there would accept recipients no
             // tenant plugin ever saw.
-            if options.protocol == Protocol::Lmtp && tenants.as_ref().is_some_and(|t| !t.is_empty()) {
+            if options.protocol == Protocol::Lmtp && tenants.as_ref().is_some_and(|t| !t.is_empty())
+            {
                 return Err((key("tenants"), "an LMTP listener can't split messages between tenants; serve it with one tenant (`tenant = \"NAME\"`)".into()));
             }
             let mut tenant_configs: Vec<TenantConfig> = Vec::new();
             for name in tenants.unwrap_or_default() {
                 let t = tenant_config(&name, &key("tenants"))?;
-                if let Some(domain) = t.domains.iter().find(|d| tenant_configs.iter().any(|o| o.domains.contains(d))) {
-                    return Err((key("tenants"), format!("the domain `{domain}` belongs to two of this listener's tenants")));
+                if let Some(domain) = t
+                    .domains
+                    .iter()
+                    .find(|d| tenant_configs.iter().any(|o| o.domains.contains(d)))
+                {
+                    return Err((
+                        key("tenants"),
+                        format!("the domain `{domain}` belongs to two of this listener's tenants"),
+                    ));
                 }
                 tenant_configs.push(t);
             }
@@ -519,7 +613,8 @@ impl File {
                 Some(h) => check_hostname(&h).map_err(|m| (key("hostname"), m))?,
                 None => hostname.clone(),
             };
-            let timeout = check_seconds(l.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS)).map_err(|m| (key("timeout"), m))?;
+            let timeout = check_seconds(l.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS))
+                .map_err(|m| (key("timeout"), m))?;
             listeners.push(ListenerConfig {
                 name,
                 address: l.address,
@@ -535,7 +630,10 @@ impl File {
         }
         for (name, p) in &self.plugins {
             if p.fuel.is_some() && !runtime.fuel {
-                return Err((format!("plugin.{name}.fuel"), "needs `fuel = true` in [server]: the server counts no fuel otherwise".into()));
+                return Err((
+                    format!("plugin.{name}.fuel"),
+                    "needs `fuel = true` in [server]: the server counts no fuel otherwise".into(),
+                ));
             }
         }
         if let Some(address) = &self.server.metrics {
@@ -543,12 +641,19 @@ impl File {
         }
         let shutdown_grace = match self.server.shutdown_grace {
             Some(0.0) => Some(Duration::ZERO),
-            Some(secs) => Some(check_seconds(secs).map_err(|m| ("server.shutdown_grace".to_owned(), m))?),
+            Some(secs) => {
+                Some(check_seconds(secs).map_err(|m| ("server.shutdown_grace".to_owned(), m))?)
+            }
             None => None,
         };
         Ok(Config {
-            file: None, runtime, watch: self.server.watch.unwrap_or(false), listeners,
-            metrics: self.server.metrics, log_format: self.server.log_format, shutdown_grace,
+            file: None,
+            runtime,
+            watch: self.server.watch.unwrap_or(false),
+            listeners,
+            metrics: self.server.metrics,
+            log_format: self.server.log_format,
+            shutdown_grace,
         })
     }
 }
@@ -562,40 +667,66 @@ impl ListenerSection {
         }
         if let Some(tls) = &self.tls {
             let (cert, key_file) = (base.join(&tls.cert), base.join(&tls.key));
-            let config = crate::tls::server_config(&cert, &key_file).map_err(|e| (key("tls"), e.to_string()))?;
+            let config = crate::tls::server_config(&cert, &key_file)
+                .map_err(|e| (key("tls"), e.to_string()))?;
             let handshake_timeout = match tls.handshake_timeout {
                 Some(secs) => check_seconds(secs).map_err(|m| (key("tls.handshake_timeout"), m))?,
                 None => crate::tls::DEFAULT_HANDSHAKE_TIMEOUT,
             };
-            options.tls = Some(Tls { config, handshake_timeout });
+            options.tls = Some(Tls {
+                config,
+                handshake_timeout,
+            });
         }
         options.implicit_tls = self.implicit_tls.unwrap_or(false);
         if options.implicit_tls && options.tls.is_none() {
-            return Err((key("implicit_tls"), "needs a certificate: add `tls = { cert = \"...\", key = \"...\" }`".into()));
+            return Err((
+                key("implicit_tls"),
+                "needs a certificate: add `tls = { cert = \"...\", key = \"...\" }`".into(),
+            ));
         }
-        options.require_starttls = self.require_starttls.unwrap_or(options.tls.is_some() && !options.implicit_tls);
+        options.require_starttls = self
+            .require_starttls
+            .unwrap_or(options.tls.is_some() && !options.implicit_tls);
         if options.require_starttls && options.tls.is_none() {
-            return Err((key("require_starttls"), "needs a certificate: add `tls = { cert = \"...\", key = \"...\" }`".into()));
+            return Err((
+                key("require_starttls"),
+                "needs a certificate: add `tls = { cert = \"...\", key = \"...\" }`".into(),
+            ));
         }
         options.auth.required = self.auth_required.unwrap_or(false);
         options.auth.require_tls = self.auth_require_tls.unwrap_or(true);
         for name in self.auth_exclude_mechanisms.iter().flatten() {
             let Some(mechanism) = Mechanism::parse(name) else {
                 let known: Vec<&str> = Mechanism::ALL.iter().map(|m| m.name()).collect();
-                return Err((key("auth_exclude_mechanisms"), format!("`{name}` is not a mechanism wasmtp offers ({})", known.join(", "))));
+                return Err((
+                    key("auth_exclude_mechanisms"),
+                    format!(
+                        "`{name}` is not a mechanism wasmtp offers ({})",
+                        known.join(", ")
+                    ),
+                ));
             };
             options.auth.mechanisms.retain(|m| *m != mechanism);
         }
         if options.auth.required && options.auth.require_tls && options.tls.is_none() {
-            return Err((key("auth_required"), "AUTH is required but needs TLS, and this listener has no `tls`".into()));
+            return Err((
+                key("auth_required"),
+                "AUTH is required but needs TLS, and this listener has no `tls`".into(),
+            ));
         }
         if self.proxy_protocol.unwrap_or(false) {
             options.proxy_protocol = Some(match self.proxy_protocol_timeout {
-                Some(secs) => check_seconds(secs).map_err(|m| (key("proxy_protocol_timeout"), m))?,
+                Some(secs) => {
+                    check_seconds(secs).map_err(|m| (key("proxy_protocol_timeout"), m))?
+                }
                 None => crate::proxy_protocol::DEFAULT_TIMEOUT,
             });
         } else if self.proxy_protocol_timeout.is_some() {
-            return Err((key("proxy_protocol_timeout"), "is set but `proxy_protocol` is not".into()));
+            return Err((
+                key("proxy_protocol_timeout"),
+                "is set but `proxy_protocol` is not".into(),
+            ));
         }
         let positive = |value: Option<usize>, field: &str| match value {
             Some(0) => Err((key(field), "must be at least 1".to_owned())),
@@ -603,12 +734,14 @@ impl ListenerSection {
         };
         options.enhanced_status_codes = self.enhanced_status_codes.unwrap_or(false);
         options.max_connections = positive(self.max_connections, "max_connections")?;
-        options.max_connections_per_ip = positive(self.max_connections_per_ip, "max_connections_per_ip")?;
+        options.max_connections_per_ip =
+            positive(self.max_connections_per_ip, "max_connections_per_ip")?;
         if let Some(n) = positive(self.max_recipients, "max_recipients")? {
             options.limits.max_recipients = n;
         }
         if let Some(secs) = self.data_timeout {
-            options.limits.data_timeout = check_seconds(secs).map_err(|m| (key("data_timeout"), m))?;
+            options.limits.data_timeout =
+                check_seconds(secs).map_err(|m| (key("data_timeout"), m))?;
         }
         if let Some(n) = self.command_call_limit {
             if n == 0 {
@@ -628,16 +761,23 @@ impl ListenerSection {
 
 impl PluginSection {
     fn spec(&self, name: &str, base: &Path) -> CheckResult<PluginSpec> {
-        let mut spec = if builtin::find(&self.component).is_some() && !self.component.contains('/') {
-            builtin_spec(&self.component, self.args.clone(), base).map_err(|m| (".args".to_owned(), m))?
+        let mut spec = if builtin::find(&self.component).is_some() && !self.component.contains('/')
+        {
+            builtin_spec(&self.component, self.args.clone(), base)
+                .map_err(|m| (".args".to_owned(), m))?
         } else {
             let path = base.join(&self.component);
             if !path.is_file() {
                 let builtins: Vec<&str> = builtin::BUILTINS.iter().map(|b| b.name).collect();
-                return Err((".component".into(), format!(
-                    "`{}` is neither a built-in plugin ({}) nor a file ({} does not exist)",
-                    self.component, builtins.join(", "), path.display()
-                )));
+                return Err((
+                    ".component".into(),
+                    format!(
+                        "`{}` is neither a built-in plugin ({}) nor a file ({} does not exist)",
+                        self.component,
+                        builtins.join(", "),
+                        path.display()
+                    ),
+                ));
             }
             PluginSpec {
                 name: String::new(),
@@ -657,7 +797,8 @@ impl PluginSection {
             spec.limits.memory = (mib as usize) << 20;
         }
         if let Some(secs) = self.hook_timeout {
-            spec.limits.hook_timeout = check_seconds(secs).map_err(|m| (".hook_timeout".to_owned(), m))?;
+            spec.limits.hook_timeout =
+                check_seconds(secs).map_err(|m| (".hook_timeout".to_owned(), m))?;
         }
         spec.limits.fuel = self.fuel;
         if let Some(n) = self.max_concurrent_calls {
@@ -669,14 +810,26 @@ impl PluginSection {
         let g = &self.grants;
         spec.grants.stdout |= g.stdout;
         spec.grants.stderr |= g.stderr;
-        spec.grants.env.extend(g.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        spec.grants
+            .env
+            .extend(g.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         for (i, dir) in g.dirs.iter().enumerate() {
             let host = absolute(&base.join(&dir.path));
             if !host.is_dir() {
-                return Err((format!(".grants.dirs[{i}].path"), format!("{} is not a directory", host.display())));
+                return Err((
+                    format!(".grants.dirs[{i}].path"),
+                    format!("{} is not a directory", host.display()),
+                ));
             }
-            let guest = dir.guest.clone().unwrap_or_else(|| host.to_string_lossy().into_owned());
-            spec.grants.dirs.push(DirGrant { host, guest, writable: dir.writable });
+            let guest = dir
+                .guest
+                .clone()
+                .unwrap_or_else(|| host.to_string_lossy().into_owned());
+            spec.grants.dirs.push(DirGrant {
+                host,
+                guest,
+                writable: dir.writable,
+            });
         }
         for (i, target) in g.network.iter().enumerate() {
             let addrs = resolve(target).map_err(|m| (format!(".grants.network[{i}]"), m))?;
@@ -700,16 +853,25 @@ pub fn builtin_spec(name: &str, mut args: Vec<String>, base: &Path) -> Result<Pl
         // The relay, and nothing else, is reachable; a host name is resolved
         // here, as the sandbox allows the plugin no name lookups.
         "proxy" if args.len() == 2 => {
-            let target = if args[0].contains(':') { format!("[{}]:{}", args[0].trim_matches(['[', ']']), args[1]) } else { format!("{}:{}", args[0], args[1]) };
+            let target = if args[0].contains(':') {
+                format!("[{}]:{}", args[0].trim_matches(['[', ']']), args[1])
+            } else {
+                format!("{}:{}", args[0], args[1])
+            };
             let addrs = resolve(&target)?;
             args[0] = addrs[0].ip().to_string();
             grants.network.push(addrs[0]);
         }
         "mailbox" if args.len() == 1 => {
             let dir = absolute(&base.join(&args[0]));
-            std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create the Maildir {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create the Maildir {}: {e}", dir.display()))?;
             let dir_text = dir.to_string_lossy().into_owned();
-            grants.dirs.push(DirGrant { host: dir, guest: dir_text.clone(), writable: true });
+            grants.dirs.push(DirGrant {
+                host: dir,
+                guest: dir_text.clone(),
+                writable: true,
+            });
             args[0] = dir_text;
         }
         _ => {}
@@ -734,7 +896,10 @@ fn default_tenant_concurrency() -> usize {
 fn resolve(target: &str) -> Result<Vec<std::net::SocketAddr>, String> {
     use std::net::ToSocketAddrs;
     check_address(target)?;
-    let addrs: Vec<_> = target.to_socket_addrs().map_err(|e| format!("cannot resolve `{target}`: {e}"))?.collect();
+    let addrs: Vec<_> = target
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{target}`: {e}"))?
+        .collect();
     if addrs.is_empty() {
         return Err(format!("`{target}` resolves to no address"));
     }
@@ -754,18 +919,25 @@ pub fn check_address(address: &str) -> Result<(), String> {
         }
         return Ok(());
     }
-    let (host, port) = address.rsplit_once(':').ok_or_else(|| format!("`{address}` is not HOST:PORT"))?;
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{address}` is not HOST:PORT"))?;
     if host.is_empty() {
-        return Err(format!("`{address}` has no host; use 0.0.0.0 or [::] for every address"));
+        return Err(format!(
+            "`{address}` has no host; use 0.0.0.0 or [::] for every address"
+        ));
     }
-    port.parse::<u16>().map_err(|_| format!("`{port}` in `{address}` is not a port number (0-65535)"))?;
+    port.parse::<u16>()
+        .map_err(|_| format!("`{port}` in `{address}` is not a port number (0-65535)"))?;
     Ok(())
 }
 
 /// `HOST:PORT` or `[v6]:PORT` (no Unix sockets): the metrics endpoint.
 fn check_tcp_address(address: &str) -> Result<(), String> {
     if address.starts_with("unix:") {
-        return Err(format!("`{address}`: the metrics endpoint listens on TCP only"));
+        return Err(format!(
+            "`{address}`: the metrics endpoint listens on TCP only"
+        ));
     }
     check_address(address)
 }
@@ -804,7 +976,9 @@ mod tests {
     use super::*;
 
     fn error(toml: &str) -> String {
-        Config::parse(toml, Path::new("/etc/wasmtp.toml")).unwrap_err().to_string()
+        Config::parse(toml, Path::new("/etc/wasmtp.toml"))
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -825,17 +999,29 @@ mod tests {
             error("[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"nope\"\n"),
             "/etc/wasmtp.toml: listener[0].plugin: no plugin is named `nope` (known: sink, debugging, mailbox, proxy)"
         );
-        assert_eq!(error(""), "/etc/wasmtp.toml: no [[listener]] is defined; add one with an `address` and a `plugin`");
-        assert_eq!(error("[[listener]\n"), "/etc/wasmtp.toml:1:12: unclosed array table, expected `]`");
         assert_eq!(
-            error("[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"p\"\n[plugin.p]\ncomponent = \"missing.wasm\"\n"),
+            error(""),
+            "/etc/wasmtp.toml: no [[listener]] is defined; add one with an `address` and a `plugin`"
+        );
+        assert_eq!(
+            error("[[listener]\n"),
+            "/etc/wasmtp.toml:1:12: unclosed array table, expected `]`"
+        );
+        assert_eq!(
+            error(
+                "[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"p\"\n[plugin.p]\ncomponent = \"missing.wasm\"\n"
+            ),
             "/etc/wasmtp.toml: plugin.p.component: `missing.wasm` is neither a built-in plugin (sink, debugging, mailbox, proxy) nor a file (/etc/missing.wasm does not exist)"
         );
     }
 
     #[test]
     fn defaults_follow_aiosmtpd() {
-        let c = Config::parse("[[listener]]\naddress = \"127.0.0.1:2525\"\nplugin = \"sink\"\n", Path::new("x.toml")).unwrap();
+        let c = Config::parse(
+            "[[listener]]\naddress = \"127.0.0.1:2525\"\nplugin = \"sink\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
         let l = &c.listeners[0];
         assert_eq!(l.name, "listener-1");
         assert_eq!(l.size, Some(1 << 25));
@@ -847,7 +1033,9 @@ mod tests {
     /// combination named in one sentence.
     #[test]
     fn protocol_options_are_checked() {
-        let listener = |extra: &str| format!("[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"sink\"\n{extra}\n");
+        let listener = |extra: &str| {
+            format!("[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"sink\"\n{extra}\n")
+        };
         assert_eq!(
             error(&listener("implicit_tls = true")),
             "/etc/wasmtp.toml: listener[0].implicit_tls: needs a certificate: add `tls = { cert = \"...\", key = \"...\" }`"
@@ -868,13 +1056,18 @@ mod tests {
             error(&listener("proxy_protocol_timeout = 5")),
             "/etc/wasmtp.toml: listener[0].proxy_protocol_timeout: is set but `proxy_protocol` is not"
         );
-        assert_eq!(error(&listener("max_recipients = 0")), "/etc/wasmtp.toml: listener[0].max_recipients: must be at least 1");
+        assert_eq!(
+            error(&listener("max_recipients = 0")),
+            "/etc/wasmtp.toml: listener[0].max_recipients: must be at least 1"
+        );
         assert_eq!(
             error(&listener("protocol = \"pop3\"")),
             "/etc/wasmtp.toml:4:12: listener[0].protocol: unknown variant `pop3`, expected `smtp` or `lmtp`"
         );
         assert_eq!(
-            error(&listener("tls = { cert = \"/nonexistent/cert.pem\", key = \"/nonexistent/key.pem\" }")),
+            error(&listener(
+                "tls = { cert = \"/nonexistent/cert.pem\", key = \"/nonexistent/key.pem\" }"
+            )),
             "/etc/wasmtp.toml: listener[0].tls: cannot read the certificate file /nonexistent/cert.pem: No such file or directory (os error 2)"
         );
         let c = Config::parse(&listener("auth_require_tls = false\nauth_exclude_mechanisms = [\"login\"]\nprotocol = \"lmtp\""), Path::new("x.toml")).unwrap();
@@ -882,6 +1075,12 @@ mod tests {
         assert_eq!(o.auth.mechanisms, vec![Mechanism::Plain]);
         assert_eq!(o.protocol, Protocol::Lmtp);
         assert!(!o.require_starttls && o.tls.is_none() && o.proxy_protocol.is_none());
-        assert!(Config::parse(&listener("").replace("127.0.0.1:25", "unix:/run/lmtp.sock"), Path::new("x.toml")).is_ok());
+        assert!(
+            Config::parse(
+                &listener("").replace("127.0.0.1:25", "unix:/run/lmtp.sock"),
+                Path::new("x.toml")
+            )
+            .is_ok()
+        );
     }
 }

@@ -12,7 +12,10 @@ use wasmtp::server::{self, StartError};
 fn main() -> ExitCode {
     // `wasmtp plugin inspect|test ...`: the tools for plugin authors, with
     // their own command line; anything else is the server's.
-    if std::env::args_os().nth(1).is_some_and(|arg| arg == "plugin") {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == "plugin")
+    {
         return wasmtp::tool::main(std::env::args_os().skip(1));
     }
     // `wasmtp check --config FILE`: is this config deployable?
@@ -26,8 +29,14 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(2, &e.to_string()),
     };
-    wasmtp::logging::init(cli.debug, cli.log_format.or(config.log_format).unwrap_or_default());
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    wasmtp::logging::init(
+        cli.debug,
+        cli.log_format.or(config.log_format).unwrap_or_default(),
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(1, &format!("cannot start the async runtime: {e}")),
     };
@@ -35,7 +44,9 @@ fn main() -> ExitCode {
         let reload = reload_signal();
         let listeners = match server::start(config).await {
             Ok(listeners) => listeners,
-            Err(e @ StartError::Plugin(PluginError::ArgsRefused { .. })) => return fail(2, &e.to_string()),
+            Err(e @ StartError::Plugin(PluginError::ArgsRefused { .. })) => {
+                return fail(2, &e.to_string());
+            }
             Err(e) => return fail(1, &e.to_string()),
         };
         // Handlers installed before run() says `listening on`: a SIGTERM
@@ -75,7 +86,7 @@ fn reload_signal() -> tokio::sync::mpsc::Receiver<()> {
 /// when the future is first polled.
 #[cfg(unix)]
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     async move {

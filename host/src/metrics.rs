@@ -141,12 +141,16 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 /// Hook calls: 10 µs to ~40 s, ×4 a bucket (a nop call is ~1 µs; a
 /// deadline is 30 s by default).
 fn call_buckets() -> Histogram {
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(10e-6, 4.0, 12))
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        10e-6, 4.0, 12,
+    ))
 }
 
 /// Instantiation: 10 µs (a small Rust plugin) to ~2.6 s (a cold interpreter).
 fn instantiation_buckets() -> Histogram {
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(10e-6, 4.0, 10))
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        10e-6, 4.0, 10,
+    ))
 }
 
 /// Every metric, and the registry that exposes them.
@@ -188,19 +192,66 @@ impl Metrics {
         };
         let r = &mut registry;
         r.register("sessions", "Connections, by how they started: accepted (greeted), tempfailed (421 at connect), closed (before the greeting)", m.sessions.clone());
-        r.register("sessions_active", "Connections open now", m.sessions_active.clone());
-        r.register("transactions", "Mail transactions, by the class of the reply that ended them, or abandoned", m.transactions.clone());
+        r.register(
+            "sessions_active",
+            "Connections open now",
+            m.sessions_active.clone(),
+        );
+        r.register(
+            "transactions",
+            "Mail transactions, by the class of the reply that ended them, or abandoned",
+            m.transactions.clone(),
+        );
         r.register("recipients", "RCPT replies, by class", m.recipients.clone());
-        r.register("messages_received", "Messages whose content arrived whole", m.messages.clone());
-        r.register_with_unit("received", "Message content received", Unit::Bytes, m.bytes.clone());
+        r.register(
+            "messages_received",
+            "Messages whose content arrived whole",
+            m.messages.clone(),
+        );
+        r.register_with_unit(
+            "received",
+            "Message content received",
+            Unit::Bytes,
+            m.bytes.clone(),
+        );
         r.register("plugin_calls", "Hook calls into plugins", m.calls.clone());
-        r.register_with_unit("plugin_call_duration", "How long a hook call took", Unit::Seconds, m.call_seconds.clone());
-        r.register("plugin_failures", "Failed hook calls, by kind: trap, timeout, out-of-memory, invalid-reply", m.failures.clone());
-        r.register("plugin_instantiations", "Plugin instances created for sessions", m.instantiations.clone());
-        r.register_with_unit("plugin_instantiation_duration", "How long creating an instance took, setup.init included", Unit::Seconds, m.instantiation_seconds.clone());
-        r.register("config_generation", "The config generation serving new connections", m.generation.clone());
-        r.register("reloads", "Reloads of the config and plugins, by result: ok or refused", m.reloads.clone());
-        r.register("build", "The server's version", Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]));
+        r.register_with_unit(
+            "plugin_call_duration",
+            "How long a hook call took",
+            Unit::Seconds,
+            m.call_seconds.clone(),
+        );
+        r.register(
+            "plugin_failures",
+            "Failed hook calls, by kind: trap, timeout, out-of-memory, invalid-reply",
+            m.failures.clone(),
+        );
+        r.register(
+            "plugin_instantiations",
+            "Plugin instances created for sessions",
+            m.instantiations.clone(),
+        );
+        r.register_with_unit(
+            "plugin_instantiation_duration",
+            "How long creating an instance took, setup.init included",
+            Unit::Seconds,
+            m.instantiation_seconds.clone(),
+        );
+        r.register(
+            "config_generation",
+            "The config generation serving new connections",
+            m.generation.clone(),
+        );
+        r.register(
+            "reloads",
+            "Reloads of the config and plugins, by result: ok or refused",
+            m.reloads.clone(),
+        );
+        r.register(
+            "build",
+            "The server's version",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
         Metrics { registry, ..m }
     }
 
@@ -213,54 +264,97 @@ impl Metrics {
     }
 
     pub fn session(&self, listener: &Arc<str>, tenant: Option<&Arc<str>>, outcome: Outcome) {
-        self.sessions.get_or_create(&TrafficLabels { listener: listener.clone(), tenant: tenant.cloned(), outcome: outcome.name() }).inc();
+        self.sessions
+            .get_or_create(&TrafficLabels {
+                listener: listener.clone(),
+                tenant: tenant.cloned(),
+                outcome: outcome.name(),
+            })
+            .inc();
     }
 
     /// Counts a connection as open until the guard is dropped.
     pub fn open(&self, listener: &Arc<str>) -> OpenConnection {
-        let gauge = self.sessions_active.get_or_create_owned(&ListenerLabels { listener: listener.clone() });
+        let gauge = self.sessions_active.get_or_create_owned(&ListenerLabels {
+            listener: listener.clone(),
+        });
         gauge.inc();
         OpenConnection(gauge)
     }
 
     pub fn transaction(&self, listener: &Arc<str>, tenant: Option<&Arc<str>>, outcome: Outcome) {
-        self.transactions.get_or_create(&TrafficLabels { listener: listener.clone(), tenant: tenant.cloned(), outcome: outcome.name() }).inc();
+        self.transactions
+            .get_or_create(&TrafficLabels {
+                listener: listener.clone(),
+                tenant: tenant.cloned(),
+                outcome: outcome.name(),
+            })
+            .inc();
     }
 
     pub fn recipient(&self, listener: &Arc<str>, tenant: Option<&Arc<str>>, code: u16) {
         let outcome = Outcome::of(code).name();
-        self.recipients.get_or_create(&TrafficLabels { listener: listener.clone(), tenant: tenant.cloned(), outcome }).inc();
+        self.recipients
+            .get_or_create(&TrafficLabels {
+                listener: listener.clone(),
+                tenant: tenant.cloned(),
+                outcome,
+            })
+            .inc();
     }
 
     pub fn received(&self, listener: &Arc<str>, tenant: Option<&Arc<str>>, bytes: usize) {
-        let labels = ReceivedLabels { listener: listener.clone(), tenant: tenant.cloned() };
+        let labels = ReceivedLabels {
+            listener: listener.clone(),
+            tenant: tenant.cloned(),
+        };
         self.messages.get_or_create(&labels).inc();
         self.bytes.get_or_create(&labels).inc_by(bytes as u64);
     }
 
     pub fn hook_call(&self, plugin: &Arc<str>, hook: Hook, took: Duration) {
-        let labels = HookLabels { plugin: plugin.clone(), hook: hook.name() };
+        let labels = HookLabels {
+            plugin: plugin.clone(),
+            hook: hook.name(),
+        };
         self.calls.get_or_create(&labels).inc();
-        self.call_seconds.get_or_create(&labels).observe(took.as_secs_f64());
+        self.call_seconds
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
     }
 
     /// `kind`: the WIT error kind's name (`trap`, `timeout`, ...).
     pub fn hook_failure(&self, plugin: &Arc<str>, hook: Hook, kind: &'static str) {
-        self.failures.get_or_create(&FailureLabels { plugin: plugin.clone(), hook: hook.name(), kind }).inc();
+        self.failures
+            .get_or_create(&FailureLabels {
+                plugin: plugin.clone(),
+                hook: hook.name(),
+                kind,
+            })
+            .inc();
     }
 
     pub fn instantiation(&self, plugin: &Arc<str>, took: Duration) {
-        let labels = PluginLabels { plugin: plugin.clone() };
+        let labels = PluginLabels {
+            plugin: plugin.clone(),
+        };
         self.instantiations.get_or_create(&labels).inc();
-        self.instantiation_seconds.get_or_create(&labels).observe(took.as_secs_f64());
+        self.instantiation_seconds
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
     }
 
     pub fn generation(&self, generation: u64) {
-        self.generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
+        self.generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
     }
 
     pub fn reload(&self, ok: bool) {
-        self.reloads.get_or_create(&ReloadLabels { result: if ok { "ok" } else { "refused" } }).inc();
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                result: if ok { "ok" } else { "refused" },
+            })
+            .inc();
     }
 }
 
@@ -275,7 +369,9 @@ impl Drop for OpenConnection {
 
 /// The tenant label of a transaction: the one its recipients all belong to
 /// (`None` standing for the listener's own chain), or `mixed`.
-pub fn tenant_of_all<'a>(tenants: impl IntoIterator<Item = Option<&'a Arc<str>>>) -> Option<Arc<str>> {
+pub fn tenant_of_all<'a>(
+    tenants: impl IntoIterator<Item = Option<&'a Arc<str>>>,
+) -> Option<Arc<str>> {
     static MIXED: OnceLock<Arc<str>> = OnceLock::new();
     let mut tenants = tenants.into_iter();
     let first = tenants.next().flatten();
@@ -320,7 +416,13 @@ async fn answer(mut stream: TcpStream) -> std::io::Result<()> {
         }
         head.extend_from_slice(&chunk[..n]);
         if head.len() > MAX_REQUEST {
-            return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", "request too large\n").await;
+            return respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "request too large\n",
+            )
+            .await;
         }
     }
     let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
@@ -331,16 +433,50 @@ async fn answer(mut stream: TcpStream) -> std::io::Result<()> {
     match (method, path) {
         ("GET" | "HEAD", "/metrics") => {
             let body = get().map(Metrics::encode).unwrap_or_default();
-            let body = if method == "HEAD" { String::new() } else { body };
-            respond(&mut stream, "200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", &body).await
+            let body = if method == "HEAD" {
+                String::new()
+            } else {
+                body
+            };
+            respond(
+                &mut stream,
+                "200 OK",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                &body,
+            )
+            .await
         }
-        ("GET" | "HEAD", _) => respond(&mut stream, "404 Not Found", "text/plain", "wasmtp serves /metrics only\n").await,
-        _ => respond(&mut stream, "405 Method Not Allowed", "text/plain", "GET /metrics\n").await,
+        ("GET" | "HEAD", _) => {
+            respond(
+                &mut stream,
+                "404 Not Found",
+                "text/plain",
+                "wasmtp serves /metrics only\n",
+            )
+            .await
+        }
+        _ => {
+            respond(
+                &mut stream,
+                "405 Method Not Allowed",
+                "text/plain",
+                "GET /metrics\n",
+            )
+            .await
+        }
     }
 }
 
-async fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &str) -> std::io::Result<()> {
-    let head = format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+async fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
     stream.shutdown().await
@@ -364,7 +500,10 @@ mod tests {
         assert_eq!(tenant_of_all([None, None]), None);
         assert_eq!(tenant_of_all([Some(&a), Some(&a)]).as_deref(), Some("acme"));
         assert_eq!(tenant_of_all([Some(&a), None]).as_deref(), Some("mixed"));
-        assert_eq!(tenant_of_all([Some(&a), Some(&b)]).as_deref(), Some("mixed"));
+        assert_eq!(
+            tenant_of_all([Some(&a), Some(&b)]).as_deref(),
+            Some("mixed")
+        );
     }
 
     #[test]
@@ -375,11 +514,17 @@ mod tests {
         m.hook_failure(&plugin, Hook::Data, "out-of-memory");
         m.received(&"in".into(), None, 42);
         let text = m.encode();
-        assert!(text.contains("wasmtp_plugin_calls_total{plugin=\"acme/inbox\",hook=\"rcpt\"} 1"), "{text}");
+        assert!(
+            text.contains("wasmtp_plugin_calls_total{plugin=\"acme/inbox\",hook=\"rcpt\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("wasmtp_plugin_call_duration_seconds_bucket{le=\"4e-5\",plugin=\"acme/inbox\",hook=\"rcpt\"} 1")
             || text.contains("wasmtp_plugin_call_duration_seconds_count{plugin=\"acme/inbox\",hook=\"rcpt\"} 1"), "{text}");
         assert!(text.contains("wasmtp_plugin_failures_total{plugin=\"acme/inbox\",hook=\"data\",kind=\"out-of-memory\"} 1"), "{text}");
-        assert!(text.contains("wasmtp_received_bytes_total{listener=\"in\",tenant=\"\"} 42"), "{text}");
+        assert!(
+            text.contains("wasmtp_received_bytes_total{listener=\"in\",tenant=\"\"} 42"),
+            "{text}"
+        );
         assert!(text.contains("wasmtp_build_info{version=\""), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }

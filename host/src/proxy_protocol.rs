@@ -60,14 +60,19 @@ pub enum ProxyError {
 }
 
 /// Read one header, with `timeout` for the whole of it.
-pub async fn read_header<S: AsyncRead + Unpin>(stream: &mut S, timeout: Duration) -> Result<ProxyHeader, ProxyError> {
+pub async fn read_header<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    timeout: Duration,
+) -> Result<ProxyHeader, ProxyError> {
     match tokio::time::timeout(timeout, read_header_untimed(stream)).await {
         Ok(result) => result,
         Err(_) => Err(ProxyError::Timeout(timeout)),
     }
 }
 
-async fn read_header_untimed<S: AsyncRead + Unpin>(stream: &mut S) -> Result<ProxyHeader, ProxyError> {
+async fn read_header_untimed<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<ProxyHeader, ProxyError> {
     let mut head = [0u8; 16];
     // The first 5 bytes say which version it is: `PROXY` or the v2 signature.
     read_exact(stream, &mut head[..5]).await?;
@@ -76,7 +81,9 @@ async fn read_header_untimed<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Pro
         let mut line = head[..5].to_vec();
         loop {
             if line.len() >= V1_MAX {
-                return Err(ProxyError::Invalid("a v1 header longer than 107 bytes".into()));
+                return Err(ProxyError::Invalid(
+                    "a v1 header longer than 107 bytes".into(),
+                ));
             }
             let mut byte = [0u8];
             read_exact(stream, &mut byte).await?;
@@ -95,11 +102,16 @@ async fn read_header_untimed<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Pro
     }
     // Refuse a bad version or family before waiting for a body it announces.
     if head[12] >> 4 != 2 || head[12] & 0x0f > 1 || head[13] >> 4 > 3 {
-        return Err(ProxyError::Invalid(format!("v2 version/command {:#04x}, family {:#04x}", head[12], head[13])));
+        return Err(ProxyError::Invalid(format!(
+            "v2 version/command {:#04x}, family {:#04x}",
+            head[12], head[13]
+        )));
     }
     let length = usize::from(u16::from_be_bytes([head[14], head[15]]));
     if 16 + length > V2_MAX {
-        return Err(ProxyError::Invalid(format!("a v2 header of {length} bytes")));
+        return Err(ProxyError::Invalid(format!(
+            "a v2 header of {length} bytes"
+        )));
     }
     let mut header = head.to_vec();
     header.resize(16 + length, 0);
@@ -107,7 +119,10 @@ async fn read_header_untimed<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Pro
     parse(&header)
 }
 
-async fn read_exact<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut [u8]) -> Result<(), ProxyError> {
+async fn read_exact<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut [u8],
+) -> Result<(), ProxyError> {
     match stream.read_exact(buf).await {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(ProxyError::Closed),
@@ -119,25 +134,43 @@ async fn read_exact<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut [u8]) -> Res
 pub fn parse(bytes: &[u8]) -> Result<ProxyHeader, ProxyError> {
     if bytes.starts_with(b"PROXY") {
         if bytes.len() > V1_MAX {
-            return Err(ProxyError::Invalid("a v1 header longer than 107 bytes".into()));
+            return Err(ProxyError::Invalid(
+                "a v1 header longer than 107 bytes".into(),
+            ));
         }
-        let header = ppp::v1::Header::try_from(bytes).map_err(|e| ProxyError::Invalid(e.to_string()))?;
+        let header =
+            ppp::v1::Header::try_from(bytes).map_err(|e| ProxyError::Invalid(e.to_string()))?;
         let (source, destination) = match header.addresses {
             ppp::v1::Addresses::Unknown => (None, None),
             ppp::v1::Addresses::Tcp4(a) => (
                 Some(SocketAddr::new(IpAddr::V4(a.source_address), a.source_port)),
-                Some(SocketAddr::new(IpAddr::V4(a.destination_address), a.destination_port)),
+                Some(SocketAddr::new(
+                    IpAddr::V4(a.destination_address),
+                    a.destination_port,
+                )),
             ),
             ppp::v1::Addresses::Tcp6(a) => (
                 Some(SocketAddr::new(IpAddr::V6(a.source_address), a.source_port)),
-                Some(SocketAddr::new(IpAddr::V6(a.destination_address), a.destination_port)),
+                Some(SocketAddr::new(
+                    IpAddr::V6(a.destination_address),
+                    a.destination_port,
+                )),
             ),
         };
-        return Ok(ProxyHeader { version: 1, command: ProxyCommand::Proxy, source, destination, tlvs: Vec::new() });
+        return Ok(ProxyHeader {
+            version: 1,
+            command: ProxyCommand::Proxy,
+            source,
+            destination,
+            tlvs: Vec::new(),
+        });
     }
-    let header = ppp::v2::Header::try_from(bytes).map_err(|e| ProxyError::Invalid(e.to_string()))?;
+    let header =
+        ppp::v2::Header::try_from(bytes).map_err(|e| ProxyError::Invalid(e.to_string()))?;
     if header.len() != bytes.len() {
-        return Err(ProxyError::Invalid("trailing bytes after the v2 header".into()));
+        return Err(ProxyError::Invalid(
+            "trailing bytes after the v2 header".into(),
+        ));
     }
     let command = match header.command {
         ppp::v2::Command::Local => ProxyCommand::Local,
@@ -147,11 +180,17 @@ pub fn parse(bytes: &[u8]) -> Result<ProxyHeader, ProxyError> {
         (ProxyCommand::Local, _) => (None, None),
         (_, ppp::v2::Addresses::IPv4(a)) => (
             Some(SocketAddr::new(IpAddr::V4(a.source_address), a.source_port)),
-            Some(SocketAddr::new(IpAddr::V4(a.destination_address), a.destination_port)),
+            Some(SocketAddr::new(
+                IpAddr::V4(a.destination_address),
+                a.destination_port,
+            )),
         ),
         (_, ppp::v2::Addresses::IPv6(a)) => (
             Some(SocketAddr::new(IpAddr::V6(a.source_address), a.source_port)),
-            Some(SocketAddr::new(IpAddr::V6(a.destination_address), a.destination_port)),
+            Some(SocketAddr::new(
+                IpAddr::V6(a.destination_address),
+                a.destination_port,
+            )),
         ),
         _ => (None, None),
     };
@@ -160,7 +199,13 @@ pub fn parse(bytes: &[u8]) -> Result<ProxyHeader, ProxyError> {
         let tlv = tlv.map_err(|e| ProxyError::Invalid(format!("bad TLV: {e}")))?;
         tlvs.push((tlv.kind, tlv.value.into_owned()));
     }
-    Ok(ProxyHeader { version: 2, command, source, destination, tlvs })
+    Ok(ProxyHeader {
+        version: 2,
+        command,
+        source,
+        destination,
+        tlvs,
+    })
 }
 
 #[cfg(test)]
@@ -179,7 +224,11 @@ mod tests {
         assert!(parse(b"PROXY TCP4 300.0.0.1 1.1.1.1 1 2\r\n").is_err());
         assert!(parse(b"PROXY TCP4 1.1.1.1 1.1.1.1 1\r\n").is_err());
         // Longer than the spec's 107 bytes, even when well formed otherwise.
-        let long = format!("PROXY TCP6 {0} {0} 65535 65535{1}\r\n", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", " ".repeat(20));
+        let long = format!(
+            "PROXY TCP6 {0} {0} 65535 65535{1}\r\n",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            " ".repeat(20)
+        );
         assert!(parse(long.as_bytes()).is_err());
     }
 
@@ -188,7 +237,10 @@ mod tests {
         let header = ppp::v2::Builder::with_addresses(
             ppp::v2::Version::Two | ppp::v2::Command::Proxy,
             ppp::v2::Protocol::Stream,
-            ("192.0.2.7:4000".parse::<SocketAddr>().unwrap(), "198.51.100.1:25".parse::<SocketAddr>().unwrap()),
+            (
+                "192.0.2.7:4000".parse::<SocketAddr>().unwrap(),
+                "198.51.100.1:25".parse::<SocketAddr>().unwrap(),
+            ),
         )
         .write_tlv(ppp::v2::Type::Authority, b"mx.example")
         .unwrap()
@@ -208,8 +260,14 @@ mod tests {
         assert_eq!(h.source.unwrap().port(), 56324);
         assert_eq!(input, b"EHLO x\r\n");
         let mut input: &[u8] = b"EHLO x\r\n";
-        assert!(matches!(read_header(&mut input, DEFAULT_TIMEOUT).await, Err(ProxyError::NotProxy)));
+        assert!(matches!(
+            read_header(&mut input, DEFAULT_TIMEOUT).await,
+            Err(ProxyError::NotProxy)
+        ));
         let mut input: &[u8] = b"PROXY TCP4 192.0.2.7";
-        assert!(matches!(read_header(&mut input, DEFAULT_TIMEOUT).await, Err(ProxyError::Closed)));
+        assert!(matches!(
+            read_header(&mut input, DEFAULT_TIMEOUT).await,
+            Err(ProxyError::Closed)
+        ));
     }
 }

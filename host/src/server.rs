@@ -39,9 +39,16 @@ pub enum StartError {
     #[error(transparent)]
     Plugin(#[from] PluginError),
     #[error("listener `{listener}`: cannot listen on {address}: {reason}")]
-    Bind { listener: String, address: String, reason: std::io::Error },
+    Bind {
+        listener: String,
+        address: String,
+        reason: std::io::Error,
+    },
     #[error("server.metrics: cannot listen on {address}: {reason}")]
-    MetricsBind { address: String, reason: std::io::Error },
+    MetricsBind {
+        address: String,
+        reason: std::io::Error,
+    },
 }
 
 /// Why a reload was refused; the running generation stays.
@@ -53,7 +60,9 @@ pub enum ReloadError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Plugin(#[from] PluginError),
-    #[error("{0}; listeners can't be added, removed, renamed or moved by a reload: restart the server for that")]
+    #[error(
+        "{0}; listeners can't be added, removed, renamed or moved by a reload: restart the server for that"
+    )]
     Listeners(String),
 }
 
@@ -72,7 +81,10 @@ pub struct Listener {
 /// A listening socket: TCP, or a Unix socket (LMTP's usual home).
 pub enum Socket {
     Tcp(TcpListener),
-    Unix { listener: UnixListener, path: Arc<str> },
+    Unix {
+        listener: UnixListener,
+        path: Arc<str>,
+    },
 }
 
 impl Socket {
@@ -87,7 +99,10 @@ impl Socket {
                     std::fs::remove_file(path)?;
                 }
                 let listener = UnixListener::bind(path)?;
-                Ok(Socket::Unix { listener, path: path.to_string_lossy().into() })
+                Ok(Socket::Unix {
+                    listener,
+                    path: path.to_string_lossy().into(),
+                })
             }
         }
     }
@@ -139,25 +154,50 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     for (l, settings) in load_listeners(&runtime, config.listeners).await? {
         let socket = Socket::bind(&Address::parse(&l.address))
             .await
-            .map_err(|reason| StartError::Bind { listener: l.name.clone(), address: l.address.clone(), reason })?;
-        let limiter = ConnectionLimiter::new(l.options.max_connections, l.options.max_connections_per_ip);
-        listeners.push(Listener { socket, limiter, name: l.name, address: l.address, settings: Arc::new(ArcSwap::from_pointee(settings)) });
+            .map_err(|reason| StartError::Bind {
+                listener: l.name.clone(),
+                address: l.address.clone(),
+                reason,
+            })?;
+        let limiter =
+            ConnectionLimiter::new(l.options.max_connections, l.options.max_connections_per_ip);
+        listeners.push(Listener {
+            socket,
+            limiter,
+            name: l.name,
+            address: l.address,
+            settings: Arc::new(ArcSwap::from_pointee(settings)),
+        });
     }
     let metrics = match &config.metrics {
         Some(address) => {
             crate::metrics::enable();
             let bound = TcpListener::bind(address.as_str()).await;
-            Some(bound.map_err(|reason| StartError::MetricsBind { address: address.clone(), reason })?)
+            Some(bound.map_err(|reason| StartError::MetricsBind {
+                address: address.clone(),
+                reason,
+            })?)
         }
         None => None,
     };
     let shutdown_grace = config.shutdown_grace.unwrap_or(SHUTDOWN_GRACE);
-    Ok(Server { listeners, metrics, runtime, config_file, watch, generation: AtomicU64::new(1), shutdown_grace })
+    Ok(Server {
+        listeners,
+        metrics,
+        runtime,
+        config_file,
+        watch,
+        generation: AtomicU64::new(1),
+        shutdown_grace,
+    })
 }
 
 /// Compile and check the plugins of every listener and build its settings.
 /// A plugin named in several chains is loaded once.
-async fn load_listeners(runtime: &Arc<Runtime>, configs: Vec<ListenerConfig>) -> Result<Vec<(ListenerConfig, ListenerSettings)>, PluginError> {
+async fn load_listeners(
+    runtime: &Arc<Runtime>,
+    configs: Vec<ListenerConfig>,
+) -> Result<Vec<(ListenerConfig, ListenerSettings)>, PluginError> {
     let mut loaded: Vec<Arc<Plugin>> = Vec::new();
     let mut out = Vec::new();
     for mut l in configs {
@@ -165,7 +205,11 @@ async fn load_listeners(runtime: &Arc<Runtime>, configs: Vec<ListenerConfig>) ->
         let mut tenants = Vec::new();
         for t in std::mem::take(&mut l.tenants) {
             let plugins = load_chain(runtime, &mut loaded, t.plugins).await?;
-            tenants.push(Tenant { name: t.name.as_str().into(), domains: t.domains, chain: Arc::new(Chain::of(&t.name, plugins)) });
+            tenants.push(Tenant {
+                name: t.name.as_str().into(),
+                domains: t.domains,
+                chain: Arc::new(Chain::of(&t.name, plugins)),
+            });
         }
         let o = l.options.clone();
         let settings = ListenerSettings {
@@ -176,7 +220,11 @@ async fn load_listeners(runtime: &Arc<Runtime>, configs: Vec<ListenerConfig>) ->
             data_size_limit: l.size,
             smtputf8: l.smtputf8,
             timeout: l.timeout,
-            plugin: Arc::new(Chain { name: l.name.as_str().into(), plugins, tenants }),
+            plugin: Arc::new(Chain {
+                name: l.name.as_str().into(),
+                plugins,
+                tenants,
+            }),
             protocol: o.protocol,
             tls: o.tls,
             implicit_tls: o.implicit_tls,
@@ -191,7 +239,11 @@ async fn load_listeners(runtime: &Arc<Runtime>, configs: Vec<ListenerConfig>) ->
     Ok(out)
 }
 
-async fn load_chain(runtime: &Arc<Runtime>, loaded: &mut Vec<Arc<Plugin>>, specs: Vec<crate::plugin::PluginSpec>) -> Result<Vec<Arc<Plugin>>, PluginError> {
+async fn load_chain(
+    runtime: &Arc<Runtime>,
+    loaded: &mut Vec<Arc<Plugin>>,
+    specs: Vec<crate::plugin::PluginSpec>,
+) -> Result<Vec<Arc<Plugin>>, PluginError> {
     let mut plugins = Vec::new();
     for spec in specs {
         let plugin = match loaded.iter().find(|p| *p.name == spec.name) {
@@ -239,10 +291,20 @@ impl Server {
     pub async fn reload(&self) -> Result<u64, ReloadError> {
         let path = self.config_file.as_ref().ok_or(ReloadError::NoConfigFile)?;
         let config = Config::load(path)?;
-        let old: Vec<(&str, &str)> = self.listeners.iter().map(|l| (l.name.as_str(), l.address.as_str())).collect();
-        let new: Vec<(&str, &str)> = config.listeners.iter().map(|l| (l.name.as_str(), l.address.as_str())).collect();
+        let old: Vec<(&str, &str)> = self
+            .listeners
+            .iter()
+            .map(|l| (l.name.as_str(), l.address.as_str()))
+            .collect();
+        let new: Vec<(&str, &str)> = config
+            .listeners
+            .iter()
+            .map(|l| (l.name.as_str(), l.address.as_str()))
+            .collect();
         if old != new {
-            return Err(ReloadError::Listeners(format!("the listeners were {old:?} and the config now says {new:?}")));
+            return Err(ReloadError::Listeners(format!(
+                "the listeners were {old:?} and the config now says {new:?}"
+            )));
         }
         let loaded = load_listeners(&self.runtime, config.listeners).await?;
         for (listener, (_, settings)) in self.listeners.iter().zip(loaded) {
@@ -257,7 +319,11 @@ impl Server {
 /// received is received, answered and then `421`, new connections get
 /// `421` at once, and after the grace period (`[server] shutdown_grace`,
 /// [`SHUTDOWN_GRACE`] by default) whatever is left is closed.
-pub async fn run(mut server: Server, shutdown: impl std::future::Future<Output = ()>, mut reload: tokio::sync::mpsc::Receiver<()>) {
+pub async fn run(
+    mut server: Server,
+    shutdown: impl std::future::Future<Output = ()>,
+    mut reload: tokio::sync::mpsc::Receiver<()>,
+) {
     static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
     let metrics_listener = server.metrics.take();
     let server = Arc::new(server);
@@ -275,7 +341,13 @@ pub async fn run(mut server: Server, shutdown: impl std::future::Future<Output =
         m.generation(server.generation());
     }
     let metrics_endpoint = metrics_listener.map(|listener| {
-        tracing::info!("serving metrics at http://{}/metrics", listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
+        tracing::info!(
+            "serving metrics at http://{}/metrics",
+            listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        );
         tokio::spawn(crate::metrics::serve(listener))
     });
     // Said here, in config order, rather than by each accept task (whose
@@ -283,7 +355,11 @@ pub async fn run(mut server: Server, shutdown: impl std::future::Future<Output =
     for listener in &server.listeners {
         let first = listener.settings.load_full();
         let addr = listener.socket.local_addr();
-        tracing::info!(listener = &*first.name, plugins = first.plugin.names(), "listening on {addr}");
+        tracing::info!(
+            listener = &*first.name,
+            plugins = first.plugin.names(),
+            "listening on {addr}"
+        );
     }
     let mut accepting = JoinSet::new();
     for index in 0..server.listeners.len() {
@@ -391,7 +467,14 @@ async fn drain(listener: &Listener, mut sessions: JoinSet<()>, grace: Duration) 
 type FileStamp = Option<(std::time::SystemTime, u64)>;
 
 fn stamp(files: &[PathBuf]) -> Vec<FileStamp> {
-    files.iter().map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len())))).collect()
+    files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        })
+        .collect()
 }
 
 /// How often `[server] watch` looks at the files.

@@ -30,7 +30,11 @@ pub enum TlsError {
     #[error("cannot read a private key from {path}: {reason}")]
     Key { path: String, reason: String },
     #[error("the certificate in {cert} does not go with the key in {key}: {reason}")]
-    Mismatch { cert: String, key: String, reason: String },
+    Mismatch {
+        cert: String,
+        key: String,
+        reason: String,
+    },
 }
 
 /// What a TLS-capable listener needs: the server config and the bound on
@@ -43,7 +47,9 @@ pub struct Tls {
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tls").field("handshake_timeout", &self.handshake_timeout).finish_non_exhaustive()
+        f.debug_struct("Tls")
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -59,27 +65,46 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
     let cert_name = cert.display().to_string();
     let key_name = key.display().to_string();
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| TlsError::Cert { path: cert_name.clone(), reason: pem_reason(e) })?
+        .map_err(|e| TlsError::Cert {
+            path: cert_name.clone(),
+            reason: pem_reason(e),
+        })?
         .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Cert { path: cert_name.clone(), reason: pem_reason(e) })?;
+        .map_err(|e| TlsError::Cert {
+            path: cert_name.clone(),
+            reason: pem_reason(e),
+        })?;
     if chain.is_empty() {
         return Err(TlsError::NoCert { path: cert_name });
     }
-    let private_key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key { path: key_name.clone(), reason: pem_reason(e) })?;
+    let private_key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
+        path: key_name.clone(),
+        reason: pem_reason(e),
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Mismatch { cert: cert_name.clone(), key: key_name.clone(), reason: e.to_string() })?
+        .map_err(|e| TlsError::Mismatch {
+            cert: cert_name.clone(),
+            key: key_name.clone(),
+            reason: e.to_string(),
+        })?
         .with_no_client_auth()
         .with_single_cert(chain, private_key)
-        .map_err(|e| TlsError::Mismatch { cert: cert_name, key: key_name, reason: e.to_string() })?;
+        .map_err(|e| TlsError::Mismatch {
+            cert: cert_name,
+            key: key_name,
+            reason: e.to_string(),
+        })?;
     Ok(Arc::new(config))
 }
 
 fn pem_reason(e: rustls::pki_types::pem::Error) -> String {
     match e {
         rustls::pki_types::pem::Error::Io(io) => io.to_string(),
-        rustls::pki_types::pem::Error::NoItemsFound => "no PEM item of the expected kind found".to_owned(),
+        rustls::pki_types::pem::Error::NoItemsFound => {
+            "no PEM item of the expected kind found".to_owned()
+        }
         other => format!("{other:?}"),
     }
 }
@@ -94,12 +119,19 @@ pub fn info(conn: &ServerConnection) -> TlsInfo {
     };
     let cipher = conn
         .negotiated_cipher_suite()
-        .map(|s| s.suite().as_str().map_or_else(|| format!("{:?}", s.suite()), str::to_owned))
+        .map(|s| {
+            s.suite()
+                .as_str()
+                .map_or_else(|| format!("{:?}", s.suite()), str::to_owned)
+        })
         .unwrap_or_default();
     TlsInfo {
         version,
         cipher,
         server_name: conn.server_name().map(str::to_owned),
-        peer_certificate: conn.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()),
+        peer_certificate: conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec()),
     }
 }

@@ -30,14 +30,24 @@ pub struct Certs {
 
 impl Certs {
     pub fn new() -> Certs {
-        let names = vec!["localhost".to_string(), harness::HOSTNAME.to_string(), "refuse.example".to_string()];
-        let certified = rcgen::generate_simple_self_signed(names).expect("rcgen makes a certificate");
+        let names = vec![
+            "localhost".to_string(),
+            harness::HOSTNAME.to_string(),
+            "refuse.example".to_string(),
+        ];
+        let certified =
+            rcgen::generate_simple_self_signed(names).expect("rcgen makes a certificate");
         let dir = tempfile::tempdir().unwrap();
         let cert = dir.path().join("cert.pem");
         let key = dir.path().join("key.pem");
         std::fs::write(&cert, certified.cert.pem()).unwrap();
         std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
-        Certs { der: certified.cert.der().clone(), dir, cert, key }
+        Certs {
+            der: certified.cert.der().clone(),
+            dir,
+            cert,
+            key,
+        }
     }
 
     pub fn cert_path(&self) -> &str {
@@ -82,13 +92,18 @@ impl TlsClient {
         let stream = TcpStream::connect_timeout(&addr, harness::IO_TIMEOUT).unwrap();
         stream.set_read_timeout(Some(harness::IO_TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
-        TlsClient { wire: Wire::Plain(BufReader::new(stream)), transcript: Vec::new() }
+        TlsClient {
+            wire: Wire::Plain(BufReader::new(stream)),
+            transcript: Vec::new(),
+        }
     }
 
     /// Connects and starts TLS at once (SMTPS); reads nothing.
     pub fn connect_tls(addr: SocketAddr, certs: &Certs, sni: &str) -> TlsClient {
         let mut client = TlsClient::connect(addr);
-        client.handshake(certs, sni).unwrap_or_else(|e| client.fail(&format!("TLS handshake failed: {e}")));
+        client
+            .handshake(certs, sni)
+            .unwrap_or_else(|e| client.fail(&format!("TLS handshake failed: {e}")));
         client
     }
 
@@ -97,7 +112,11 @@ impl TlsClient {
         let Wire::Plain(reader) = std::mem::replace(&mut self.wire, Wire::None) else {
             panic!("handshake on a connection that is not plain");
         };
-        assert!(reader.buffer().is_empty(), "the server sent bytes after its 220: {:?}", reader.buffer());
+        assert!(
+            reader.buffer().is_empty(),
+            "the server sent bytes after its 220: {:?}",
+            reader.buffer()
+        );
         let tcp = reader.into_inner();
         let name = ServerName::try_from(sni.to_string()).unwrap();
         let conn = ClientConnection::new(certs.client_config(), name).unwrap();
@@ -105,7 +124,8 @@ impl TlsClient {
         while tls.conn.is_handshaking() {
             tls.conn.complete_io(&mut tls.sock)?;
         }
-        self.transcript.push(format!("-- TLS {:?}", tls.conn.protocol_version()));
+        self.transcript
+            .push(format!("-- TLS {:?}", tls.conn.protocol_version()));
         self.wire = Wire::Tls(BufReader::new(tls));
         Ok(())
     }
@@ -113,7 +133,8 @@ impl TlsClient {
     /// `STARTTLS` → 220, then the handshake.
     pub fn starttls(&mut self, certs: &Certs, sni: &str) {
         self.expect("STARTTLS", 220);
-        self.handshake(certs, sni).unwrap_or_else(|e| self.fail(&format!("TLS handshake failed: {e}")));
+        self.handshake(certs, sni)
+            .unwrap_or_else(|e| self.fail(&format!("TLS handshake failed: {e}")));
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
@@ -122,7 +143,10 @@ impl TlsClient {
         }
         let result = match &mut self.wire {
             Wire::Plain(r) => r.get_mut().write_all(bytes),
-            Wire::Tls(r) => r.get_mut().write_all(bytes).and_then(|_| r.get_mut().flush()),
+            Wire::Tls(r) => r
+                .get_mut()
+                .write_all(bytes)
+                .and_then(|_| r.get_mut().flush()),
             Wire::None => panic!("no connection"),
         };
         if let Err(e) = result {
@@ -152,12 +176,23 @@ impl TlsClient {
                 Ok(raw) if raw.is_empty() => return None,
                 Ok(raw) => raw,
                 // A TLS peer that closes without close_notify, or a reset.
-                Err(e) if matches!(e.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset) => return None,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    return None;
+                }
                 Err(e) => self.fail(&format!("cannot read a reply: {e}")),
             };
             self.transcript.push(format!("S: {}", harness::show(&raw)));
-            let line = String::from_utf8_lossy(raw.strip_suffix(b"\r\n").unwrap_or_else(|| self.fail("a reply line without CRLF")));
-            let (code, last, text) = harness::parse_reply_line(&line).unwrap_or_else(|| self.fail("a malformed reply line"));
+            let line = String::from_utf8_lossy(
+                raw.strip_suffix(b"\r\n")
+                    .unwrap_or_else(|| self.fail("a reply line without CRLF")),
+            );
+            let (code, last, text) = harness::parse_reply_line(&line)
+                .unwrap_or_else(|| self.fail("a malformed reply line"));
             lines.push(text.to_string());
             if last {
                 return Some(Reply { code, lines });
@@ -166,7 +201,8 @@ impl TlsClient {
     }
 
     pub fn read_reply(&mut self) -> Reply {
-        self.try_read_reply().unwrap_or_else(|| self.fail("the server closed the connection"))
+        self.try_read_reply()
+            .unwrap_or_else(|| self.fail("the server closed the connection"))
     }
 
     pub fn expect_reply(&mut self, code: u16) -> Reply {
@@ -214,7 +250,10 @@ pub fn read_all(stream: &mut TcpStream, timeout: Duration) -> Vec<u8> {
 
 /// The `gatekeeper` test plugin's path.
 pub fn gatekeeper() -> String {
-    harness::plugin_path("gatekeeper.wasm").to_str().unwrap().to_string()
+    harness::plugin_path("gatekeeper.wasm")
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 /// A TOML string (quoted, escaped) for a path.
@@ -231,6 +270,10 @@ pub fn swaks(args: &[&str]) -> (bool, String) {
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run swaks (apt-get install swaks): {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     (output.status.success(), text)
 }

@@ -11,7 +11,10 @@ pub struct Builtin {
 
 impl std::fmt::Debug for Builtin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Builtin").field("name", &self.name).field("bytes", &self.wasm.len()).finish()
+        f.debug_struct("Builtin")
+            .field("name", &self.name)
+            .field("bytes", &self.wasm.len())
+            .finish()
     }
 }
 

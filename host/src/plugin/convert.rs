@@ -15,7 +15,10 @@ pub const MAX_REPLY_LINE: usize = 506;
 pub const MAX_REPLY_LINES: usize = 64;
 
 pub fn socket_address(addr: &std::net::SocketAddr) -> types::SocketAddress {
-    types::SocketAddress { address: addr.ip().to_string(), port: addr.port() }
+    types::SocketAddress {
+        address: addr.ip().to_string(),
+        port: addr.port(),
+    }
 }
 
 pub fn session(s: &SessionInfo) -> types::Session {
@@ -57,7 +60,14 @@ pub fn proxy_data(p: &ProxyHeader) -> types::ProxyData {
         },
         source: p.source.as_ref().map(socket_address),
         destination: p.destination.as_ref().map(socket_address),
-        tlvs: p.tlvs.iter().map(|(kind, value)| types::ProxyTlv { kind: *kind, value: value.clone() }).collect(),
+        tlvs: p
+            .tlvs
+            .iter()
+            .map(|(kind, value)| types::ProxyTlv {
+                kind: *kind,
+                value: value.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -73,7 +83,11 @@ pub fn envelope(e: &Envelope) -> types::Envelope {
 
 /// A host reply as the WIT type (for `ehlo`'s planned responses).
 pub fn to_wit_reply(r: &Reply) -> types::Reply {
-    types::Reply { code: r.code, enhanced: None, lines: r.text_lines().map(str::to_owned).collect() }
+    types::Reply {
+        code: r.code,
+        enhanced: None,
+        lines: r.text_lines().map(str::to_owned).collect(),
+    }
 }
 
 /// Check a plugin's reply and turn it into wire text. The enhanced status
@@ -86,12 +100,17 @@ pub fn from_wit_reply(r: types::Reply) -> Result<Reply, String> {
         check_enhanced(r.code, enhanced)?;
     }
     if r.lines.len() > MAX_REPLY_LINES {
-        return Err(format!("reply has {} lines; at most {MAX_REPLY_LINES} are allowed", r.lines.len()));
+        return Err(format!(
+            "reply has {} lines; at most {MAX_REPLY_LINES} are allowed",
+            r.lines.len()
+        ));
     }
     let mut lines = Vec::with_capacity(r.lines.len().max(1));
     for line in &r.lines {
         if let Some(c) = line.chars().find(|c| c.is_control() && *c != '\t') {
-            return Err(format!("reply line {line:?} contains the control character {c:?}"));
+            return Err(format!(
+                "reply line {line:?} contains the control character {c:?}"
+            ));
         }
         let line = match &r.enhanced {
             Some(e) if line.is_empty() => e.clone(),
@@ -99,7 +118,10 @@ pub fn from_wit_reply(r: types::Reply) -> Result<Reply, String> {
             None => line.clone(),
         };
         if line.len() > MAX_REPLY_LINE {
-            return Err(format!("reply line is {} bytes long; at most {MAX_REPLY_LINE} are allowed", line.len()));
+            return Err(format!(
+                "reply line is {} bytes long; at most {MAX_REPLY_LINE} are allowed",
+                line.len()
+            ));
         }
         lines.push(line);
     }
@@ -113,10 +135,15 @@ pub fn from_wit_reply(r: types::Reply) -> Result<Reply, String> {
 /// hooks, so it is held to a reply line's rules.
 pub fn check_identity(identity: &str) -> Result<(), String> {
     if let Some(c) = identity.chars().find(|c| c.is_control()) {
-        return Err(format!("auth identity {identity:?} contains the control character {c:?}"));
+        return Err(format!(
+            "auth identity {identity:?} contains the control character {c:?}"
+        ));
     }
     if identity.len() > MAX_REPLY_LINE {
-        return Err(format!("auth identity is {} bytes long; at most {MAX_REPLY_LINE} are allowed", identity.len()));
+        return Err(format!(
+            "auth identity is {} bytes long; at most {MAX_REPLY_LINE} are allowed",
+            identity.len()
+        ));
     }
     Ok(())
 }
@@ -126,13 +153,19 @@ pub fn check_identity(identity: &str) -> Result<(), String> {
 fn check_enhanced(code: u16, enhanced: &str) -> Result<(), String> {
     let parts: Vec<&str> = enhanced.split('.').collect();
     let digits_ok = parts.len() == 3
-        && parts.iter().all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+        && parts
+            .iter()
+            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
         && parts[0].len() == 1;
     if !digits_ok {
-        return Err(format!("enhanced status code {enhanced:?} is not of the form class.subject.detail"));
+        return Err(format!(
+            "enhanced status code {enhanced:?} is not of the form class.subject.detail"
+        ));
     }
     if parts[0] != (code / 100).to_string() {
-        return Err(format!("enhanced status code {enhanced} does not match reply code {code}"));
+        return Err(format!(
+            "enhanced status code {enhanced} does not match reply code {code}"
+        ));
     }
     Ok(())
 }
@@ -142,14 +175,27 @@ mod tests {
     use super::*;
 
     fn reply(code: u16, enhanced: Option<&str>, lines: &[&str]) -> types::Reply {
-        types::Reply { code, enhanced: enhanced.map(str::to_owned), lines: lines.iter().map(|s| s.to_string()).collect() }
+        types::Reply {
+            code,
+            enhanced: enhanced.map(str::to_owned),
+            lines: lines.iter().map(|s| s.to_string()).collect(),
+        }
     }
 
     #[test]
     fn valid_replies() {
-        assert_eq!(from_wit_reply(reply(250, None, &["OK"])).unwrap(), Reply::new(250, "OK"));
-        assert_eq!(from_wit_reply(reply(550, Some("5.1.1"), &["no", "such user"])).unwrap(), Reply::new(550, "5.1.1 no\n5.1.1 such user"));
-        assert_eq!(from_wit_reply(reply(250, None, &[])).unwrap(), Reply::new(250, ""));
+        assert_eq!(
+            from_wit_reply(reply(250, None, &["OK"])).unwrap(),
+            Reply::new(250, "OK")
+        );
+        assert_eq!(
+            from_wit_reply(reply(550, Some("5.1.1"), &["no", "such user"])).unwrap(),
+            Reply::new(550, "5.1.1 no\n5.1.1 such user")
+        );
+        assert_eq!(
+            from_wit_reply(reply(250, None, &[])).unwrap(),
+            Reply::new(250, "")
+        );
     }
 
     #[test]

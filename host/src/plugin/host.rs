@@ -53,7 +53,11 @@ impl Grants {
             b.env(k, v);
         }
         for dir in &self.dirs {
-            let perms = if dir.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+            let perms = if dir.writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
             b.preopened_dir(&dir.host, &dir.guest, perms)?;
         }
         // Outbound TCP only, and only to the granted addresses; no UDP, no
@@ -86,7 +90,12 @@ pub struct MemoryCap {
 }
 
 impl wasmtime::ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.limit {
             self.hit = true;
             return Ok(false);
@@ -94,7 +103,12 @@ impl wasmtime::ResourceLimiter for MemoryCap {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1 << 20)
     }
 }
@@ -126,7 +140,10 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -139,9 +156,15 @@ impl content::Host for HostState {
     }
 
     fn read(&mut self, offset: u64, len: u32) -> Vec<u8> {
-        let Some(content) = &self.content else { return Vec::new() };
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(content.len());
-        let end = start.saturating_add(len.min(MAX_READ) as usize).min(content.len());
+        let Some(content) = &self.content else {
+            return Vec::new();
+        };
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(content.len());
+        let end = start
+            .saturating_add(len.min(MAX_READ) as usize)
+            .min(content.len());
         content[start..end].to_vec()
     }
 
@@ -160,7 +183,10 @@ impl transaction::Host for HostState {
 
 impl log::Host for HostState {
     fn log(&mut self, level: log::Level, message: String) {
-        let mut message: String = message.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        let mut message: String = message
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
         if message.len() > MAX_LOG_LINE {
             let mut cut = MAX_LOG_LINE;
             while !message.is_char_boundary(cut) {
@@ -170,11 +196,21 @@ impl log::Host for HostState {
         }
         let (plugin, session) = (&*self.plugin, self.session_id);
         match level {
-            log::Level::Trace => tracing::trace!(target: "wasmtp::plugin", plugin, session, "{message}"),
-            log::Level::Debug => tracing::debug!(target: "wasmtp::plugin", plugin, session, "{message}"),
-            log::Level::Info => tracing::info!(target: "wasmtp::plugin", plugin, session, "{message}"),
-            log::Level::Warn => tracing::warn!(target: "wasmtp::plugin", plugin, session, "{message}"),
-            log::Level::Error => tracing::error!(target: "wasmtp::plugin", plugin, session, "{message}"),
+            log::Level::Trace => {
+                tracing::trace!(target: "wasmtp::plugin", plugin, session, "{message}")
+            }
+            log::Level::Debug => {
+                tracing::debug!(target: "wasmtp::plugin", plugin, session, "{message}")
+            }
+            log::Level::Info => {
+                tracing::info!(target: "wasmtp::plugin", plugin, session, "{message}")
+            }
+            log::Level::Warn => {
+                tracing::warn!(target: "wasmtp::plugin", plugin, session, "{message}")
+            }
+            log::Level::Error => {
+                tracing::error!(target: "wasmtp::plugin", plugin, session, "{message}")
+            }
         }
     }
 }

@@ -29,11 +29,11 @@ use crate::smtp::reply::{self, Reply};
 
 use super::bindings::hooks::auth;
 use super::bindings::types::{self, ErrorKind};
-use crate::proxy_protocol::ProxyHeader;
-use crate::smtp::session::{AuthDecision, Credentials};
 use super::convert;
 use super::host::{HostState, MemoryCap};
 use super::loaded::{FailurePolicy, Hook, Plugin};
+use crate::proxy_protocol::ProxyHeader;
+use crate::smtp::session::{AuthDecision, Credentials};
 
 /// The outcome of a hook as the session sees it: `Ok(None)` for the host's
 /// default, `Ok(Some(reply))` for a decision, `Err(reply)` for the reply to
@@ -72,7 +72,10 @@ impl Live {
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
-            memory: MemoryCap { limit: plugin.limits.memory, hit: false },
+            memory: MemoryCap {
+                limit: plugin.limits.memory,
+                hit: false,
+            },
             content: None,
             content_cursor: 0,
             queue_id: None,
@@ -95,12 +98,22 @@ impl Live {
         if plugin.runtime.fuel {
             let _ = store.set_fuel(plugin.limits.fuel.unwrap_or(u64::MAX));
         }
-        let instance = plugin.pre.instantiate_async(&mut store).await.map_err(failed)?;
+        let instance = plugin
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(failed)?;
         let mut live = Live { store, instance };
         if let Some(setup) = &plugin.hooks.setup {
             live.arm(plugin);
-            let guest = setup.load(&mut live.store, &live.instance).map_err(failed)?;
-            guest.call_init(&mut live.store, &plugin.args).await.map_err(failed)?.map_err(StartError::Refused)?;
+            let guest = setup
+                .load(&mut live.store, &live.instance)
+                .map_err(failed)?;
+            guest
+                .call_init(&mut live.store, &plugin.args)
+                .await
+                .map_err(failed)?
+                .map_err(StartError::Refused)?;
         }
         Ok(live)
     }
@@ -119,15 +132,32 @@ impl Live {
 /// A command hook call and its own arguments.
 #[derive(Clone, Copy)]
 pub enum HookCall<'a> {
-    Helo { hostname: &'a str },
-    Ehlo { hostname: &'a str, planned: &'a types::Reply },
-    Mail { address: &'a str, options: &'a [String] },
-    Rcpt { address: &'a str, options: &'a [String] },
-    Data { content: &'a Arc<Vec<u8>> },
+    Helo {
+        hostname: &'a str,
+    },
+    Ehlo {
+        hostname: &'a str,
+        planned: &'a types::Reply,
+    },
+    Mail {
+        address: &'a str,
+        options: &'a [String],
+    },
+    Rcpt {
+        address: &'a str,
+        options: &'a [String],
+    },
+    Data {
+        content: &'a Arc<Vec<u8>>,
+    },
     Rset,
-    Noop { arg: &'a str },
+    Noop {
+        arg: &'a str,
+    },
     Quit,
-    Vrfy { address: &'a str },
+    Vrfy {
+        address: &'a str,
+    },
 }
 
 impl HookCall<'_> {
@@ -167,7 +197,11 @@ struct CallTimer {
 impl CallTimer {
     fn start(plugin: &Arc<str>, hook: Hook) -> Option<CallTimer> {
         crate::metrics::get()?;
-        Some(CallTimer { plugin: plugin.clone(), hook, started: Instant::now() })
+        Some(CallTimer {
+            plugin: plugin.clone(),
+            hook,
+            started: Instant::now(),
+        })
     }
 }
 
@@ -204,7 +238,12 @@ pub struct PluginInstance {
 
 impl PluginInstance {
     fn new(plugin: Arc<Plugin>, session_id: u64) -> PluginInstance {
-        PluginInstance { plugin, session_id, live: None, queue_id: None }
+        PluginInstance {
+            plugin,
+            session_id,
+            live: None,
+            queue_id: None,
+        }
     }
 
     fn has(&self, hook: Hook) -> bool {
@@ -214,10 +253,14 @@ impl PluginInstance {
     async fn live(&mut self) -> wasmtime::Result<&mut Live> {
         if self.live.is_none() {
             let started = Instant::now();
-            let live = Live::start(&self.plugin, self.session_id).await.map_err(|e| match e {
-                StartError::Refused(m) => wasmtime::format_err!("setup.init refused its arguments: {m}"),
-                StartError::Failed(m) => wasmtime::format_err!("{m}"),
-            })?;
+            let live = Live::start(&self.plugin, self.session_id)
+                .await
+                .map_err(|e| match e {
+                    StartError::Refused(m) => {
+                        wasmtime::format_err!("setup.init refused its arguments: {m}")
+                    }
+                    StartError::Failed(m) => wasmtime::format_err!("{m}"),
+                })?;
             if let Some(m) = crate::metrics::get() {
                 m.instantiation(&self.plugin.name, started.elapsed());
             }
@@ -229,16 +272,28 @@ impl PluginInstance {
     }
 
     /// Call one command hook; the caller checked that the plugin exports it.
-    async fn call(&mut self, session: &SessionInfo, s: &types::Session, e: &types::Envelope, call: HookCall<'_>) -> Result<Option<Reply>, Failed> {
+    async fn call(
+        &mut self,
+        session: &SessionInfo,
+        s: &types::Session,
+        e: &types::Envelope,
+        call: HookCall<'_>,
+    ) -> Result<Option<Reply>, Failed> {
         // Wait for a turn when the plugin's concurrent calls are limited; a
         // turn that doesn't come within the hook deadline counts as a timeout.
         let plugin = self.plugin.clone();
         let _turn = match &plugin.calls {
             None => None,
-            Some(calls) => match tokio::time::timeout(plugin.limits.hook_timeout, calls.acquire()).await {
+            Some(calls) => match tokio::time::timeout(plugin.limits.hook_timeout, calls.acquire())
+                .await
+            {
                 Ok(Ok(permit)) => Some(permit),
                 _ => {
-                    let failure = Failure { kind: ErrorKind::Timeout, message: "no turn to run within the hook deadline (max_concurrent_calls)".into() };
+                    let failure = Failure {
+                        kind: ErrorKind::Timeout,
+                        message: "no turn to run within the hook deadline (max_concurrent_calls)"
+                            .into(),
+                    };
                     return Err(self.fail(call.hook(), session, failure).await);
                 }
             },
@@ -254,36 +309,73 @@ impl PluginInstance {
             Ok(None) => return Ok(None),
             Ok(Some(reply)) => match convert::from_wit_reply(reply) {
                 Ok(reply) => return Ok(Some(reply)),
-                Err(message) => Failure { kind: ErrorKind::InvalidReply, message },
+                Err(message) => Failure {
+                    kind: ErrorKind::InvalidReply,
+                    message,
+                },
             },
             Err(error) => self.classify(error),
         };
         Err(self.fail(call.hook(), session, failure).await)
     }
 
-    async fn invoke(&mut self, s: &types::Session, e: &types::Envelope, call: HookCall<'_>) -> wasmtime::Result<Option<types::Reply>> {
+    async fn invoke(
+        &mut self,
+        s: &types::Session,
+        e: &types::Envelope,
+        call: HookCall<'_>,
+    ) -> wasmtime::Result<Option<types::Reply>> {
         let plugin = self.plugin.clone();
         let hooks = &plugin.hooks;
         let live = self.live().await?;
         live.arm(&plugin);
         let (store, instance) = (&mut live.store, &live.instance);
-        let missing = || wasmtime::format_err!("the plugin does not export the {} hook", call.hook());
+        let missing =
+            || wasmtime::format_err!("the plugin does not export the {} hook", call.hook());
         let _timer = CallTimer::start(&plugin.name, call.hook());
         match call {
             HookCall::Helo { hostname } => {
-                hooks.helo.as_ref().ok_or_else(missing)?.load(&mut *store, instance)?.call_handle_helo(store, s, e, hostname).await
+                hooks
+                    .helo
+                    .as_ref()
+                    .ok_or_else(missing)?
+                    .load(&mut *store, instance)?
+                    .call_handle_helo(store, s, e, hostname)
+                    .await
             }
             HookCall::Ehlo { hostname, planned } => {
-                hooks.ehlo.as_ref().ok_or_else(missing)?.load(&mut *store, instance)?.call_handle_ehlo(store, s, e, hostname, planned).await
+                hooks
+                    .ehlo
+                    .as_ref()
+                    .ok_or_else(missing)?
+                    .load(&mut *store, instance)?
+                    .call_handle_ehlo(store, s, e, hostname, planned)
+                    .await
             }
             HookCall::Mail { address, options } => {
-                hooks.mail.as_ref().ok_or_else(missing)?.load(&mut *store, instance)?.call_handle_mail(store, s, e, address, options).await
+                hooks
+                    .mail
+                    .as_ref()
+                    .ok_or_else(missing)?
+                    .load(&mut *store, instance)?
+                    .call_handle_mail(store, s, e, address, options)
+                    .await
             }
             HookCall::Rcpt { address, options } => {
-                hooks.rcpt.as_ref().ok_or_else(missing)?.load(&mut *store, instance)?.call_handle_rcpt(store, s, e, address, options).await
+                hooks
+                    .rcpt
+                    .as_ref()
+                    .ok_or_else(missing)?
+                    .load(&mut *store, instance)?
+                    .call_handle_rcpt(store, s, e, address, options)
+                    .await
             }
             HookCall::Data { content } => {
-                let guest = hooks.data.as_ref().ok_or_else(missing)?.load(&mut *store, instance)?;
+                let guest = hooks
+                    .data
+                    .as_ref()
+                    .ok_or_else(missing)?
+                    .load(&mut *store, instance)?;
                 // The content is readable through the `content` import for
                 // the duration of the call, without being copied in.
                 store.data_mut().set_content(Some(content.clone()));
@@ -291,20 +383,52 @@ impl PluginInstance {
                 store.data_mut().set_content(None);
                 answer
             }
-            HookCall::Rset => hooks.rset.as_ref().ok_or_else(missing)?.load(&mut *store, instance)?.call_handle_rset(store, s, e).await,
-            HookCall::Noop { arg } => {
-                hooks.noop.as_ref().ok_or_else(missing)?.load(&mut *store, instance)?.call_handle_noop(store, s, e, arg).await
+            HookCall::Rset => {
+                hooks
+                    .rset
+                    .as_ref()
+                    .ok_or_else(missing)?
+                    .load(&mut *store, instance)?
+                    .call_handle_rset(store, s, e)
+                    .await
             }
-            HookCall::Quit => hooks.quit.as_ref().ok_or_else(missing)?.load(&mut *store, instance)?.call_handle_quit(store, s, e).await,
+            HookCall::Noop { arg } => {
+                hooks
+                    .noop
+                    .as_ref()
+                    .ok_or_else(missing)?
+                    .load(&mut *store, instance)?
+                    .call_handle_noop(store, s, e, arg)
+                    .await
+            }
+            HookCall::Quit => {
+                hooks
+                    .quit
+                    .as_ref()
+                    .ok_or_else(missing)?
+                    .load(&mut *store, instance)?
+                    .call_handle_quit(store, s, e)
+                    .await
+            }
             HookCall::Vrfy { address } => {
-                hooks.vrfy.as_ref().ok_or_else(missing)?.load(&mut *store, instance)?.call_handle_vrfy(store, s, e, address).await
+                hooks
+                    .vrfy
+                    .as_ref()
+                    .ok_or_else(missing)?
+                    .load(&mut *store, instance)?
+                    .call_handle_vrfy(store, s, e, address)
+                    .await
             }
         }
     }
 
     fn classify(&self, error: wasmtime::Error) -> Failure {
-        let out_of_memory = self.live.as_ref().is_some_and(|l| l.store.data().memory.hit);
-        let out_of_fuel = error.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel);
+        let out_of_memory = self
+            .live
+            .as_ref()
+            .is_some_and(|l| l.store.data().memory.hit);
+        let out_of_fuel =
+            error.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel);
         let kind = if error.downcast_ref::<DeadlineExceeded>().is_some() || out_of_fuel {
             ErrorKind::Timeout
         } else if out_of_memory {
@@ -314,7 +438,10 @@ impl PluginInstance {
         };
         // The root cause ("wasm trap: ...", "the hook ran past its deadline")
         // without wasmtime's multi-line backtrace: one log line per failure.
-        Failure { kind, message: error.root_cause().to_string() }
+        Failure {
+            kind,
+            message: error.root_cause().to_string(),
+        }
     }
 
     /// Discard the failed instance, log the failure, and answer as the
@@ -327,8 +454,13 @@ impl PluginInstance {
         }
         let policy = self.plugin.on_failure;
         tracing::warn!(
-            plugin = &*self.plugin.name, session = self.session_id, hook = hook.name(),
-            kind = kind_name(failure.kind), ?policy, "plugin failed: {}", failure.message
+            plugin = &*self.plugin.name,
+            session = self.session_id,
+            hook = hook.name(),
+            kind = kind_name(failure.kind),
+            ?policy,
+            "plugin failed: {}",
+            failure.message
         );
         let default = match policy {
             FailurePolicy::Skip => return Failed::Skip,
@@ -339,7 +471,11 @@ impl PluginInstance {
         if !self.has(Hook::Exception) {
             return Failed::Reply(default);
         }
-        let error = types::Error { kind: failure.kind, hook: hook.name().to_owned(), message: failure.message };
+        let error = types::Error {
+            kind: failure.kind,
+            hook: hook.name().to_owned(),
+            message: failure.message,
+        };
         let plugin = self.plugin.clone();
         let wit_session = convert::session(session);
         let answer = match self.live().await {
@@ -348,7 +484,11 @@ impl PluginInstance {
                 let indices = plugin.hooks.exception.as_ref().expect("checked above");
                 let _timer = CallTimer::start(&plugin.name, Hook::Exception);
                 match indices.load(&mut live.store, &live.instance) {
-                    Ok(guest) => guest.call_handle_exception(&mut live.store, &wit_session, &error).await,
+                    Ok(guest) => {
+                        guest
+                            .call_handle_exception(&mut live.store, &wit_session, &error)
+                            .await
+                    }
                     Err(e) => Err(e),
                 }
             }
@@ -356,12 +496,22 @@ impl PluginInstance {
         };
         let chosen = match answer {
             Ok(Some(reply)) => convert::from_wit_reply(reply)
-                .map_err(|m| tracing::warn!(plugin = &*self.plugin.name, session = self.session_id, "exception hook returned an invalid reply: {m}"))
+                .map_err(|m| {
+                    tracing::warn!(
+                        plugin = &*self.plugin.name,
+                        session = self.session_id,
+                        "exception hook returned an invalid reply: {m}"
+                    )
+                })
                 .ok(),
             Ok(None) => None,
             Err(e) => {
                 self.live = None;
-                tracing::warn!(plugin = &*self.plugin.name, session = self.session_id, "exception hook failed: {e:#}");
+                tracing::warn!(
+                    plugin = &*self.plugin.name,
+                    session = self.session_id,
+                    "exception hook failed: {e:#}"
+                );
                 None
             }
         };
@@ -392,7 +542,11 @@ pub struct Tenant {
 impl Chain {
     /// A chain of plugins without tenants.
     pub fn of(name: &str, plugins: Vec<Arc<Plugin>>) -> Chain {
-        Chain { name: name.into(), plugins, tenants: Vec::new() }
+        Chain {
+            name: name.into(),
+            plugins,
+            tenants: Vec::new(),
+        }
     }
 
     /// Whether any plugin of the chain or of its tenants exports `hook`.
@@ -418,7 +572,9 @@ impl Chain {
     /// The tenant a recipient belongs to, by its domain.
     fn tenant_of(&self, address: &str) -> Option<usize> {
         let domain = address.rsplit_once('@')?.1.trim_end_matches('>');
-        self.tenants.iter().position(|t| t.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)))
+        self.tenants
+            .iter()
+            .position(|t| t.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)))
     }
 }
 
@@ -433,9 +589,18 @@ pub struct SessionPlugin {
 
 impl SessionPlugin {
     pub fn new(chain: Arc<Chain>, session_id: u64) -> SessionPlugin {
-        let instances = chain.plugins.iter().map(|p| PluginInstance::new(p.clone(), session_id)).collect();
+        let instances = chain
+            .plugins
+            .iter()
+            .map(|p| PluginInstance::new(p.clone(), session_id))
+            .collect();
         let tenants = chain.tenants.iter().map(|_| None).collect();
-        SessionPlugin { chain, instances, tenants, session_id }
+        SessionPlugin {
+            chain,
+            instances,
+            tenants,
+            session_id,
+        }
     }
 
     /// Whether any plugin exports `hook`. When none does, the session
@@ -447,16 +612,27 @@ impl SessionPlugin {
     /// How many plugin instances this session has created so far.
     pub fn instantiated(&self) -> usize {
         self.instances.iter().filter(|i| i.live.is_some()).count()
-            + self.tenants.iter().flatten().map(SessionPlugin::instantiated).sum::<usize>()
+            + self
+                .tenants
+                .iter()
+                .flatten()
+                .map(SessionPlugin::instantiated)
+                .sum::<usize>()
     }
 
     fn tenant(&mut self, index: usize) -> &mut SessionPlugin {
         let (chain, id) = (&self.chain, self.session_id);
-        self.tenants[index].get_or_insert_with(|| SessionPlugin::new(chain.tenants[index].chain.clone(), id))
+        self.tenants[index]
+            .get_or_insert_with(|| SessionPlugin::new(chain.tenants[index].chain.clone(), id))
     }
 
     /// Pass a command hook along this chain's own plugins (see the module docs).
-    pub async fn call(&mut self, session: &SessionInfo, envelope: &Envelope, call: HookCall<'_>) -> HookResult<Option<Reply>> {
+    pub async fn call(
+        &mut self,
+        session: &SessionInfo,
+        envelope: &Envelope,
+        call: HookCall<'_>,
+    ) -> HookResult<Option<Reply>> {
         let hook = call.hook();
         let (s, e) = (convert::session(session), convert::envelope(envelope));
         for instance in self.instances.iter_mut().filter(|i| i.has(hook)) {
@@ -470,23 +646,56 @@ impl SessionPlugin {
         Ok(None)
     }
 
-    pub async fn helo(&mut self, session: &SessionInfo, envelope: &Envelope, hostname: &str) -> HookResult<Option<Reply>> {
-        self.call(session, envelope, HookCall::Helo { hostname }).await
+    pub async fn helo(
+        &mut self,
+        session: &SessionInfo,
+        envelope: &Envelope,
+        hostname: &str,
+    ) -> HookResult<Option<Reply>> {
+        self.call(session, envelope, HookCall::Helo { hostname })
+            .await
     }
 
     /// EHLO/LHLO: a plugin may replace the planned reply.
-    pub async fn ehlo(&mut self, session: &SessionInfo, envelope: &Envelope, hostname: &str, planned: &Reply) -> HookResult<Option<Reply>> {
+    pub async fn ehlo(
+        &mut self,
+        session: &SessionInfo,
+        envelope: &Envelope,
+        hostname: &str,
+        planned: &Reply,
+    ) -> HookResult<Option<Reply>> {
         let planned = convert::to_wit_reply(planned);
-        self.call(session, envelope, HookCall::Ehlo { hostname, planned: &planned }).await
+        self.call(
+            session,
+            envelope,
+            HookCall::Ehlo {
+                hostname,
+                planned: &planned,
+            },
+        )
+        .await
     }
 
-    pub async fn mail(&mut self, session: &SessionInfo, envelope: &Envelope, address: &str, options: &[String]) -> HookResult<Option<Reply>> {
-        self.call(session, envelope, HookCall::Mail { address, options }).await
+    pub async fn mail(
+        &mut self,
+        session: &SessionInfo,
+        envelope: &Envelope,
+        address: &str,
+        options: &[String],
+    ) -> HookResult<Option<Reply>> {
+        self.call(session, envelope, HookCall::Mail { address, options })
+            .await
     }
 
     /// RCPT: a recipient in a tenant's domain is the tenant chain's to decide;
     /// any other is this chain's, or refused if this chain has no plugins.
-    pub async fn rcpt(&mut self, session: &SessionInfo, envelope: &Envelope, address: &str, options: &[String]) -> HookResult<Option<Reply>> {
+    pub async fn rcpt(
+        &mut self,
+        session: &SessionInfo,
+        envelope: &Envelope,
+        address: &str,
+        options: &[String],
+    ) -> HookResult<Option<Reply>> {
         match self.chain.tenant_of(address) {
             Some(t) => {
                 let tenant = self.tenant(t);
@@ -495,8 +704,13 @@ impl SessionPlugin {
                 }
                 Box::pin(tenant.rcpt(session, envelope, address, options)).await
             }
-            None if !self.chain.tenants.is_empty() && self.chain.plugins.is_empty() => Ok(Some(reply::NO_TENANT.clone())),
-            None => self.call(session, envelope, HookCall::Rcpt { address, options }).await,
+            None if !self.chain.tenants.is_empty() && self.chain.plugins.is_empty() => {
+                Ok(Some(reply::NO_TENANT.clone()))
+            }
+            None => {
+                self.call(session, envelope, HookCall::Rcpt { address, options })
+                    .await
+            }
         }
     }
 
@@ -506,9 +720,16 @@ impl SessionPlugin {
     /// failure if any group had one (so it retries; groups that accepted may
     /// then see the message twice, never zero times), otherwise the first
     /// group's reply.
-    pub async fn data(&mut self, session: &SessionInfo, envelope: &Envelope, content: Arc<Vec<u8>>) -> HookResult<Option<Reply>> {
+    pub async fn data(
+        &mut self,
+        session: &SessionInfo,
+        envelope: &Envelope,
+        content: Arc<Vec<u8>>,
+    ) -> HookResult<Option<Reply>> {
         if self.chain.tenants.is_empty() {
-            return self.call(session, envelope, HookCall::Data { content: &content }).await;
+            return self
+                .call(session, envelope, HookCall::Data { content: &content })
+                .await;
         }
         // Group the recipients: None for this chain, Some(t) for tenant t.
         let mut groups: Vec<(Option<usize>, Envelope)> = Vec::new();
@@ -517,22 +738,35 @@ impl SessionPlugin {
             let group = match groups.iter_mut().position(|(o, _)| *o == owner) {
                 Some(g) => &mut groups[g].1,
                 None => {
-                    let e = Envelope { rcpt_tos: Vec::new(), rcpt_options: Vec::new(), ..envelope.clone() };
+                    let e = Envelope {
+                        rcpt_tos: Vec::new(),
+                        rcpt_options: Vec::new(),
+                        ..envelope.clone()
+                    };
                     groups.push((owner, e));
                     &mut groups.last_mut().expect("just pushed").1
                 }
             };
             group.rcpt_tos.push(rcpt.clone());
-            group.rcpt_options.push(envelope.rcpt_options.get(i).cloned().unwrap_or_default());
+            group
+                .rcpt_options
+                .push(envelope.rcpt_options.get(i).cloned().unwrap_or_default());
         }
         let mut first: Option<HookResult<Option<Reply>>> = None;
         for (owner, group) in groups {
             let result = match owner {
                 Some(t) => {
                     let tenant = self.tenant(t);
-                    if tenant.has(Hook::Data) { Box::pin(tenant.data(session, &group, content.clone())).await } else { Ok(None) }
+                    if tenant.has(Hook::Data) {
+                        Box::pin(tenant.data(session, &group, content.clone())).await
+                    } else {
+                        Ok(None)
+                    }
                 }
-                None => self.call(session, &group, HookCall::Data { content: &content }).await,
+                None => {
+                    self.call(session, &group, HookCall::Data { content: &content })
+                        .await
+                }
             };
             let refused = match &result {
                 Ok(Some(reply)) => !reply.is_positive(),
@@ -540,8 +774,13 @@ impl SessionPlugin {
                 Err(_) => true,
             };
             if refused {
-                if first.as_ref().is_some_and(|f| matches!(f, Ok(None)) || matches!(f, Ok(Some(r)) if r.is_positive())) {
-                    tracing::warn!(session = self.session_id, "a tenant refused a message other tenants accepted; the client will retry it to all");
+                if first.as_ref().is_some_and(|f| {
+                    matches!(f, Ok(None)) || matches!(f, Ok(Some(r)) if r.is_positive())
+                }) {
+                    tracing::warn!(
+                        session = self.session_id,
+                        "a tenant refused a message other tenants accepted; the client will retry it to all"
+                    );
                 }
                 return result;
             }
@@ -550,20 +789,39 @@ impl SessionPlugin {
         first.unwrap_or(Ok(None))
     }
 
-    pub async fn rset(&mut self, session: &SessionInfo, envelope: &Envelope) -> HookResult<Option<Reply>> {
+    pub async fn rset(
+        &mut self,
+        session: &SessionInfo,
+        envelope: &Envelope,
+    ) -> HookResult<Option<Reply>> {
         self.call(session, envelope, HookCall::Rset).await
     }
 
-    pub async fn noop(&mut self, session: &SessionInfo, envelope: &Envelope, arg: &str) -> HookResult<Option<Reply>> {
+    pub async fn noop(
+        &mut self,
+        session: &SessionInfo,
+        envelope: &Envelope,
+        arg: &str,
+    ) -> HookResult<Option<Reply>> {
         self.call(session, envelope, HookCall::Noop { arg }).await
     }
 
-    pub async fn quit(&mut self, session: &SessionInfo, envelope: &Envelope) -> HookResult<Option<Reply>> {
+    pub async fn quit(
+        &mut self,
+        session: &SessionInfo,
+        envelope: &Envelope,
+    ) -> HookResult<Option<Reply>> {
         self.call(session, envelope, HookCall::Quit).await
     }
 
-    pub async fn vrfy(&mut self, session: &SessionInfo, envelope: &Envelope, address: &str) -> HookResult<Option<Reply>> {
-        self.call(session, envelope, HookCall::Vrfy { address }).await
+    pub async fn vrfy(
+        &mut self,
+        session: &SessionInfo,
+        envelope: &Envelope,
+        address: &str,
+    ) -> HookResult<Option<Reply>> {
+        self.call(session, envelope, HookCall::Vrfy { address })
+            .await
     }
 }
 
@@ -573,25 +831,43 @@ impl SessionPlugin {
 
 impl PluginInstance {
     /// AUTH on this plugin: its decision, or what its failure means.
-    async fn auth(&mut self, session: &SessionInfo, s: &types::Session, e: &types::Envelope, credentials: &auth::Credentials) -> Result<AuthDecision, Failed> {
+    async fn auth(
+        &mut self,
+        session: &SessionInfo,
+        s: &types::Session,
+        e: &types::Envelope,
+        credentials: &auth::Credentials,
+    ) -> Result<AuthDecision, Failed> {
         let answer = async {
             let plugin = self.plugin.clone();
             let live = self.live().await?;
             live.arm(&plugin);
-            let indices = plugin.hooks.auth.as_ref().ok_or_else(|| wasmtime::format_err!("the plugin does not export the auth hook"))?;
+            let indices =
+                plugin.hooks.auth.as_ref().ok_or_else(|| {
+                    wasmtime::format_err!("the plugin does not export the auth hook")
+                })?;
             let _timer = CallTimer::start(&plugin.name, Hook::Auth);
-            indices.load(&mut live.store, &live.instance)?.call_handle_auth(&mut live.store, s, e, credentials).await
+            indices
+                .load(&mut live.store, &live.instance)?
+                .call_handle_auth(&mut live.store, s, e, credentials)
+                .await
         }
         .await;
         let failure = match answer {
             Ok(auth::AuthDecision::Accept(identity)) => match convert::check_identity(&identity) {
                 Ok(()) => return Ok(AuthDecision::Accept(identity)),
-                Err(message) => Failure { kind: ErrorKind::InvalidReply, message },
+                Err(message) => Failure {
+                    kind: ErrorKind::InvalidReply,
+                    message,
+                },
             },
             Ok(auth::AuthDecision::Reject(None)) => return Ok(AuthDecision::Reject(None)),
             Ok(auth::AuthDecision::Reject(Some(reply))) => match convert::from_wit_reply(reply) {
                 Ok(reply) => return Ok(AuthDecision::Reject(Some(reply))),
-                Err(message) => Failure { kind: ErrorKind::InvalidReply, message },
+                Err(message) => Failure {
+                    kind: ErrorKind::InvalidReply,
+                    message,
+                },
             },
             Err(error) => self.classify(error),
         };
@@ -601,7 +877,13 @@ impl PluginInstance {
     /// PROXY or STARTTLS on this plugin: yes or no. A failure is logged, the
     /// instance dropped, and the answer is no (there is no command to answer,
     /// so every failure policy fails closed here).
-    async fn verdict(&mut self, hook: Hook, s: &types::Session, e: &types::Envelope, proxy: Option<&types::ProxyData>) -> bool {
+    async fn verdict(
+        &mut self,
+        hook: Hook,
+        s: &types::Session,
+        e: &types::Envelope,
+        proxy: Option<&types::ProxyData>,
+    ) -> bool {
         let answer = async {
             let plugin = self.plugin.clone();
             let live = self.live().await?;
@@ -611,9 +893,25 @@ impl PluginInstance {
             let _timer = CallTimer::start(&plugin.name, hook);
             match (hook, proxy) {
                 (Hook::Proxy, Some(proxy)) => {
-                    plugin.hooks.proxy.as_ref().ok_or_else(missing)?.load(&mut *store, instance)?.call_handle_proxy(store, s, e, proxy).await
+                    plugin
+                        .hooks
+                        .proxy
+                        .as_ref()
+                        .ok_or_else(missing)?
+                        .load(&mut *store, instance)?
+                        .call_handle_proxy(store, s, e, proxy)
+                        .await
                 }
-                _ => plugin.hooks.starttls.as_ref().ok_or_else(missing)?.load(&mut *store, instance)?.call_handle_starttls(store, s, e).await,
+                _ => {
+                    plugin
+                        .hooks
+                        .starttls
+                        .as_ref()
+                        .ok_or_else(missing)?
+                        .load(&mut *store, instance)?
+                        .call_handle_starttls(store, s, e)
+                        .await
+                }
             }
         }
         .await;
@@ -626,8 +924,12 @@ impl PluginInstance {
                     m.hook_failure(&self.plugin.name, hook, kind_name(failure.kind));
                 }
                 tracing::warn!(
-                    plugin = &*self.plugin.name, session = self.session_id, hook = hook.name(),
-                    kind = kind_name(failure.kind), "plugin failed: {}; answering no", failure.message
+                    plugin = &*self.plugin.name,
+                    session = self.session_id,
+                    hook = hook.name(),
+                    kind = kind_name(failure.kind),
+                    "plugin failed: {}; answering no",
+                    failure.message
                 );
                 false
             }
@@ -638,7 +940,12 @@ impl PluginInstance {
 impl SessionPlugin {
     /// AUTH: the first plugin of the chain that exports `auth` decides
     /// (one that fails under the `skip` policy passes it to the next).
-    pub async fn auth(&mut self, session: &SessionInfo, envelope: &Envelope, credentials: &Credentials) -> HookResult<AuthDecision> {
+    pub async fn auth(
+        &mut self,
+        session: &SessionInfo,
+        envelope: &Envelope,
+        credentials: &Credentials,
+    ) -> HookResult<AuthDecision> {
         let (s, e) = (convert::session(session), convert::envelope(envelope));
         let credentials = auth::Credentials {
             mechanism: credentials.mechanism.name().to_owned(),
@@ -658,7 +965,12 @@ impl SessionPlugin {
 
     /// The PROXY header: the connection goes on only if every plugin of the
     /// chain that exports `proxy` says so.
-    pub async fn proxy(&mut self, session: &SessionInfo, envelope: &Envelope, header: &ProxyHeader) -> bool {
+    pub async fn proxy(
+        &mut self,
+        session: &SessionInfo,
+        envelope: &Envelope,
+        header: &ProxyHeader,
+    ) -> bool {
         let (s, e) = (convert::session(session), convert::envelope(envelope));
         let data = convert::proxy_data(header);
         for instance in self.instances.iter_mut().filter(|i| i.has(Hook::Proxy)) {
@@ -684,12 +996,21 @@ impl SessionPlugin {
 
 impl PluginInstance {
     /// LMTP's per-recipient end of DATA on this plugin.
-    async fn lmtp_data(&mut self, session: &SessionInfo, s: &types::Session, e: &types::Envelope, content: &Arc<Vec<u8>>, recipients: usize) -> Result<Vec<Option<Reply>>, Failed> {
+    async fn lmtp_data(
+        &mut self,
+        session: &SessionInfo,
+        s: &types::Session,
+        e: &types::Envelope,
+        content: &Arc<Vec<u8>>,
+        recipients: usize,
+    ) -> Result<Vec<Option<Reply>>, Failed> {
         let answer = async {
             let plugin = self.plugin.clone();
             let live = self.live().await?;
             live.arm(&plugin);
-            let indices = plugin.hooks.lmtp_data.as_ref().ok_or_else(|| wasmtime::format_err!("the plugin does not export the lmtp-data hook"))?;
+            let indices = plugin.hooks.lmtp_data.as_ref().ok_or_else(|| {
+                wasmtime::format_err!("the plugin does not export the lmtp-data hook")
+            })?;
             let guest = indices.load(&mut live.store, &live.instance)?;
             let _timer = CallTimer::start(&plugin.name, Hook::LmtpData);
             live.store.data_mut().set_content(Some(content.clone()));
@@ -701,11 +1022,21 @@ impl PluginInstance {
         let failure = match answer {
             Ok(replies) if replies.len() != recipients => Failure {
                 kind: ErrorKind::InvalidReply,
-                message: format!("lmtp-data returned {} replies for {recipients} recipients", replies.len()),
+                message: format!(
+                    "lmtp-data returned {} replies for {recipients} recipients",
+                    replies.len()
+                ),
             },
-            Ok(replies) => match replies.into_iter().map(|r| r.map(convert::from_wit_reply).transpose()).collect() {
+            Ok(replies) => match replies
+                .into_iter()
+                .map(|r| r.map(convert::from_wit_reply).transpose())
+                .collect()
+            {
                 Ok(replies) => return Ok(replies),
-                Err(message) => Failure { kind: ErrorKind::InvalidReply, message },
+                Err(message) => Failure {
+                    kind: ErrorKind::InvalidReply,
+                    message,
+                },
             },
             Err(error) => self.classify(error),
         };
@@ -720,13 +1051,27 @@ impl SessionPlugin {
     /// plugin with only `data` decides them all with its one reply. Without
     /// any `lmtp-data` in the chain this is `data` (tenants included), its
     /// reply repeated.
-    pub async fn lmtp_data(&mut self, session: &SessionInfo, envelope: &Envelope, content: Arc<Vec<u8>>) -> HookResult<Vec<Option<Reply>>> {
+    pub async fn lmtp_data(
+        &mut self,
+        session: &SessionInfo,
+        envelope: &Envelope,
+        content: Arc<Vec<u8>>,
+    ) -> HookResult<Vec<Option<Reply>>> {
         for instance in &mut self.instances {
             instance.queue_id.clone_from(&envelope.queue_id);
         }
         let recipients = envelope.rcpt_tos.len();
-        if !self.chain.plugins.iter().any(|p| p.hooks.has(Hook::LmtpData)) {
-            let reply = if self.has(Hook::Data) { self.data(session, envelope, content).await? } else { None };
+        if !self
+            .chain
+            .plugins
+            .iter()
+            .any(|p| p.hooks.has(Hook::LmtpData))
+        {
+            let reply = if self.has(Hook::Data) {
+                self.data(session, envelope, content).await?
+            } else {
+                None
+            };
             return Ok(vec![reply; recipients]);
         }
         let (s, e) = (convert::session(session), convert::envelope(envelope));
@@ -736,9 +1081,14 @@ impl SessionPlugin {
                 break;
             }
             let answers = if instance.has(Hook::LmtpData) {
-                instance.lmtp_data(session, &s, &e, &content, recipients).await
+                instance
+                    .lmtp_data(session, &s, &e, &content, recipients)
+                    .await
             } else if instance.has(Hook::Data) {
-                instance.call(session, &s, &e, HookCall::Data { content: &content }).await.map(|reply| vec![reply; recipients])
+                instance
+                    .call(session, &s, &e, HookCall::Data { content: &content })
+                    .await
+                    .map(|reply| vec![reply; recipients])
             } else {
                 continue;
             };

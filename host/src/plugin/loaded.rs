@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use wasmtime::component::{Component, InstancePre};
 
-use super::bindings::{hooks, WIT_PACKAGE, WIT_VERSION};
+use super::bindings::{WIT_PACKAGE, WIT_VERSION, hooks};
 use super::builtin;
 use super::host::{Grants, HostState};
 use super::instance::Live;
@@ -38,8 +38,20 @@ pub enum Hook {
 
 impl Hook {
     pub const ALL: [Hook; 15] = [
-        Hook::Setup, Hook::Helo, Hook::Ehlo, Hook::Mail, Hook::Rcpt, Hook::Data, Hook::Rset,
-        Hook::Noop, Hook::Quit, Hook::Vrfy, Hook::Auth, Hook::Proxy, Hook::Starttls, Hook::Exception,
+        Hook::Setup,
+        Hook::Helo,
+        Hook::Ehlo,
+        Hook::Mail,
+        Hook::Rcpt,
+        Hook::Data,
+        Hook::Rset,
+        Hook::Noop,
+        Hook::Quit,
+        Hook::Vrfy,
+        Hook::Auth,
+        Hook::Proxy,
+        Hook::Starttls,
+        Hook::Exception,
         Hook::LmtpData,
     ];
 
@@ -119,7 +131,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory: 64 << 20, hook_timeout: Duration::from_secs(30), fuel: None, max_concurrent_calls: None }
+        Limits {
+            memory: 64 << 20,
+            hook_timeout: Duration::from_secs(30),
+            fuel: None,
+            max_concurrent_calls: None,
+        }
     }
 }
 
@@ -159,17 +176,45 @@ pub enum PluginError {
     #[error("cannot set up the WebAssembly engine: {0}")]
     Engine(String),
     #[error("plugin `{plugin}`: cannot read {path}: {reason}")]
-    Read { plugin: String, path: PathBuf, reason: String },
-    #[error("plugin `{plugin}`: {source_name} is a core WebAssembly module, not a component; build it for wasm32-wasip2 (or wrap it with `wasm-tools component new`)")]
+    Read {
+        plugin: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error(
+        "plugin `{plugin}`: {source_name} is a core WebAssembly module, not a component; build it for wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
+    )]
     CoreModule { plugin: String, source_name: String },
     #[error("plugin `{plugin}`: {source_name} is not a valid WebAssembly component: {reason}")]
-    Invalid { plugin: String, source_name: String, reason: String },
-    #[error("plugin `{plugin}`: {source_name} was built against {found}, but this server speaks {WIT_PACKAGE}@{WIT_VERSION}; rebuild it against the WIT files of this version")]
-    WitVersion { plugin: String, source_name: String, found: String },
-    #[error("plugin `{plugin}`: {source_name} exports `{export}`, which is not a hook of {WIT_PACKAGE}@{WIT_VERSION}")]
-    UnknownExport { plugin: String, source_name: String, export: String },
-    #[error("plugin `{plugin}`: {source_name} needs an import this server does not provide: {reason}")]
-    Link { plugin: String, source_name: String, reason: String },
+    Invalid {
+        plugin: String,
+        source_name: String,
+        reason: String,
+    },
+    #[error(
+        "plugin `{plugin}`: {source_name} was built against {found}, but this server speaks {WIT_PACKAGE}@{WIT_VERSION}; rebuild it against the WIT files of this version"
+    )]
+    WitVersion {
+        plugin: String,
+        source_name: String,
+        found: String,
+    },
+    #[error(
+        "plugin `{plugin}`: {source_name} exports `{export}`, which is not a hook of {WIT_PACKAGE}@{WIT_VERSION}"
+    )]
+    UnknownExport {
+        plugin: String,
+        source_name: String,
+        export: String,
+    },
+    #[error(
+        "plugin `{plugin}`: {source_name} needs an import this server does not provide: {reason}"
+    )]
+    Link {
+        plugin: String,
+        source_name: String,
+        reason: String,
+    },
     #[error("plugin `{plugin}`: {message}")]
     ArgsRefused { plugin: String, message: String },
     #[error("plugin `{plugin}`: failed while starting: {reason}")]
@@ -224,30 +269,50 @@ pub struct Plugin {
 impl Plugin {
     /// Compile, check and link `spec`, and have the plugin accept its
     /// arguments.
-    pub async fn load(runtime: &Arc<Runtime>, spec: PluginSpec) -> Result<Arc<Plugin>, PluginError> {
+    pub async fn load(
+        runtime: &Arc<Runtime>,
+        spec: PluginSpec,
+    ) -> Result<Arc<Plugin>, PluginError> {
         let plugin = spec.name.clone();
         let source_name = spec.source.to_string();
         let bytes: std::borrow::Cow<'static, [u8]> = match &spec.source {
             Source::Builtin(b) => b.wasm.into(),
             Source::File(path) => std::fs::read(path)
-                .map_err(|e| PluginError::Read { plugin: plugin.clone(), path: path.clone(), reason: e.to_string() })?
+                .map_err(|e| PluginError::Read {
+                    plugin: plugin.clone(),
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?
                 .into(),
         };
         // A core module has layer 0 in the header's version field; a
         // component has layer 1. Say which it is rather than a parse error.
         if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [0, 0] {
-            return Err(PluginError::CoreModule { plugin, source_name });
+            return Err(PluginError::CoreModule {
+                plugin,
+                source_name,
+            });
         }
         let engine = runtime.engine.clone();
         let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
             .await
             .map_err(|e| PluginError::Engine(e.to_string()))?
-            .map_err(|e| PluginError::Invalid { plugin: plugin.clone(), source_name: source_name.clone(), reason: format!("{e:#}") })?;
+            .map_err(|e| PluginError::Invalid {
+                plugin: plugin.clone(),
+                source_name: source_name.clone(),
+                reason: format!("{e:#}"),
+            })?;
 
         check_exports(&runtime.engine, &component, &plugin, &source_name)?;
 
-        let pre = runtime.linker.instantiate_pre(&component)
-            .map_err(|e| PluginError::Link { plugin: plugin.clone(), source_name: source_name.clone(), reason: format!("{e:#}") })?;
+        let pre = runtime
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| PluginError::Link {
+                plugin: plugin.clone(),
+                source_name: source_name.clone(),
+                reason: format!("{e:#}"),
+            })?;
         let hooks = HookIndices::find(&pre);
 
         let max_concurrent_calls = spec.limits.max_concurrent_calls;
@@ -275,8 +340,14 @@ impl Plugin {
         } else {
             // Instantiating runs setup.init with the arguments.
             Live::start(&loaded, 0).await.map_err(|e| match e {
-                super::instance::StartError::Refused(message) => PluginError::ArgsRefused { plugin: plugin.clone(), message },
-                super::instance::StartError::Failed(reason) => PluginError::Start { plugin: plugin.clone(), reason },
+                super::instance::StartError::Refused(message) => PluginError::ArgsRefused {
+                    plugin: plugin.clone(),
+                    message,
+                },
+                super::instance::StartError::Failed(reason) => PluginError::Start {
+                    plugin: plugin.clone(),
+                    reason,
+                },
             })?;
         }
         Ok(loaded)
@@ -285,17 +356,36 @@ impl Plugin {
 
 /// Refuse a component built for another version of the WIT package, or one
 /// exporting something under `wasmtp:smtp/` that is not a hook.
-fn check_exports(engine: &wasmtime::Engine, component: &Component, plugin: &str, source_name: &str) -> Result<(), PluginError> {
+fn check_exports(
+    engine: &wasmtime::Engine,
+    component: &Component,
+    plugin: &str,
+    source_name: &str,
+) -> Result<(), PluginError> {
     let prefix = format!("{WIT_PACKAGE}/");
     for (name, _) in component.component_type().exports(engine) {
-        let Some(rest) = name.strip_prefix(&prefix) else { continue };
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
         let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
         if !compatible(version) {
-            let found = if version.is_empty() { WIT_PACKAGE.to_owned() } else { format!("{WIT_PACKAGE}@{version}") };
-            return Err(PluginError::WitVersion { plugin: plugin.to_owned(), source_name: source_name.to_owned(), found });
+            let found = if version.is_empty() {
+                WIT_PACKAGE.to_owned()
+            } else {
+                format!("{WIT_PACKAGE}@{version}")
+            };
+            return Err(PluginError::WitVersion {
+                plugin: plugin.to_owned(),
+                source_name: source_name.to_owned(),
+                found,
+            });
         }
         if !Hook::ALL.iter().any(|h| h.name() == interface) {
-            return Err(PluginError::UnknownExport { plugin: plugin.to_owned(), source_name: source_name.to_owned(), export: name.to_owned() });
+            return Err(PluginError::UnknownExport {
+                plugin: plugin.to_owned(),
+                source_name: source_name.to_owned(),
+                export: name.to_owned(),
+            });
         }
     }
     Ok(())
@@ -306,7 +396,9 @@ fn check_exports(engine: &wasmtime::Engine, component: &Component, plugin: &str,
 fn compatible(version: &str) -> bool {
     let mut ours = WIT_VERSION.split('.');
     let mut theirs = version.split('.');
-    let (Some(om), Some(on)) = (ours.next(), ours.next()) else { return false };
+    let (Some(om), Some(on)) = (ours.next(), ours.next()) else {
+        return false;
+    };
     matches!((theirs.next(), theirs.next()), (Some(tm), Some(tn)) if tm == om && (om != "0" || tn == on))
 }
 

@@ -39,7 +39,12 @@ pub struct RuntimeSettings {
 
 impl Default for RuntimeSettings {
     fn default() -> Self {
-        RuntimeSettings { max_instances: 1000, compile_cache: true, cache_dir: None, fuel: false }
+        RuntimeSettings {
+            max_instances: 1000,
+            compile_cache: true,
+            cache_dir: None,
+            fuel: false,
+        }
     }
 }
 
@@ -94,7 +99,8 @@ impl Runtime {
 
         let engine = Engine::new(&config).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         AllHooks::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
 
@@ -110,6 +116,10 @@ impl Runtime {
             })
             .map_err(|e| PluginError::Engine(format!("cannot start the epoch thread: {e}")))?;
 
-        Ok(Arc::new(Runtime { engine, linker, fuel: settings.fuel }))
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            fuel: settings.fuel,
+        }))
     }
 }

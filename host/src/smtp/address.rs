@@ -64,7 +64,10 @@ fn strip_source_route(path: &str) -> Result<&str, AddressError> {
     }
     let colon = path.find(':').ok_or(AddressError::Malformed)?;
     for hop in path[..colon].split(',') {
-        let domain = hop.trim().strip_prefix('@').ok_or(AddressError::Malformed)?;
+        let domain = hop
+            .trim()
+            .strip_prefix('@')
+            .ok_or(AddressError::Malformed)?;
         validate_domain(domain)?;
     }
     Ok(&path[colon + 1..])
@@ -101,7 +104,11 @@ fn validate_local_part(local: &str) -> Result<(), AddressError> {
                 _ => {}
             }
         }
-        return if escaped { Err(AddressError::Malformed) } else { Ok(()) };
+        return if escaped {
+            Err(AddressError::Malformed)
+        } else {
+            Ok(())
+        };
     }
     if local.is_empty() || !local.chars().all(|c| is_atext(c) || c == '.') {
         return Err(AddressError::Malformed);
@@ -112,12 +119,28 @@ fn validate_local_part(local: &str) -> Result<(), AddressError> {
 fn validate_domain(domain: &str) -> Result<(), AddressError> {
     if let Some(literal) = domain.strip_prefix('[') {
         let inner = literal.strip_suffix(']').ok_or(AddressError::Malformed)?;
-        let ok = !inner.is_empty() && inner.chars().all(|c| c.is_ascii_graphic() && !"[]\\".contains(c));
-        return if ok { Ok(()) } else { Err(AddressError::Malformed) };
+        let ok = !inner.is_empty()
+            && inner
+                .chars()
+                .all(|c| c.is_ascii_graphic() && !"[]\\".contains(c));
+        return if ok {
+            Ok(())
+        } else {
+            Err(AddressError::Malformed)
+        };
     }
     let ok = !domain.is_empty()
-        && domain.split('.').all(|label| !label.is_empty() && label.chars().all(|c| c.is_alphanumeric() || c == '-' || !c.is_ascii()));
-    if ok { Ok(()) } else { Err(AddressError::Malformed) }
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || c == '-' || !c.is_ascii())
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(AddressError::Malformed)
+    }
 }
 
 /// ESMTP parameters, parsed as aiosmtpd's `_getparams`: each `KEY` or
@@ -163,15 +186,33 @@ mod tests {
             ("<a..b@c>", "a..b@c", ""),
             ("<a@b.c >", "a@b.c", ""),
         ] {
-            assert_eq!(split_address(input), Ok((address.to_owned(), rest)), "{input}");
+            assert_eq!(
+                split_address(input),
+                Ok((address.to_owned(), rest)),
+                "{input}"
+            );
         }
     }
 
     #[test]
     fn malformed_addresses() {
         assert_eq!(split_address(""), Err(AddressError::Empty));
-        for input in ["<a@b", "@b", "a@", "<a@>", "(comment) <a@b.c>", "<a b@c>", "<@x:>", "<a@b..c>", "<\"a@b>"] {
-            assert_eq!(split_address(input), Err(AddressError::Malformed), "{input}");
+        for input in [
+            "<a@b",
+            "@b",
+            "a@",
+            "<a@>",
+            "(comment) <a@b.c>",
+            "<a b@c>",
+            "<@x:>",
+            "<a@b..c>",
+            "<\"a@b>",
+        ] {
+            assert_eq!(
+                split_address(input),
+                Err(AddressError::Malformed),
+                "{input}"
+            );
         }
     }
 
@@ -181,6 +222,9 @@ mod tests {
         assert_eq!(p("SIZE=10 BODY=8BITMIME SMTPUTF8").unwrap().len(), 3);
         assert_eq!(p("SIZE="), None);
         assert_eq!(p("X-Y=1"), None);
-        assert_eq!(p("SIZE=1 SIZE=2").unwrap(), vec![("SIZE".into(), Some("2".into()))]);
+        assert_eq!(
+            p("SIZE=1 SIZE=2").unwrap(),
+            vec![("SIZE".into(), Some("2".into()))]
+        );
     }
 }

@@ -184,17 +184,23 @@ mod tests {
 
     #[test]
     fn frames_crlf_and_bare_lf_lines() {
-        assert_eq!(frames(b"NOOP\r\nQUIT\nRS"), vec![
-            Frame::Line(BytesMut::from(&b"NOOP"[..])),
-            Frame::Line(BytesMut::from(&b"QUIT"[..])),
-        ]);
+        assert_eq!(
+            frames(b"NOOP\r\nQUIT\nRS"),
+            vec![
+                Frame::Line(BytesMut::from(&b"NOOP"[..])),
+                Frame::Line(BytesMut::from(&b"QUIT"[..])),
+            ]
+        );
     }
 
     #[test]
     fn overlong_line_is_discarded_whole() {
         let mut input = vec![b'A'; 3000];
         input.extend_from_slice(b"\r\nNOOP\r\n");
-        assert_eq!(frames(&input), vec![Frame::TooLong, Frame::Line(BytesMut::from(&b"NOOP"[..]))]);
+        assert_eq!(
+            frames(&input),
+            vec![Frame::TooLong, Frame::Line(BytesMut::from(&b"NOOP"[..]))]
+        );
         // The same line arriving in pieces.
         let mut framer = Framer::default();
         let mut buf = BytesMut::from(&[b'A'; 1500][..]);
@@ -211,9 +217,18 @@ mod tests {
         assert_eq!(c.verb, Verb::Mail);
         assert_eq!(c.arg.as_deref(), Some("FROM:<a@b>"));
         assert_eq!(parse(b"", false, |_| 512), Err(reply::BAD_SYNTAX.clone()));
-        assert_eq!(parse("NOOP é".as_bytes(), false, |_| 512), Err(reply::STRICT_ASCII.clone()));
+        assert_eq!(
+            parse("NOOP é".as_bytes(), false, |_| 512),
+            Err(reply::STRICT_ASCII.clone())
+        );
         assert!(parse("NOOP é".as_bytes(), true, |_| 512).is_ok());
-        assert_eq!(parse(&[b'N'; 600], false, |_| 512), Err(reply::LINE_TOO_LONG.clone()));
-        assert_eq!(parse(b"XYZZY", false, |_| 512).unwrap().verb, Verb::Unknown("XYZZY".into()));
+        assert_eq!(
+            parse(&[b'N'; 600], false, |_| 512),
+            Err(reply::LINE_TOO_LONG.clone())
+        );
+        assert_eq!(
+            parse(b"XYZZY", false, |_| 512).unwrap().verb,
+            Verb::Unknown("XYZZY".into())
+        );
     }
 }

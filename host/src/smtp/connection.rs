@@ -27,7 +27,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 pub type Stream = Box<dyn Io>;
 
 /// Serve one accepted connection until it closes.
-pub async fn serve(mut stream: Stream, peer: Peer, id: u64, settings: Arc<ListenerSettings>, shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    mut stream: Stream,
+    peer: Peer,
+    id: u64,
+    settings: Arc<ListenerSettings>,
+    shutdown: watch::Receiver<bool>,
+) {
     let mut info = SessionInfo {
         id,
         listener: settings.name.clone(),
@@ -46,7 +52,11 @@ pub async fn serve(mut stream: Stream, peer: Peer, id: u64, settings: Arc<Listen
     let _open = metrics.map(|m| m.open(&settings.name));
     let closed = || {
         if let Some(m) = metrics {
-            m.session(&settings.name, settings.tenant.as_ref(), crate::metrics::Outcome::Closed);
+            m.session(
+                &settings.name,
+                settings.tenant.as_ref(),
+                crate::metrics::Outcome::Closed,
+            );
         }
     };
 
@@ -86,10 +96,20 @@ pub async fn serve(mut stream: Stream, peer: Peer, id: u64, settings: Arc<Listen
         }
     }
     if let Some(m) = metrics {
-        m.session(&settings.name, settings.tenant.as_ref(), crate::metrics::Outcome::Accepted);
+        m.session(
+            &settings.name,
+            settings.tenant.as_ref(),
+            crate::metrics::Outcome::Accepted,
+        );
     }
     loop {
-        let mut session = Session::new(stream, info.clone(), plugin, settings.clone(), shutdown.clone());
+        let mut session = Session::new(
+            stream,
+            info.clone(),
+            plugin,
+            settings.clone(),
+            shutdown.clone(),
+        );
         if insecure {
             session.refuse_insecure();
         }
@@ -119,8 +139,16 @@ pub async fn serve(mut stream: Stream, peer: Peer, id: u64, settings: Arc<Listen
 /// The server side of a TLS handshake, bounded in time, then the starttls
 /// hook. `None`: the handshake failed and the connection is done (only
 /// this one). Otherwise the TLS stream and whether the hook accepted it.
-async fn handshake(plain: Stream, settings: &ListenerSettings, info: &mut SessionInfo, plugin: &mut SessionPlugin) -> Option<(Stream, bool)> {
-    let tls = settings.tls.as_ref().expect("TLS is configured where a handshake happens");
+async fn handshake(
+    plain: Stream,
+    settings: &ListenerSettings,
+    info: &mut SessionInfo,
+    plugin: &mut SessionPlugin,
+) -> Option<(Stream, bool)> {
+    let tls = settings
+        .tls
+        .as_ref()
+        .expect("TLS is configured where a handshake happens");
     let accepted = tokio::time::timeout(tls.handshake_timeout, tls.acceptor().accept(plain)).await;
     let stream = match accepted {
         Ok(Ok(stream)) => stream,
@@ -161,7 +189,11 @@ pub struct ConnectionSlot {
 
 impl ConnectionLimiter {
     pub fn new(max: Option<usize>, max_per_ip: Option<usize>) -> Arc<ConnectionLimiter> {
-        Arc::new(ConnectionLimiter { max, max_per_ip, open: Default::default() })
+        Arc::new(ConnectionLimiter {
+            max,
+            max_per_ip,
+            open: Default::default(),
+        })
     }
 
     /// A slot for a new connection from `ip`, or `None` when a limit is reached.
@@ -179,7 +211,10 @@ impl ConnectionLimiter {
         if let Some(ip) = ip {
             *open.1.entry(ip).or_insert(0) += 1;
         }
-        Some(ConnectionSlot { limiter: self.clone(), ip })
+        Some(ConnectionSlot {
+            limiter: self.clone(),
+            ip,
+        })
     }
 }
 
@@ -200,7 +235,14 @@ impl Drop for ConnectionSlot {
 
 /// Refuse a connection over a limit: `421`, then close (RFC 5321 §3.8).
 pub async fn refuse(stream: Stream, hostname: String) {
-    refuse_with(stream, &super::reply::Reply::new(421, format!("4.7.0 {hostname} Too many connections, try again later"))).await
+    refuse_with(
+        stream,
+        &super::reply::Reply::new(
+            421,
+            format!("4.7.0 {hostname} Too many connections, try again later"),
+        ),
+    )
+    .await
 }
 
 /// Answer a connection with `reply` instead of a greeting, then close.

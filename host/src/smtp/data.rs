@@ -38,7 +38,14 @@ pub struct DataDecoder {
 impl DataDecoder {
     /// `limit`: the maximum size in bytes, or `None` for no limit.
     pub fn new(limit: Option<usize>) -> DataDecoder {
-        DataDecoder { limit, state: State::Nominal, received: 0, mid_line: false, line_len: 0, content: Vec::new() }
+        DataDecoder {
+            limit,
+            state: State::Nominal,
+            received: 0,
+            mid_line: false,
+            line_len: 0,
+            content: Vec::new(),
+        }
     }
 
     /// Consume what `buf` holds. `Some` once the end-of-data line has been
@@ -89,7 +96,11 @@ impl DataDecoder {
             self.fail(State::TooLong);
         }
         if self.state == State::Nominal {
-            let unstuffed = if starts_line && line.first() == Some(&b'.') { &line[1..] } else { line };
+            let unstuffed = if starts_line && line.first() == Some(&b'.') {
+                &line[1..]
+            } else {
+                line
+            };
             self.content.extend_from_slice(unstuffed);
         }
     }
@@ -137,8 +148,14 @@ mod tests {
 
     #[test]
     fn unstuffs_and_stops_at_the_terminator_only() {
-        let (done, rest) = decode(None, &[b"Subject: x\r\n\r\n..dot\r\nbare\n.\nstill\r\n.\r\nQUIT\r\n"]);
-        assert_eq!(done, Some(Ok(b"Subject: x\r\n\r\n.dot\r\nbare\n.\nstill\r\n".to_vec())));
+        let (done, rest) = decode(
+            None,
+            &[b"Subject: x\r\n\r\n..dot\r\nbare\n.\nstill\r\n.\r\nQUIT\r\n"],
+        );
+        assert_eq!(
+            done,
+            Some(Ok(b"Subject: x\r\n\r\n.dot\r\nbare\n.\nstill\r\n".to_vec()))
+        );
         assert_eq!(rest, b"QUIT\r\n");
     }
 

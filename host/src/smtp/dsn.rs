@@ -27,7 +27,10 @@ pub fn is_xtext(value: &str) -> bool {
 
 /// `RET=FULL` or `RET=HDRS`.
 pub fn valid_ret(value: Option<&str>) -> bool {
-    matches!(value.map(str::to_ascii_uppercase).as_deref(), Some("FULL" | "HDRS"))
+    matches!(
+        value.map(str::to_ascii_uppercase).as_deref(),
+        Some("FULL" | "HDRS")
+    )
 }
 
 /// `ENVID=xtext`, at most 100 characters.
@@ -43,15 +46,24 @@ pub fn valid_notify(value: Option<&str>) -> bool {
         return true;
     }
     let items: Vec<&str> = value.split(',').collect();
-    items.iter().all(|i| matches!(*i, "SUCCESS" | "FAILURE" | "DELAY"))
-        && items.iter().enumerate().all(|(n, i)| !items[..n].contains(i))
+    items
+        .iter()
+        .all(|i| matches!(*i, "SUCCESS" | "FAILURE" | "DELAY"))
+        && items
+            .iter()
+            .enumerate()
+            .all(|(n, i)| !items[..n].contains(i))
 }
 
 /// `ORCPT=addr-type;xtext`, such as `rfc822;bart@example.com`.
 pub fn valid_orcpt(value: Option<&str>) -> bool {
-    let Some((addr_type, address)) = value.and_then(|v| v.split_once(';')) else { return false };
+    let Some((addr_type, address)) = value.and_then(|v| v.split_once(';')) else {
+        return false;
+    };
     !addr_type.is_empty()
-        && addr_type.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && addr_type
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         && !address.is_empty()
         && address.len() <= 500
         && is_xtext(address)
@@ -63,12 +75,33 @@ mod tests {
 
     #[test]
     fn dsn_parameters() {
-        assert!(valid_ret(Some("hdrs")) && valid_ret(Some("FULL")) && !valid_ret(Some("ALL")) && !valid_ret(None));
-        assert!(valid_envid(Some("QQ314159+2Bx")) && !valid_envid(Some("a=b")) && !valid_envid(Some("+4")) && !valid_envid(None));
+        assert!(
+            valid_ret(Some("hdrs"))
+                && valid_ret(Some("FULL"))
+                && !valid_ret(Some("ALL"))
+                && !valid_ret(None)
+        );
+        assert!(
+            valid_envid(Some("QQ314159+2Bx"))
+                && !valid_envid(Some("a=b"))
+                && !valid_envid(Some("+4"))
+                && !valid_envid(None)
+        );
         assert!(!valid_envid(Some(&"x".repeat(101))));
         assert!(valid_notify(Some("NEVER")) && valid_notify(Some("success,DELAY")));
-        assert!(!valid_notify(Some("NEVER,SUCCESS")) && !valid_notify(Some("SUCCESS,SUCCESS")) && !valid_notify(Some("")));
-        assert!(valid_orcpt(Some("rfc822;bart@example.com")) && valid_orcpt(Some("RFC822;b+2Bc@example.com")));
-        assert!(!valid_orcpt(Some("bart@example.com")) && !valid_orcpt(Some("rfc822;")) && !valid_orcpt(None));
+        assert!(
+            !valid_notify(Some("NEVER,SUCCESS"))
+                && !valid_notify(Some("SUCCESS,SUCCESS"))
+                && !valid_notify(Some(""))
+        );
+        assert!(
+            valid_orcpt(Some("rfc822;bart@example.com"))
+                && valid_orcpt(Some("RFC822;b+2Bc@example.com"))
+        );
+        assert!(
+            !valid_orcpt(Some("bart@example.com"))
+                && !valid_orcpt(Some("rfc822;"))
+                && !valid_orcpt(None)
+        );
     }
 }

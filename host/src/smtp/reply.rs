@@ -16,11 +16,17 @@ pub struct Reply {
 
 impl Reply {
     pub const fn fixed(code: u16, text: &'static str) -> Reply {
-        Reply { code, text: Cow::Borrowed(text) }
+        Reply {
+            code,
+            text: Cow::Borrowed(text),
+        }
     }
 
     pub fn new(code: u16, text: impl Into<Cow<'static, str>>) -> Reply {
-        Reply { code, text: text.into() }
+        Reply {
+            code,
+            text: text.into(),
+        }
     }
 
     /// A multi-line reply from its lines.
@@ -36,7 +42,10 @@ impl Reply {
             }
             text.push_str(line.as_ref());
         }
-        Reply { code, text: text.into() }
+        Reply {
+            code,
+            text: text.into(),
+        }
     }
 
     pub fn is_positive(&self) -> bool {
@@ -70,7 +79,11 @@ impl Reply {
 }
 
 fn itoa3(code: u16) -> [u8; 3] {
-    [b'0' + (code / 100 % 10) as u8, b'0' + (code / 10 % 10) as u8, b'0' + (code % 10) as u8]
+    [
+        b'0' + (code / 100 % 10) as u8,
+        b'0' + (code / 10 % 10) as u8,
+        b'0' + (code % 10) as u8,
+    ]
 }
 
 impl fmt::Display for Reply {
@@ -82,16 +95,22 @@ impl fmt::Display for Reply {
 pub static OK: Reply = Reply::fixed(250, "OK");
 pub static BYE: Reply = Reply::fixed(221, "Bye");
 pub static START_DATA: Reply = Reply::fixed(354, "End data with <CR><LF>.<CR><LF>");
-pub static VRFY_DEFAULT: Reply =
-    Reply::fixed(252, "Cannot VRFY user, but will accept message and attempt delivery");
+pub static VRFY_DEFAULT: Reply = Reply::fixed(
+    252,
+    "Cannot VRFY user, but will accept message and attempt delivery",
+);
 
 pub static BAD_SYNTAX: Reply = Reply::fixed(500, "Error: bad syntax");
 pub static LINE_TOO_LONG: Reply = Reply::fixed(500, "Command line too long");
 pub static STRICT_ASCII: Reply = Reply::fixed(500, "Error: strict ASCII mode");
-pub static TOO_MANY_UNKNOWN: Reply = Reply::fixed(502, "5.5.1 Too many unrecognized commands, goodbye.");
+pub static TOO_MANY_UNKNOWN: Reply =
+    Reply::fixed(502, "5.5.1 Too many unrecognized commands, goodbye.");
 pub static DATA_LINE_TOO_LONG: Reply = Reply::fixed(500, "Line too long (see RFC5321 4.5.3.1.6)");
 pub static TOO_MUCH_DATA: Reply = Reply::fixed(552, "Error: Too much mail data");
-pub static SIZE_EXCEEDED: Reply = Reply::fixed(552, "Error: message size exceeds fixed maximum message size");
+pub static SIZE_EXCEEDED: Reply = Reply::fixed(
+    552,
+    "Error: message size exceeds fixed maximum message size",
+);
 
 pub static SYNTAX_HELO: Reply = Reply::fixed(501, "Syntax: HELO hostname");
 pub static SYNTAX_EHLO: Reply = Reply::fixed(501, "Syntax: EHLO hostname");
@@ -102,9 +121,11 @@ pub static SYNTAX_DATA: Reply = Reply::fixed(501, "Syntax: DATA");
 pub static SYNTAX_VRFY: Reply = Reply::fixed(501, "Syntax: VRFY <address>");
 pub static SYNTAX_STARTTLS: Reply = Reply::fixed(501, "Syntax: STARTTLS");
 pub static SYNTAX_MAIL: Reply = Reply::fixed(501, "Syntax: MAIL FROM: <address>");
-pub static SYNTAX_MAIL_ESMTP: Reply = Reply::fixed(501, "Syntax: MAIL FROM: <address> [SP <mail-parameters>]");
+pub static SYNTAX_MAIL_ESMTP: Reply =
+    Reply::fixed(501, "Syntax: MAIL FROM: <address> [SP <mail-parameters>]");
 pub static SYNTAX_RCPT: Reply = Reply::fixed(501, "Syntax: RCPT TO: <address>");
-pub static SYNTAX_RCPT_ESMTP: Reply = Reply::fixed(501, "Syntax: RCPT TO: <address> [SP <mail-parameters>]");
+pub static SYNTAX_RCPT_ESMTP: Reply =
+    Reply::fixed(501, "Syntax: RCPT TO: <address> [SP <mail-parameters>]");
 
 pub static NEED_HELO: Reply = Reply::fixed(503, "Error: send HELO first");
 pub static NEED_EHLO: Reply = Reply::fixed(503, "Error: send EHLO first");
@@ -116,18 +137,25 @@ pub static MALFORMED_ADDRESS: Reply = Reply::fixed(553, "5.1.3 Error: malformed 
 pub static BODY_INVALID: Reply = Reply::fixed(501, "Error: BODY can only be one of 7BIT, 8BITMIME");
 pub const SMTPUTF8_ARGS: Reply = Reply::fixed(501, "Error: SMTPUTF8 takes no arguments");
 pub const SMTPUTF8_DISABLED: Reply = Reply::fixed(501, "Error: SMTPUTF8 disabled");
-pub static MAIL_PARAMS_UNKNOWN: Reply = Reply::fixed(555, "MAIL FROM parameters not recognized or not implemented");
-pub static RCPT_PARAMS_UNKNOWN: Reply = Reply::fixed(555, "RCPT TO parameters not recognized or not implemented");
+pub static MAIL_PARAMS_UNKNOWN: Reply = Reply::fixed(
+    555,
+    "MAIL FROM parameters not recognized or not implemented",
+);
+pub static RCPT_PARAMS_UNKNOWN: Reply =
+    Reply::fixed(555, "RCPT TO parameters not recognized or not implemented");
 
 pub static EXPN_NOT_IMPLEMENTED: Reply = Reply::fixed(502, "EXPN not implemented");
 pub static TLS_NOT_AVAILABLE: Reply = Reply::fixed(454, "TLS not available");
 pub static AUTH_NOT_RECOGNIZED: Reply = Reply::fixed(500, "Error: command 'AUTH' not recognized");
-pub static AUTH_ENCRYPTION_REQUIRED: Reply =
-    Reply::fixed(538, "5.7.11 Encryption required for requested authentication mechanism");
+pub static AUTH_ENCRYPTION_REQUIRED: Reply = Reply::fixed(
+    538,
+    "5.7.11 Encryption required for requested authentication mechanism",
+);
 pub static AUTH_ALREADY: Reply = Reply::fixed(503, "Already authenticated");
 pub static AUTH_NOT_ENOUGH: Reply = Reply::fixed(501, "Not enough value");
 pub static AUTH_TOO_MANY: Reply = Reply::fixed(501, "Too many values");
-pub static AUTH_UNKNOWN_MECHANISM: Reply = Reply::fixed(504, "5.5.4 Unrecognized authentication type");
+pub static AUTH_UNKNOWN_MECHANISM: Reply =
+    Reply::fixed(504, "5.5.4 Unrecognized authentication type");
 pub static AUTH_SUCCESSFUL: Reply = Reply::fixed(235, "2.7.0 Authentication successful");
 pub static AUTH_INVALID: Reply = Reply::fixed(535, "5.7.8 Authentication credentials invalid");
 pub static AUTH_ABORTED: Reply = Reply::fixed(501, "5.7.0 Auth aborted");
@@ -151,17 +179,22 @@ pub static PLUGIN_FAILED: Reply = Reply::fixed(451, "4.3.0 Error: plugin failed"
 pub static PLUGIN_FAILED_REJECT: Reply = Reply::fixed(554, "5.3.0 Error: plugin failed");
 /// The reply when a plugin whose failure policy is `disconnect` fails; the
 /// connection is closed after it.
-pub static PLUGIN_FAILED_DISCONNECT: Reply = Reply::fixed(421, "4.3.0 Error: plugin failed, closing connection");
+pub static PLUGIN_FAILED_DISCONNECT: Reply =
+    Reply::fixed(421, "4.3.0 Error: plugin failed, closing connection");
 /// The reply to a recipient whose domain no tenant of the listener serves.
 pub static NO_TENANT: Reply = Reply::fixed(550, "5.1.2 Error: recipient domain not served here");
 /// The reply to a connection the server cannot serve right now.
 /// The idle timeout (aiosmtpd closes silently; RFC 5321 §4.5.3.2 prefers a 421).
 pub static TIMEOUT: Reply = Reply::fixed(421, "4.4.2 Timeout, closing connection");
 /// A DATA or BDAT transfer ran past the listener's `data_timeout`.
-pub static DATA_TIMEOUT: Reply = Reply::fixed(421, "4.4.2 Message transfer took too long, closing connection");
+pub static DATA_TIMEOUT: Reply = Reply::fixed(
+    421,
+    "4.4.2 Message transfer took too long, closing connection",
+);
 /// `max_recipients` reached (RFC 5321 §4.5.3.1.10 says 452, RFC 3463 4.5.3).
 pub static TOO_MANY_RECIPIENTS: Reply = Reply::fixed(452, "4.5.3 Error: too many recipients");
-pub static SHUTTING_DOWN: Reply = Reply::fixed(421, "4.3.2 Service shutting down, closing connection");
+pub static SHUTTING_DOWN: Reply =
+    Reply::fixed(421, "4.3.2 Service shutting down, closing connection");
 
 /// aiosmtpd's `command_call_limit` reply; the connection is then closed.
 pub fn too_many_calls(verb: &str) -> Reply {
@@ -170,11 +203,21 @@ pub fn too_many_calls(verb: &str) -> Reply {
 
 /// BDAT's syntax (RFC 3030 §2).
 pub static SYNTAX_BDAT: Reply = Reply::fixed(501, "Syntax: BDAT <size> [LAST]");
-pub static BDAT_AND_DATA: Reply = Reply::fixed(503, "5.5.1 Error: BDAT and DATA cannot be mixed in one transaction");
-pub static BINARYMIME_NEEDS_BDAT: Reply = Reply::fixed(503, "5.5.1 Error: BODY=BINARYMIME requires BDAT");
+pub static BDAT_AND_DATA: Reply = Reply::fixed(
+    503,
+    "5.5.1 Error: BDAT and DATA cannot be mixed in one transaction",
+);
+pub static BINARYMIME_NEEDS_BDAT: Reply =
+    Reply::fixed(503, "5.5.1 Error: BODY=BINARYMIME requires BDAT");
 pub static RET_INVALID: Reply = Reply::fixed(501, "5.5.4 Error: RET can only be one of FULL, HDRS");
-pub static ENVID_INVALID: Reply = Reply::fixed(501, "5.5.4 Error: ENVID must be xtext of at most 100 characters");
-pub static NOTIFY_INVALID: Reply = Reply::fixed(501, "5.5.4 Error: NOTIFY can only be NEVER or a list of SUCCESS, FAILURE, DELAY");
+pub static ENVID_INVALID: Reply = Reply::fixed(
+    501,
+    "5.5.4 Error: ENVID must be xtext of at most 100 characters",
+);
+pub static NOTIFY_INVALID: Reply = Reply::fixed(
+    501,
+    "5.5.4 Error: NOTIFY can only be NEVER or a list of SUCCESS, FAILURE, DELAY",
+);
 pub static ORCPT_INVALID: Reply = Reply::fixed(501, "5.5.4 Error: ORCPT must be addr-type;xtext");
 
 /// A BDAT chunk that is not the last, received.
@@ -214,7 +257,16 @@ pub fn enhance(reply: &Reply, verb: &str) -> Reply {
         (554, _) => "5.7.0",
         _ => "5.0.0",
     };
-    Reply::lines(reply.code, reply.text_lines().map(|line| if line.is_empty() { code.to_owned() } else { format!("{code} {line}") }))
+    Reply::lines(
+        reply.code,
+        reply.text_lines().map(|line| {
+            if line.is_empty() {
+                code.to_owned()
+            } else {
+                format!("{code} {line}")
+            }
+        }),
+    )
 }
 
 /// Whether `text` starts with `class.subject.detail`.
@@ -223,7 +275,9 @@ fn has_enhanced(text: &str) -> bool {
     let parts: Vec<&str> = first.split('.').collect();
     parts.len() == 3
         && matches!(parts[0], "2" | "4" | "5")
-        && parts[1..].iter().all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+        && parts[1..]
+            .iter()
+            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 pub fn unknown_command(verb: &str) -> Reply {
@@ -244,15 +298,27 @@ mod tests {
     fn enhanced_codes() {
         assert_eq!(wire(&enhance(&OK, "MAIL")), "250 2.1.0 OK\r\n");
         assert_eq!(wire(&enhance(&OK, "RCPT")), "250 2.1.5 OK\r\n");
-        assert_eq!(wire(&enhance(&MALFORMED_ADDRESS, "MAIL")), "553 5.1.3 Error: malformed address\r\n");
-        assert_eq!(wire(&enhance(&START_DATA, "DATA")), "354 End data with <CR><LF>.<CR><LF>\r\n");
-        assert_eq!(wire(&enhance(&Reply::lines(502, ["a", "b"]), "X")), "502-5.5.1 a\r\n502 5.5.1 b\r\n");
+        assert_eq!(
+            wire(&enhance(&MALFORMED_ADDRESS, "MAIL")),
+            "553 5.1.3 Error: malformed address\r\n"
+        );
+        assert_eq!(
+            wire(&enhance(&START_DATA, "DATA")),
+            "354 End data with <CR><LF>.<CR><LF>\r\n"
+        );
+        assert_eq!(
+            wire(&enhance(&Reply::lines(502, ["a", "b"]), "X")),
+            "502-5.5.1 a\r\n502 5.5.1 b\r\n"
+        );
     }
 
     #[test]
     fn single_and_multi_line() {
         assert_eq!(wire(&OK), "250 OK\r\n");
-        assert_eq!(wire(&Reply::lines(250, ["mx", "SIZE 10", "HELP"])), "250-mx\r\n250-SIZE 10\r\n250 HELP\r\n");
+        assert_eq!(
+            wire(&Reply::lines(250, ["mx", "SIZE 10", "HELP"])),
+            "250-mx\r\n250-SIZE 10\r\n250 HELP\r\n"
+        );
         assert_eq!(wire(&Reply::new(250, "")), "250\r\n");
     }
 }

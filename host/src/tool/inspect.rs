@@ -7,9 +7,9 @@ use std::process::ExitCode;
 
 use wasmparser::{Encoding, Parser, Payload};
 
+use crate::plugin::Hook;
 use crate::plugin::bindings::{WIT_PACKAGE, WIT_VERSION};
 use crate::plugin::builtin;
-use crate::plugin::Hook;
 
 /// What a component says about itself.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -28,7 +28,9 @@ pub struct Report {
 /// Why a file can't be inspected.
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
-    #[error("{0} is a core WebAssembly module, not a component; build it for wasm32-wasip2 (or wrap it with `wasm-tools component new`)")]
+    #[error(
+        "{0} is a core WebAssembly module, not a component; build it for wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
+    )]
     CoreModule(String),
     #[error("{0} is not a WebAssembly component: {1}")]
     Invalid(String, String),
@@ -36,11 +38,15 @@ pub enum InspectError {
 
 /// Reads the top-level imports and exports of a component.
 pub fn inspect(name: &str, bytes: &[u8]) -> Result<Report, InspectError> {
-    let mut report = Report { size: bytes.len(), ..Report::default() };
+    let mut report = Report {
+        size: bytes.len(),
+        ..Report::default()
+    };
     // 1 inside the top-level component; nested modules and components go deeper.
     let mut depth = 0usize;
     let mut versions: Vec<String> = Vec::new();
-    let invalid = |e: wasmparser::BinaryReaderError| InspectError::Invalid(name.to_owned(), e.to_string());
+    let invalid =
+        |e: wasmparser::BinaryReaderError| InspectError::Invalid(name.to_owned(), e.to_string());
     for payload in Parser::new(0).parse_all(bytes) {
         match payload.map_err(invalid)? {
             Payload::Version { encoding, .. } => {
@@ -80,7 +86,9 @@ pub fn inspect(name: &str, bytes: &[u8]) -> Result<Report, InspectError> {
             report.wit_versions.push(version);
         }
     }
-    report.hooks.sort_by_key(|h| Hook::ALL.iter().position(|a| a == h));
+    report
+        .hooks
+        .sort_by_key(|h| Hook::ALL.iter().position(|a| a == h));
     Ok(report)
 }
 
@@ -109,20 +117,34 @@ pub fn import_note(import: &str) -> &'static str {
         "wasmtp:smtp/log" => "lines in the server's log",
         "wasmtp:smtp/transaction" => "the transaction's queue id",
         p if p.starts_with("wasmtp:smtp/") => "not provided: the server refuses this plugin",
-        p if !wasi_02 && p.starts_with("wasi:") => "not provided (only WASI 0.2 is): the server refuses this plugin",
+        p if !wasi_02 && p.starts_with("wasi:") => {
+            "not provided (only WASI 0.2 is): the server refuses this plugin"
+        }
         "wasi:filesystem/preopens" | "wasi:filesystem/types" => "files: none unless granted `dirs`",
-        "wasi:sockets/tcp" | "wasi:sockets/tcp-create-socket" | "wasi:sockets/network"
+        "wasi:sockets/tcp"
+        | "wasi:sockets/tcp-create-socket"
+        | "wasi:sockets/network"
         | "wasi:sockets/instance-network" => "TCP: no connection unless granted `network`",
         "wasi:sockets/udp" | "wasi:sockets/udp-create-socket" => "UDP: always denied",
-        "wasi:sockets/ip-name-lookup" => "name lookups: always denied (grants are resolved at load)",
-        "wasi:cli/stdout" | "wasi:cli/terminal-stdout" => "stdout: discarded unless granted `stdout`",
-        "wasi:cli/stderr" | "wasi:cli/terminal-stderr" => "stderr: discarded unless granted `stderr`",
+        "wasi:sockets/ip-name-lookup" => {
+            "name lookups: always denied (grants are resolved at load)"
+        }
+        "wasi:cli/stdout" | "wasi:cli/terminal-stdout" => {
+            "stdout: discarded unless granted `stdout`"
+        }
+        "wasi:cli/stderr" | "wasi:cli/terminal-stderr" => {
+            "stderr: discarded unless granted `stderr`"
+        }
         "wasi:cli/environment" => "environment: empty unless granted `env`",
         "wasi:cli/stdin" | "wasi:cli/terminal-stdin" => "stdin: empty",
-        "wasi:cli/terminal-input" | "wasi:cli/terminal-output" => "terminal types: never a terminal",
+        "wasi:cli/terminal-input" | "wasi:cli/terminal-output" => {
+            "terminal types: never a terminal"
+        }
         "wasi:cli/exit" => "exit: traps the hook",
         "wasi:clocks/wall-clock" | "wasi:clocks/monotonic-clock" => "clocks",
-        "wasi:random/random" | "wasi:random/insecure" | "wasi:random/insecure-seed" => "random numbers",
+        "wasi:random/random" | "wasi:random/insecure" | "wasi:random/insecure-seed" => {
+            "random numbers"
+        }
         "wasi:io/error" | "wasi:io/poll" | "wasi:io/streams" => "streams",
         _ => "not provided: the server refuses this plugin",
     }
@@ -137,11 +159,23 @@ pub fn verdict(report: &Report) -> Result<(), String> {
             ));
         }
     }
-    if let Some(export) = report.other_exports.iter().find(|e| e.starts_with(&format!("{WIT_PACKAGE}/"))) {
-        return Err(format!("exports `{export}`, which is not a hook of {WIT_PACKAGE}@{WIT_VERSION}"));
+    if let Some(export) = report
+        .other_exports
+        .iter()
+        .find(|e| e.starts_with(&format!("{WIT_PACKAGE}/")))
+    {
+        return Err(format!(
+            "exports `{export}`, which is not a hook of {WIT_PACKAGE}@{WIT_VERSION}"
+        ));
     }
-    if let Some(import) = report.imports.iter().find(|i| import_note(i).starts_with("not provided")) {
-        return Err(format!("imports `{import}`, which this server does not provide"));
+    if let Some(import) = report
+        .imports
+        .iter()
+        .find(|i| import_note(i).starts_with("not provided"))
+    {
+        return Err(format!(
+            "imports `{import}`, which this server does not provide"
+        ));
     }
     Ok(())
 }
@@ -151,7 +185,9 @@ pub fn verdict(report: &Report) -> Result<(), String> {
 fn compatible(version: &str) -> bool {
     let mut ours = WIT_VERSION.split('.');
     let mut theirs = version.split('.');
-    let (Some(major), Some(minor)) = (ours.next(), ours.next()) else { return false };
+    let (Some(major), Some(minor)) = (ours.next(), ours.next()) else {
+        return false;
+    };
     matches!((theirs.next(), theirs.next()), (Some(m), Some(n)) if m == major && (major != "0" || n == minor))
 }
 
@@ -159,13 +195,33 @@ fn compatible(version: &str) -> bool {
 pub fn render(name: &str, report: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{name}: WebAssembly component, {} bytes", report.size);
-    let versions = if report.wit_versions.is_empty() { "none (it names no wasmtp:smtp interface)".to_owned() } else {
-        report.wit_versions.iter().map(|v| format!("{WIT_PACKAGE}@{v}")).collect::<Vec<_>>().join(", ")
+    let versions = if report.wit_versions.is_empty() {
+        "none (it names no wasmtp:smtp interface)".to_owned()
+    } else {
+        report
+            .wit_versions
+            .iter()
+            .map(|v| format!("{WIT_PACKAGE}@{v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
-    let _ = writeln!(out, "targets: {versions}; this server speaks {WIT_PACKAGE}@{WIT_VERSION}");
-    let names = |hooks: &mut dyn Iterator<Item = Hook>| hooks.map(Hook::name).collect::<Vec<_>>().join(", ");
+    let _ = writeln!(
+        out,
+        "targets: {versions}; this server speaks {WIT_PACKAGE}@{WIT_VERSION}"
+    );
+    let names = |hooks: &mut dyn Iterator<Item = Hook>| {
+        hooks.map(Hook::name).collect::<Vec<_>>().join(", ")
+    };
     let provided = names(&mut report.hooks.iter().copied());
-    let _ = writeln!(out, "hooks: {}", if provided.is_empty() { "none".to_owned() } else { provided });
+    let _ = writeln!(
+        out,
+        "hooks: {}",
+        if provided.is_empty() {
+            "none".to_owned()
+        } else {
+            provided
+        }
+    );
     let defaults = names(&mut Hook::ALL.into_iter().filter(|h| !report.hooks.contains(h)));
     if !defaults.is_empty() {
         let _ = writeln!(out, "server defaults (never called): {defaults}");
@@ -173,7 +229,10 @@ pub fn render(name: &str, report: &Report) -> String {
     if report.hooks.contains(&Hook::Setup) {
         let _ = writeln!(out, "arguments: taken by `setup`");
     } else {
-        let _ = writeln!(out, "arguments: none (no `setup` hook; the server refuses any)");
+        let _ = writeln!(
+            out,
+            "arguments: none (no `setup` hook; the server refuses any)"
+        );
     }
     for export in &report.other_exports {
         let _ = writeln!(out, "other export: {export}");
@@ -199,11 +258,17 @@ pub fn render(name: &str, report: &Report) -> String {
 pub fn run(file: &str) -> Result<ExitCode, String> {
     let bytes: std::borrow::Cow<'static, [u8]> = match builtin::find(file) {
         Some(b) if !file.contains('/') => b.wasm.into(),
-        _ => std::fs::read(file).map_err(|e| format!("cannot read {file}: {e}"))?.into(),
+        _ => std::fs::read(file)
+            .map_err(|e| format!("cannot read {file}: {e}"))?
+            .into(),
     };
     let report = inspect(file, &bytes).map_err(|e| e.to_string())?;
     print!("{}", render(file, &report));
-    Ok(if verdict(&report).is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if verdict(&report).is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 #[cfg(test)]
@@ -216,7 +281,13 @@ mod tests {
         let report = inspect("mailbox", mailbox.wasm).unwrap();
         assert_eq!(report.hooks, [Hook::Setup, Hook::Data]);
         assert_eq!(report.wit_versions, [WIT_VERSION]);
-        assert!(report.imports.iter().any(|i| i == "wasmtp:smtp/content@0.1.0"), "{report:?}");
+        assert!(
+            report
+                .imports
+                .iter()
+                .any(|i| i == "wasmtp:smtp/content@0.1.0"),
+            "{report:?}"
+        );
         assert!(verdict(&report).is_ok());
     }
 

@@ -52,7 +52,11 @@ pub enum PluginCommand {
         #[arg(long, default_value = transcript::HOSTNAME)]
         hostname: String,
         /// Arguments for the plugin (as after `-c PLUGIN`).
-        #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+        #[arg(
+            value_name = "ARGS",
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
         args: Vec<String>,
     },
 }
@@ -62,7 +66,12 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let cli = PluginCli::parse_from(args);
     let result = match cli.command {
         PluginCommand::Inspect { file } => inspect::run(&file),
-        PluginCommand::Test { file, transcript, hostname, args } => transcript::run(&file, &args, &transcript, &hostname),
+        PluginCommand::Test {
+            file,
+            transcript,
+            hostname,
+            args,
+        } => transcript::run(&file, &args, &transcript, &hostname),
     };
     match result {
         Ok(code) => code,

@@ -54,13 +54,18 @@ pub fn parse(text: &str) -> Result<Vec<Step>, String> {
             continue;
         }
         // `C:` alone sends an empty line (the blank line after headers).
-        let rest = |prefix: &str| raw.strip_prefix(prefix).map(|r| r.strip_prefix(' ').unwrap_or(r).to_owned());
+        let rest = |prefix: &str| {
+            raw.strip_prefix(prefix)
+                .map(|r| r.strip_prefix(' ').unwrap_or(r).to_owned())
+        };
         if let Some(text) = rest("C:") {
             steps.push(Step::Send { line, text });
         } else if let Some(pattern) = rest("S:") {
             steps.push(Step::Expect { line, pattern });
         } else {
-            return Err(format!("line {line}: a transcript line starts with `C:` (client), `S:` (server) or `#` (comment): {raw:?}"));
+            return Err(format!(
+                "line {line}: a transcript line starts with `C:` (client), `S:` (server) or `#` (comment): {raw:?}"
+            ));
         }
     }
     if steps.is_empty() {
@@ -100,7 +105,11 @@ pub enum Outcome {
     Passed(usize),
     /// The first line that did not: the transcript line, what was expected,
     /// and what came (`None`: the connection closed or timed out).
-    Failed { line: usize, expected: String, got: Option<String> },
+    Failed {
+        line: usize,
+        expected: String,
+        got: Option<String>,
+    },
 }
 
 /// Plays `steps` against the server at `addr`, printing the dialog to `log`.
@@ -121,14 +130,25 @@ pub fn replay(addr: SocketAddr, steps: &[Step], log: &mut impl Write) -> std::io
                 let mut got = Vec::new();
                 let read = reader.read_until(b'\n', &mut got);
                 if read.is_err() || got.is_empty() {
-                    writeln!(log, "✗ S: (nothing: the connection closed or timed out)   expected `{pattern}` (line {line})")?;
-                    return Ok(Outcome::Failed { line: *line, expected: pattern.clone(), got: None });
+                    writeln!(
+                        log,
+                        "✗ S: (nothing: the connection closed or timed out)   expected `{pattern}` (line {line})"
+                    )?;
+                    return Ok(Outcome::Failed {
+                        line: *line,
+                        expected: pattern.clone(),
+                        got: None,
+                    });
                 }
                 let got = String::from_utf8_lossy(&got);
                 let got = got.trim_end_matches(['\r', '\n']).to_owned();
                 if !matches(pattern, &got) {
                     writeln!(log, "✗ S: {got}   expected `{pattern}` (line {line})")?;
-                    return Ok(Outcome::Failed { line: *line, expected: pattern.clone(), got: Some(got) });
+                    return Ok(Outcome::Failed {
+                        line: *line,
+                        expected: pattern.clone(),
+                        got: Some(got),
+                    });
                 }
                 writeln!(log, "  S: {got}")?;
                 matched += 1;
@@ -140,35 +160,65 @@ pub fn replay(addr: SocketAddr, steps: &[Step], log: &mut impl Write) -> std::io
 
 /// `wasmtp plugin test`: exit status 0 when every reply matched, 1 when one
 /// did not, 2 when the plugin or the transcript could not be used.
-pub fn run(plugin: &str, args: &[String], transcript: &Path, hostname: &str) -> Result<ExitCode, String> {
-    let text = std::fs::read_to_string(transcript).map_err(|e| format!("cannot read {}: {e}", transcript.display()))?;
+pub fn run(
+    plugin: &str,
+    args: &[String],
+    transcript: &Path,
+    hostname: &str,
+) -> Result<ExitCode, String> {
+    let text = std::fs::read_to_string(transcript)
+        .map_err(|e| format!("cannot read {}: {e}", transcript.display()))?;
     let steps = parse(&text).map_err(|e| format!("{}: {e}", transcript.display()))?;
 
     // The server's own command line, so the plugin is loaded, sandboxed and
     // granted exactly as `wasmtp -c PLUGIN ARGS...` would.
-    let mut argv: Vec<&str> = vec!["wasmtp", "-l", "127.0.0.1:0", "--hostname", hostname, "-c", plugin];
+    let mut argv: Vec<&str> = vec![
+        "wasmtp",
+        "-l",
+        "127.0.0.1:0",
+        "--hostname",
+        hostname,
+        "-c",
+        plugin,
+    ];
     argv.extend(args.iter().map(String::as_str));
     let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
     let config = cli.config().map_err(|e| e.to_string())?;
 
     // The plugin's log lines (and the server's warnings) go to stderr.
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("warn,wasmtp::plugin=debug"))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "warn,wasmtp::plugin=debug",
+        ))
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let server = runtime.block_on(server::start(config)).map_err(|e| e.to_string())?;
-    let addr: std::net::SocketAddr = server.listeners[0]
-        .socket
-        .local_addr()
-        .parse()
-        .map_err(|_| "the transcript runner listens on TCP; it got another kind of listener".to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let server = runtime
+        .block_on(server::start(config))
+        .map_err(|e| e.to_string())?;
+    let addr: std::net::SocketAddr =
+        server.listeners[0]
+            .socket
+            .local_addr()
+            .parse()
+            .map_err(|_| {
+                "the transcript runner listens on TCP; it got another kind of listener".to_string()
+            })?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (_reload, reloads) = tokio::sync::mpsc::channel(1);
-    let serving = runtime.spawn(server::run(server, async move { let _ = stopped.await; }, reloads));
+    let serving = runtime.spawn(server::run(
+        server,
+        async move {
+            let _ = stopped.await;
+        },
+        reloads,
+    ));
 
     let mut out = std::io::stdout().lock();
     let outcome = replay(addr, &steps, &mut out).map_err(|e| format!("the dialog broke off: {e}"));
@@ -181,9 +231,17 @@ pub fn run(plugin: &str, args: &[String], transcript: &Path, hostname: &str) -> 
             let _ = writeln!(out, "{}: {n} reply lines matched", transcript.display());
             Ok(ExitCode::SUCCESS)
         }
-        Outcome::Failed { line, expected, got } => {
+        Outcome::Failed {
+            line,
+            expected,
+            got,
+        } => {
             let got = got.map_or_else(|| "nothing".to_owned(), |g| format!("`{g}`"));
-            let _ = writeln!(out, "{}:{line}: expected `{expected}`, got {got}", transcript.display());
+            let _ = writeln!(
+                out,
+                "{}:{line}: expected `{expected}`, got {got}",
+                transcript.display()
+            );
             Ok(ExitCode::from(1))
         }
     }
@@ -206,12 +264,27 @@ mod tests {
     #[test]
     fn transcripts() {
         let steps = parse("# hello\nS: 220 *\nC: EHLO x\n\nC:\nS: 250 OK\n").unwrap();
-        assert_eq!(steps, [
-            Step::Expect { line: 2, pattern: "220 *".into() },
-            Step::Send { line: 3, text: "EHLO x".into() },
-            Step::Send { line: 5, text: "".into() },
-            Step::Expect { line: 6, pattern: "250 OK".into() },
-        ]);
+        assert_eq!(
+            steps,
+            [
+                Step::Expect {
+                    line: 2,
+                    pattern: "220 *".into()
+                },
+                Step::Send {
+                    line: 3,
+                    text: "EHLO x".into()
+                },
+                Step::Send {
+                    line: 5,
+                    text: "".into()
+                },
+                Step::Expect {
+                    line: 6,
+                    pattern: "250 OK".into()
+                },
+            ]
+        );
         assert!(parse("X: nope").unwrap_err().starts_with("line 1:"));
         assert!(parse("# only comments\n").is_err());
     }

@@ -40,7 +40,10 @@ impl Session {
     /// not offered: no plugin decides it, or TLS is required and absent.
     pub(super) fn auth_offered(&self) -> Option<String> {
         let auth = &self.settings.auth;
-        if !self.plugin.has(Hook::Auth) || auth.mechanisms.is_empty() || (auth.require_tls && self.info.tls.is_none()) {
+        if !self.plugin.has(Hook::Auth)
+            || auth.mechanisms.is_empty()
+            || (auth.require_tls && self.info.tls.is_none())
+        {
             return None;
         }
         let mut names: Vec<&str> = auth.mechanisms.iter().map(|m| m.name()).collect();
@@ -68,7 +71,8 @@ impl Session {
         if args.len() > 2 {
             return self.answer(&reply::AUTH_TOO_MANY);
         }
-        let mechanism = Mechanism::parse(args[0]).filter(|m| self.plugin.has(Hook::Auth) && self.settings.auth.mechanisms.contains(m));
+        let mechanism = Mechanism::parse(args[0])
+            .filter(|m| self.plugin.has(Hook::Auth) && self.settings.auth.mechanisms.contains(m));
         let Some(mechanism) = mechanism else {
             return self.answer(&reply::AUTH_UNKNOWN_MECHANISM);
         };
@@ -80,11 +84,17 @@ impl Session {
         let Some(credentials) = credentials else {
             return Ok(());
         };
-        let decided = self.plugin.auth(&self.info, &self.envelope, &credentials).await;
+        let decided = self
+            .plugin
+            .auth(&self.info, &self.envelope, &credentials)
+            .await;
         match decided {
             Ok(AuthDecision::Accept(identity)) => {
                 tracing::Span::current().record("user", identity.as_str());
-                tracing::info!(mechanism = mechanism.name(), "authenticated as {identity:?}");
+                tracing::info!(
+                    mechanism = mechanism.name(),
+                    "authenticated as {identity:?}"
+                );
                 self.info.authenticated = true;
                 self.info.auth_identity = Some(identity);
                 self.answer(&reply::AUTH_SUCCESSFUL)
@@ -146,7 +156,12 @@ impl Session {
             Response::Data(password) => password,
             Response::Refused => return Ok(None),
         };
-        Ok(Some(Credentials { mechanism: Mechanism::Login, authzid: None, login, password }))
+        Ok(Some(Credentials {
+            mechanism: Mechanism::Login,
+            authzid: None,
+            login,
+            password,
+        }))
     }
 
     /// `334 <base64 challenge>`, then the client's line.

@@ -13,7 +13,9 @@ impl Session {
         self.info.extended_smtp = false;
         let default = Reply::new(250, self.settings.hostname.to_string());
         let decided = if self.plugin.has(Hook::Helo) {
-            self.plugin.helo(&self.info, &self.envelope, &hostname).await
+            self.plugin
+                .helo(&self.info, &self.envelope, &hostname)
+                .await
         } else {
             Ok(None)
         };
@@ -50,14 +52,20 @@ impl Session {
 
     pub(super) async fn ehlo(&mut self, arg: Option<String>) -> Step {
         let Some(hostname) = arg else {
-            let syntax = if self.settings.protocol == super::Protocol::Lmtp { &reply::SYNTAX_LHLO } else { &reply::SYNTAX_EHLO };
+            let syntax = if self.settings.protocol == super::Protocol::Lmtp {
+                &reply::SYNTAX_LHLO
+            } else {
+                &reply::SYNTAX_EHLO
+            };
             return self.answer(syntax);
         };
         self.reset();
         self.info.extended_smtp = true;
         let planned = self.ehlo_keywords();
         let decided = if self.plugin.has(Hook::Ehlo) {
-            self.plugin.ehlo(&self.info, &self.envelope, &hostname, &planned).await
+            self.plugin
+                .ehlo(&self.info, &self.envelope, &hostname, &planned)
+                .await
         } else {
             Ok(None)
         };
@@ -65,7 +73,12 @@ impl Session {
     }
 
     /// Apply a HELO/EHLO decision: a positive reply greets the client.
-    fn greeted(&mut self, hostname: String, decided: Result<Option<Reply>, Reply>, default: Reply) -> Step {
+    fn greeted(
+        &mut self,
+        hostname: String,
+        decided: Result<Option<Reply>, Reply>,
+        default: Reply,
+    ) -> Step {
         let reply = self.decided(decided, &default);
         self.info.host_name = reply.is_positive().then_some(hostname);
         self.answer(&reply)

@@ -11,14 +11,20 @@ impl Session {
             return self.answer(&reply::SYNTAX_RSET);
         }
         self.reset();
-        let decided = if self.plugin.has(Hook::Rset) { self.plugin.rset(&self.info, &self.envelope).await } else { Ok(None) };
+        let decided = if self.plugin.has(Hook::Rset) {
+            self.plugin.rset(&self.info, &self.envelope).await
+        } else {
+            Ok(None)
+        };
         let reply = self.decided(decided, &reply::OK);
         self.answer(&reply)
     }
 
     pub(super) async fn noop(&mut self, arg: Option<String>) -> Step {
         let decided = if self.plugin.has(Hook::Noop) {
-            self.plugin.noop(&self.info, &self.envelope, arg.as_deref().unwrap_or("")).await
+            self.plugin
+                .noop(&self.info, &self.envelope, arg.as_deref().unwrap_or(""))
+                .await
         } else {
             Ok(None)
         };
@@ -30,7 +36,11 @@ impl Session {
         if arg.is_some() {
             return self.answer(&reply::SYNTAX_QUIT);
         }
-        let decided = if self.plugin.has(Hook::Quit) { self.plugin.quit(&self.info, &self.envelope).await } else { Ok(None) };
+        let decided = if self.plugin.has(Hook::Quit) {
+            self.plugin.quit(&self.info, &self.envelope).await
+        } else {
+            Ok(None)
+        };
         let reply = self.decided(decided, &reply::BYE);
         self.push(&reply);
         Err(Ending::Close)
@@ -105,12 +115,19 @@ impl Session {
         if let Some(arg) = arg {
             let wanted = arg.to_ascii_uppercase();
             if let Some((_, text, extended)) = syntax.iter().find(|(verb, _, _)| *verb == wanted) {
-                let extended = if self.info.extended_smtp { *extended } else { "" };
+                let extended = if self.info.extended_smtp {
+                    *extended
+                } else {
+                    ""
+                };
                 return self.answer(&Reply::new(250, format!("Syntax: {text}{extended}")));
             }
             code = 501;
         }
         let verbs: Vec<&str> = syntax.iter().map(|(verb, _, _)| *verb).collect();
-        self.answer(&Reply::new(code, format!("Supported commands: {}", verbs.join(" "))))
+        self.answer(&Reply::new(
+            code,
+            format!("Supported commands: {}", verbs.join(" ")),
+        ))
     }
 }

@@ -38,7 +38,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
-use super::command::{self, Command, Frame, Framer, Verb, COMMAND_LIMIT};
+use super::command::{self, COMMAND_LIMIT, Command, Frame, Framer, Verb};
 use super::connection::Stream;
 use super::envelope::{Envelope, SessionInfo};
 use super::reply::{self, Reply};
@@ -74,7 +74,9 @@ impl Mechanism {
     }
 
     pub fn parse(name: &str) -> Option<Mechanism> {
-        Mechanism::ALL.into_iter().find(|m| m.name().eq_ignore_ascii_case(name))
+        Mechanism::ALL
+            .into_iter()
+            .find(|m| m.name().eq_ignore_ascii_case(name))
     }
 }
 
@@ -91,7 +93,11 @@ pub struct AuthSettings {
 
 impl Default for AuthSettings {
     fn default() -> Self {
-        AuthSettings { required: false, require_tls: true, mechanisms: Mechanism::ALL.to_vec() }
+        AuthSettings {
+            required: false,
+            require_tls: true,
+            mechanisms: Mechanism::ALL.to_vec(),
+        }
     }
 }
 
@@ -244,7 +250,10 @@ impl Session {
     /// Run the dialog to its end; `greet` sends the 220 greeting first.
     pub async fn run(mut self, greet: bool) -> Outcome {
         if greet {
-            let greeting = Reply::new(220, format!("{} {}", self.settings.hostname, self.settings.ident));
+            let greeting = Reply::new(
+                220,
+                format!("{} {}", self.settings.hostname, self.settings.ident),
+            );
             self.push(&greeting);
         }
         let ending = self.dialog().await;
@@ -257,7 +266,10 @@ impl Session {
                 // `self.input` may hold plaintext pipelined after STARTTLS:
                 // it is dropped with the session, never read as commands.
                 if !self.input.is_empty() {
-                    tracing::warn!(bytes = self.input.len(), "discarding plaintext sent after STARTTLS");
+                    tracing::warn!(
+                        bytes = self.input.len(),
+                        "discarding plaintext sent after STARTTLS"
+                    );
                 }
                 return Outcome::StartTls(self.io);
             }
@@ -351,7 +363,11 @@ impl Session {
     /// Send a reply that may end the session (a plugin's 421).
     fn answer(&mut self, reply: &Reply) -> Step {
         self.push(reply);
-        if reply.closes_connection() { Err(Ending::Close) } else { Ok(()) }
+        if reply.closes_connection() {
+            Err(Ending::Close)
+        } else {
+            Ok(())
+        }
     }
 
     fn limit_for(&self, verb: &Verb) -> usize {
@@ -359,7 +375,11 @@ impl Session {
             // RFC 1870 and RFC 6531 each lengthen MAIL for their parameters.
             Verb::Mail if self.info.extended_smtp => {
                 COMMAND_LIMIT
-                    + if self.settings.data_size_limit.is_some() { 26 } else { 0 }
+                    + if self.settings.data_size_limit.is_some() {
+                        26
+                    } else {
+                        0
+                    }
                     + if self.settings.smtputf8 { 10 } else { 0 }
             }
             _ => COMMAND_LIMIT,
@@ -369,15 +389,24 @@ impl Session {
     /// One command line: the checks every command passes, in aiosmtpd's
     /// order, then the verb.
     async fn command(&mut self, line: &[u8]) -> Step {
-        let command = match command::parse(line, self.settings.smtputf8, |verb| self.limit_for(verb)) {
-            Ok(command) => command,
-            Err(reply) => {
-                self.push(&reply);
-                return Ok(());
-            }
-        };
+        let command =
+            match command::parse(line, self.settings.smtputf8, |verb| self.limit_for(verb)) {
+                Ok(command) => command,
+                Err(reply) => {
+                    self.push(&reply);
+                    return Ok(());
+                }
+            };
         // AUTH's argument may carry credentials (an initial response).
-        tracing::debug!(">> {} {}", command.verb.name(), if command.verb == Verb::Auth { "…" } else { command.arg.as_deref().unwrap_or("") });
+        tracing::debug!(
+            ">> {} {}",
+            command.verb.name(),
+            if command.verb == Verb::Auth {
+                "…"
+            } else {
+                command.arg.as_deref().unwrap_or("")
+            }
+        );
         let Command { verb, arg } = command;
         self.verb = verb.clone();
         if self.insecure && verb != Verb::Quit {
@@ -390,7 +419,10 @@ impl Session {
             return self.answer(&reply::STARTTLS_FIRST);
         }
         if let Some(limit) = self.settings.limits.command_call_limit {
-            let budget = self.call_budget.entry(verb.name().to_owned()).or_insert(limit);
+            let budget = self
+                .call_budget
+                .entry(verb.name().to_owned())
+                .or_insert(limit);
             if *budget < 1 {
                 tracing::warn!("over the call limit for {}", verb.name());
                 self.push(&reply::too_many_calls(verb.name()));
@@ -443,7 +475,11 @@ impl Session {
     /// `503 Error: send HELO first` (or the given reply) before a greeting.
     fn need_helo(&mut self, which: &'static Reply) -> bool {
         if self.info.host_name.is_none() {
-            let which = if self.settings.protocol == Protocol::Lmtp { &reply::NEED_LHLO } else { which };
+            let which = if self.settings.protocol == Protocol::Lmtp {
+                &reply::NEED_LHLO
+            } else {
+                which
+            };
             self.push(which);
             return true;
         }
@@ -474,5 +510,6 @@ impl Session {
 /// `_strip_command_keyword`.
 fn strip_keyword<'a>(arg: &'a str, keyword: &str) -> Option<&'a str> {
     let head = arg.get(..keyword.len())?;
-    head.eq_ignore_ascii_case(keyword).then(|| arg[keyword.len()..].trim())
+    head.eq_ignore_ascii_case(keyword)
+        .then(|| arg[keyword.len()..].trim())
 }

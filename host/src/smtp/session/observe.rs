@@ -9,7 +9,10 @@ use crate::metrics::{self, Outcome};
 impl Session {
     /// The tenant a recipient belongs to: the listener's, or by its domain.
     fn tenant_of(&self, address: &str) -> Option<Arc<str>> {
-        self.settings.tenant.clone().or_else(|| self.settings.plugin.tenant_name(address).cloned())
+        self.settings
+            .tenant
+            .clone()
+            .or_else(|| self.settings.plugin.tenant_name(address).cloned())
     }
 
     /// The tenant of the current transaction (see [`metrics::tenant_of_all`]).
@@ -31,7 +34,11 @@ impl Session {
     /// A message's content arrived whole.
     pub(super) fn count_received(&self, bytes: usize) {
         if let Some(m) = metrics::get() {
-            m.received(&self.settings.name, self.transaction_tenant().as_ref(), bytes);
+            m.received(
+                &self.settings.name,
+                self.transaction_tenant().as_ref(),
+                bytes,
+            );
         }
     }
 
@@ -45,11 +52,18 @@ impl Session {
         }
         let outcome = code.map_or(Outcome::Abandoned, Outcome::of);
         tracing::info!(
-            queue_id = self.envelope.queue_id.as_deref(), outcome = outcome.name(), code,
-            recipients = self.envelope.rcpt_tos.len(), "transaction ended"
+            queue_id = self.envelope.queue_id.as_deref(),
+            outcome = outcome.name(),
+            code,
+            recipients = self.envelope.rcpt_tos.len(),
+            "transaction ended"
         );
         if let Some(m) = metrics::get() {
-            m.transaction(&self.settings.name, self.transaction_tenant().as_ref(), outcome);
+            m.transaction(
+                &self.settings.name,
+                self.transaction_tenant().as_ref(),
+                outcome,
+            );
         }
         self.envelope.mail_from = None;
     }

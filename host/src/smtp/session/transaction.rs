@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use super::{strip_keyword, Ending, Protocol, Session, Step};
+use super::{Ending, Protocol, Session, Step, strip_keyword};
 use crate::plugin::Hook;
 use crate::smtp::address::{self, AddressError};
-use crate::smtp::dsn;
 use crate::smtp::data::DataDecoder;
+use crate::smtp::dsn;
 use crate::smtp::reply::{self, Reply};
 
 impl Session {
@@ -14,7 +14,11 @@ impl Session {
         if self.need_helo(&reply::NEED_HELO) || self.need_auth() {
             return Ok(());
         }
-        let syntax = if self.info.extended_smtp { &reply::SYNTAX_MAIL_ESMTP } else { &reply::SYNTAX_MAIL };
+        let syntax = if self.info.extended_smtp {
+            &reply::SYNTAX_MAIL_ESMTP
+        } else {
+            &reply::SYNTAX_MAIL
+        };
         let Some(rest) = arg.as_deref().and_then(|a| strip_keyword(a, "FROM:")) else {
             return self.answer(syntax);
         };
@@ -33,7 +37,12 @@ impl Session {
         let Some(mut params) = address::parse_params(&options) else {
             return self.answer(syntax);
         };
-        let mut take = |key: &str| params.iter().position(|(k, _)| k == key).map(|i| params.remove(i).1);
+        let mut take = |key: &str| {
+            params
+                .iter()
+                .position(|(k, _)| k == key)
+                .map(|i| params.remove(i).1)
+        };
         if let Some(body) = take("BODY") {
             // BINARYMIME with CHUNKING (RFC 3030 §3); the refusal keeps
             // aiosmtpd's text, which names the two it knows.
@@ -75,7 +84,9 @@ impl Session {
             return self.answer(&reply::MAIL_PARAMS_UNKNOWN);
         }
         let decided = if self.plugin.has(Hook::Mail) {
-            self.plugin.mail(&self.info, &self.envelope, &address, &options).await
+            self.plugin
+                .mail(&self.info, &self.envelope, &address, &options)
+                .await
         } else {
             Ok(None)
         };
@@ -97,7 +108,11 @@ impl Session {
         if self.envelope.mail_from.is_none() {
             return self.answer(&reply::NEED_MAIL);
         }
-        let syntax = if self.info.extended_smtp { &reply::SYNTAX_RCPT_ESMTP } else { &reply::SYNTAX_RCPT };
+        let syntax = if self.info.extended_smtp {
+            &reply::SYNTAX_RCPT_ESMTP
+        } else {
+            &reply::SYNTAX_RCPT
+        };
         let Some(rest) = arg.as_deref().and_then(|a| strip_keyword(a, "TO:")) else {
             return self.answer(syntax);
         };
@@ -113,7 +128,12 @@ impl Session {
         let Some(mut params) = address::parse_params(&options) else {
             return self.answer(syntax);
         };
-        let mut take = |key: &str| params.iter().position(|(k, _)| k == key).map(|i| params.remove(i).1);
+        let mut take = |key: &str| {
+            params
+                .iter()
+                .position(|(k, _)| k == key)
+                .map(|i| params.remove(i).1)
+        };
         if let Some(notify) = take("NOTIFY") {
             if !dsn::valid_notify(notify.as_deref()) {
                 return self.answer(&reply::NOTIFY_INVALID);
@@ -131,14 +151,19 @@ impl Session {
             return self.answer(&reply::TOO_MANY_RECIPIENTS);
         }
         let decided = if self.plugin.has(Hook::Rcpt) {
-            self.plugin.rcpt(&self.info, &self.envelope, &address, &options).await
+            self.plugin
+                .rcpt(&self.info, &self.envelope, &address, &options)
+                .await
         } else {
             Ok(None)
         };
         let reply = self.decided(decided, &reply::OK);
         self.count_recipient(&address, reply.code);
         if reply.is_positive() {
-            tracing::info!(queue_id = self.envelope.queue_id.as_deref(), "recipient: {address}");
+            tracing::info!(
+                queue_id = self.envelope.queue_id.as_deref(),
+                "recipient: {address}"
+            );
             self.envelope.rcpt_tos.push(address);
             self.envelope.rcpt_options.push(options);
         }
@@ -158,7 +183,12 @@ impl Session {
         if self.chunks.is_some() {
             return self.answer(&reply::BDAT_AND_DATA);
         }
-        if self.envelope.mail_options.iter().any(|o| o == "BODY=BINARYMIME") {
+        if self
+            .envelope
+            .mail_options
+            .iter()
+            .any(|o| o == "BODY=BINARYMIME")
+        {
             return self.answer(&reply::BINARYMIME_NEEDS_BDAT);
         }
         self.push(&reply::START_DATA);
@@ -192,7 +222,11 @@ impl Session {
                 return self.answer(&refusal);
             }
         };
-        tracing::info!(queue_id = self.envelope.queue_id.as_deref(), bytes = content.len(), "message received");
+        tracing::info!(
+            queue_id = self.envelope.queue_id.as_deref(),
+            bytes = content.len(),
+            "message received"
+        );
         self.count_received(content.len());
         self.deliver(content).await
     }
@@ -204,7 +238,9 @@ impl Session {
             return self.deliver_lmtp(content).await;
         }
         let decided = if self.plugin.has(Hook::Data) {
-            self.plugin.data(&self.info, &self.envelope, Arc::new(content)).await
+            self.plugin
+                .data(&self.info, &self.envelope, Arc::new(content))
+                .await
         } else {
             Ok(None)
         };
@@ -221,16 +257,27 @@ impl Session {
     async fn deliver_lmtp(&mut self, content: Vec<u8>) -> Step {
         let recipients = self.envelope.rcpt_tos.len();
         let decided = if self.plugin.has(Hook::LmtpData) || self.plugin.has(Hook::Data) {
-            self.plugin.lmtp_data(&self.info, &self.envelope, Arc::new(content)).await
+            self.plugin
+                .lmtp_data(&self.info, &self.envelope, Arc::new(content))
+                .await
         } else {
             Ok(vec![None; recipients])
         };
         let replies: Vec<Reply> = match decided {
-            Ok(decided) => decided.into_iter().map(|d| d.unwrap_or_else(|| reply::OK.clone())).collect(),
+            Ok(decided) => decided
+                .into_iter()
+                .map(|d| d.unwrap_or_else(|| reply::OK.clone()))
+                .collect(),
             Err(failure) => vec![failure; recipients],
         };
         // Accepted only when every recipient was.
-        self.end_transaction(Some(replies.iter().map(|r| r.code).find(|c| c / 100 != 2).unwrap_or(250)));
+        self.end_transaction(Some(
+            replies
+                .iter()
+                .map(|r| r.code)
+                .find(|c| c / 100 != 2)
+                .unwrap_or(250),
+        ));
         let rcpts = std::mem::take(&mut self.envelope.rcpt_tos);
         for (rcpt, reply) in rcpts.iter().zip(&replies) {
             tracing::info!("LMTP {rcpt}: {}", reply.code);
@@ -252,7 +299,9 @@ fn options_of(params: &str) -> Vec<String> {
     params
         .split_whitespace()
         .map(|param| match param.split_once('=') {
-            Some((key, value)) if key.eq_ignore_ascii_case("ENVID") || key.eq_ignore_ascii_case("ORCPT") => {
+            Some((key, value))
+                if key.eq_ignore_ascii_case("ENVID") || key.eq_ignore_ascii_case("ORCPT") =>
+            {
                 format!("{}={value}", key.to_ascii_uppercase())
             }
             _ => param.to_ascii_uppercase(),
@@ -307,7 +356,11 @@ impl Session {
             None
         };
         let limit = self.settings.data_size_limit.map(|l| l as u64);
-        let mut chunks = if refusal.is_none() { self.chunks.take().or_else(|| Some(Chunks::default())) } else { None };
+        let mut chunks = if refusal.is_none() {
+            self.chunks.take().or_else(|| Some(Chunks::default()))
+        } else {
+            None
+        };
         let bound = self.settings.limits.data_timeout;
         self.receiving = true;
         let read = tokio::time::timeout(bound, async {
@@ -357,7 +410,11 @@ impl Session {
             self.chunks = Some(chunks);
             return self.answer(&reply::chunk_received(size));
         }
-        tracing::info!(queue_id = self.envelope.queue_id.as_deref(), bytes = chunks.content.len(), "message received (BDAT)");
+        tracing::info!(
+            queue_id = self.envelope.queue_id.as_deref(),
+            bytes = chunks.content.len(),
+            "message received (BDAT)"
+        );
         self.count_received(chunks.content.len());
         self.deliver(chunks.content).await
     }
@@ -377,8 +434,14 @@ mod tests {
 
     #[test]
     fn dsn_values_keep_their_case() {
-        assert_eq!(super::options_of("ret=hdrs envid=Q+2Bx orcpt=rfc822;Bart@Example.com notify=never"), vec![
-            "RET=HDRS", "ENVID=Q+2Bx", "ORCPT=rfc822;Bart@Example.com", "NOTIFY=NEVER"
-        ]);
+        assert_eq!(
+            super::options_of("ret=hdrs envid=Q+2Bx orcpt=rfc822;Bart@Example.com notify=never"),
+            vec![
+                "RET=HDRS",
+                "ENVID=Q+2Bx",
+                "ORCPT=rfc822;Bart@Example.com",
+                "NOTIFY=NEVER"
+            ]
+        );
     }
 }
