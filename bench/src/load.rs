@@ -110,9 +110,15 @@ pub struct Client {
 impl Client {
     /// Connect and read the greeting.
     pub async fn connect(addr: SocketAddr) -> Result<Client> {
-        let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
         stream.set_nodelay(true)?;
-        let mut client = Client { io: BufReader::with_capacity(16 << 10, stream), line: Vec::new(), pipelining: false };
+        let mut client = Client {
+            io: BufReader::with_capacity(16 << 10, stream),
+            line: Vec::new(),
+            pipelining: false,
+        };
         client.expect(220).await.context("greeting")?;
         Ok(client)
     }
@@ -125,13 +131,25 @@ impl Client {
                 .await
                 .context("no reply in time")??;
             ensure!(n > 0, "the server closed the connection");
-            ensure!(self.line.len() >= 4, "malformed reply {:?}", String::from_utf8_lossy(&self.line));
-            if self.line.get(4..).is_some_and(|t| t.starts_with(b"PIPELINING")) {
+            ensure!(
+                self.line.len() >= 4,
+                "malformed reply {:?}",
+                String::from_utf8_lossy(&self.line)
+            );
+            if self
+                .line
+                .get(4..)
+                .is_some_and(|t| t.starts_with(b"PIPELINING"))
+            {
                 self.pipelining = true;
             }
             if self.line[3] != b'-' {
-                let code = std::str::from_utf8(&self.line[..3]).ok().and_then(|c| c.parse().ok());
-                return code.with_context(|| format!("malformed reply {:?}", String::from_utf8_lossy(&self.line)));
+                let code = std::str::from_utf8(&self.line[..3])
+                    .ok()
+                    .and_then(|c| c.parse().ok());
+                return code.with_context(|| {
+                    format!("malformed reply {:?}", String::from_utf8_lossy(&self.line))
+                });
             }
         }
     }
@@ -139,7 +157,10 @@ impl Client {
     pub async fn expect(&mut self, code: u16) -> Result<()> {
         let got = self.reply().await?;
         if got != code {
-            bail!("expected {code}, got {got}: {:?}", String::from_utf8_lossy(&self.line).trim_end());
+            bail!(
+                "expected {code}, got {got}: {:?}",
+                String::from_utf8_lossy(&self.line).trim_end()
+            );
         }
         Ok(())
     }
@@ -151,7 +172,9 @@ impl Client {
 
     pub async fn command(&mut self, line: &str, code: u16) -> Result<()> {
         self.send(line.as_bytes()).await?;
-        self.expect(code).await.with_context(|| line.trim_end().to_owned())
+        self.expect(code)
+            .await
+            .with_context(|| line.trim_end().to_owned())
     }
 
     pub async fn ehlo(&mut self) -> Result<()> {
@@ -164,7 +187,10 @@ impl Client {
         const MAIL: &str = "MAIL FROM:<sender@bench.example>\r\n";
         const RCPT: &str = "RCPT TO:<rcpt@bench.example>\r\n";
         if pipeline {
-            self.send(b"MAIL FROM:<sender@bench.example>\r\nRCPT TO:<rcpt@bench.example>\r\nDATA\r\n").await?;
+            self.send(
+                b"MAIL FROM:<sender@bench.example>\r\nRCPT TO:<rcpt@bench.example>\r\nDATA\r\n",
+            )
+            .await?;
             self.expect(250).await.context("MAIL (pipelined)")?;
             self.expect(250).await.context("RCPT (pipelined)")?;
             self.expect(354).await.context("DATA (pipelined)")?;
@@ -221,7 +247,12 @@ fn claim(spec: &LoadSpec, started: &AtomicU64, deadline: Instant) -> bool {
     Instant::now() < deadline && started.fetch_add(1, Ordering::Relaxed) < spec.max_messages
 }
 
-async fn session(spec: &LoadSpec, message: &[u8], started: &AtomicU64, deadline: Instant) -> Result<(Vec<u32>, bool)> {
+async fn session(
+    spec: &LoadSpec,
+    message: &[u8],
+    started: &AtomicU64,
+    deadline: Instant,
+) -> Result<(Vec<u32>, bool)> {
     let mut latencies = Vec::new();
     let micros = |t: Instant| t.elapsed().as_micros().min(u32::MAX as u128) as u32;
     if spec.reuse {
@@ -254,7 +285,13 @@ async fn session(spec: &LoadSpec, message: &[u8], started: &AtomicU64, deadline:
 /// Open `count` sessions that each read the greeting, send EHLO and then
 /// (`noop`) one NOOP, and keep them open; at most `parallel` are being set
 /// up at a time. Returns the open connections.
-pub async fn open_idle(addr: SocketAddr, count: usize, noop: bool, parallel: usize, deadline: Instant) -> Result<Vec<Client>> {
+pub async fn open_idle(
+    addr: SocketAddr,
+    count: usize,
+    noop: bool,
+    parallel: usize,
+    deadline: Instant,
+) -> Result<Vec<Client>> {
     let mut open = Vec::with_capacity(count);
     let mut tasks = JoinSet::new();
     let mut launched = 0;
@@ -275,7 +312,9 @@ pub async fn open_idle(addr: SocketAddr, count: usize, noop: bool, parallel: usi
             .await
             .with_context(|| format!("only {} of {count} sessions opened in time", open.len()))?;
         match joined {
-            Some(client) => open.push(client?.with_context(|| format!("opening session {}", open.len() + 1))?),
+            Some(client) => {
+                open.push(client?.with_context(|| format!("opening session {}", open.len() + 1))?)
+            }
             None => break,
         }
     }
@@ -288,8 +327,12 @@ pub async fn send_large(addr: SocketAddr, size: usize) -> Result<Duration> {
     let t = Instant::now();
     let mut client = Client::connect(addr).await?;
     client.ehlo().await?;
-    client.command(&format!("MAIL FROM:<{SENDER}> SIZE={size}\r\n"), 250).await?;
-    client.command(&format!("RCPT TO:<{RECIPIENT}>\r\n"), 250).await?;
+    client
+        .command(&format!("MAIL FROM:<{SENDER}> SIZE={size}\r\n"), 250)
+        .await?;
+    client
+        .command(&format!("RCPT TO:<{RECIPIENT}>\r\n"), 250)
+        .await?;
     client.command("DATA\r\n", 354).await?;
     let piece = message(1 << 20);
     let piece = &piece[..piece.len() - 3]; // without the `.` line
@@ -300,13 +343,19 @@ pub async fn send_large(addr: SocketAddr, size: usize) -> Result<Duration> {
     while sent < size {
         // Whole lines only, so the stream stays CRLF-clean.
         let want = (size - sent).min(body.len());
-        let cut = body[..want].iter().rposition(|&b| b == b'\n').map_or(want, |i| i + 1);
+        let cut = body[..want]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(want, |i| i + 1);
         let cut = if cut == 0 { want } else { cut };
         client.send(&body[..cut]).await?;
         sent += cut;
     }
     client.send(b"\r\n.\r\n").await?;
-    client.expect(250).await.context("end of the large message")?;
+    client
+        .expect(250)
+        .await
+        .context("end of the large message")?;
     client.quit().await?;
     Ok(t.elapsed())
 }

@@ -25,7 +25,10 @@ use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "wasmtp-bench", about = "The wasmtp benchmark (see BENCHMARKS.md)")]
+#[command(
+    name = "wasmtp-bench",
+    about = "The wasmtp benchmark (see BENCHMARKS.md)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -78,9 +81,20 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::All(settings) => suite::run(settings),
-        Cmd::Load { addr, per_connection, size, sessions, seconds, messages, pipeline, pid } => {
+        Cmd::Load {
+            addr,
+            per_connection,
+            size,
+            sessions,
+            seconds,
+            messages,
+            pipeline,
+            pid,
+        } => {
             if !addr.ip().is_loopback() {
-                bail!("{addr} is not a loopback address; the load generator only drives servers on this machine");
+                bail!(
+                    "{addr} is not a loopback address; the load generator only drives servers on this machine"
+                );
             }
             let spec = load::LoadSpec {
                 addr,
@@ -92,7 +106,9 @@ fn main() -> Result<()> {
                 pipeline,
             };
             let cpu0 = pid.map(procfs::cpu_time).transpose()?;
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             let r = rt.block_on(load::run(&spec))?;
             println!(
                 "{} messages in {:.2} s: {:.0} msgs/s, latency p50 {:.0} µs, p99 {:.0} µs{}",
@@ -101,11 +117,19 @@ fn main() -> Result<()> {
                 r.rate(),
                 r.percentile(0.5),
                 r.percentile(0.99),
-                if r.pipelining_refused { " (the server does not advertise PIPELINING: not pipelined)" } else { "" }
+                if r.pipelining_refused {
+                    " (the server does not advertise PIPELINING: not pipelined)"
+                } else {
+                    ""
+                }
             );
             if let (Some(pid), Some(cpu0)) = (pid, cpu0) {
                 let cpu = procfs::cpu_time(pid)? - cpu0;
-                println!("server CPU {:.2} s: {:.1} µs/msg", cpu.as_secs_f64(), cpu.as_secs_f64() * 1e6 / r.messages.max(1) as f64);
+                println!(
+                    "server CPU {:.2} s: {:.1} µs/msg",
+                    cpu.as_secs_f64(),
+                    cpu.as_secs_f64() * 1e6 / r.messages.max(1) as f64
+                );
             }
             Ok(())
         }
@@ -135,5 +159,8 @@ fn main() -> Result<()> {
 
 /// The repository root (the bench crate's parent).
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }

@@ -33,7 +33,10 @@ pub struct Quantiles {
 
 fn quantiles(mut samples: Vec<u32>) -> Quantiles {
     samples.sort_unstable();
-    Quantiles { p50_us: load::percentile(&samples, 0.5) / 1000.0, p99_us: load::percentile(&samples, 0.99) / 1000.0 }
+    Quantiles {
+        p50_us: load::percentile(&samples, 0.5) / 1000.0,
+        p99_us: load::percentile(&samples, 0.99) / 1000.0,
+    }
 }
 
 fn nanos(t: Instant) -> u32 {
@@ -92,9 +95,17 @@ fn envelope() -> Envelope {
     }
 }
 
-async fn load_plugin(runtime: &Arc<Runtime>, name: &str, source: Source, args: Vec<String>, base: &Path) -> Result<Arc<Plugin>> {
+async fn load_plugin(
+    runtime: &Arc<Runtime>,
+    name: &str,
+    source: Source,
+    args: Vec<String>,
+    base: &Path,
+) -> Result<Arc<Plugin>> {
     let spec = match source {
-        Source::Builtin(b) => config::builtin_spec(b.name, args, base).map_err(anyhow::Error::msg)?,
+        Source::Builtin(b) => {
+            config::builtin_spec(b.name, args, base).map_err(anyhow::Error::msg)?
+        }
         Source::File(path) => PluginSpec {
             name: name.into(),
             source: Source::File(path),
@@ -104,16 +115,23 @@ async fn load_plugin(runtime: &Arc<Runtime>, name: &str, source: Source, args: V
             on_failure: Default::default(),
         },
     };
-    Ok(Plugin::load(runtime, spec).await.with_context(|| format!("loading {name}"))?)
+    Ok(Plugin::load(runtime, spec)
+        .await
+        .with_context(|| format!("loading {name}"))?)
 }
 
 /// Measure instantiation of `plugin` `iterations` times.
 async fn instantiation(plugin: &Arc<Plugin>, iterations: usize) -> Result<Instantiation> {
     let warm = iterations / 10 + 10;
-    let (mut start, mut dropped) = (Vec::with_capacity(iterations), Vec::with_capacity(iterations));
+    let (mut start, mut dropped) = (
+        Vec::with_capacity(iterations),
+        Vec::with_capacity(iterations),
+    );
     for i in 0..warm + iterations {
         let t = Instant::now();
-        let live = Live::start(plugin, i as u64).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let live = Live::start(plugin, i as u64)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let started = nanos(t);
         let t = Instant::now();
         drop(live);
@@ -127,13 +145,19 @@ async fn instantiation(plugin: &Arc<Plugin>, iterations: usize) -> Result<Instan
     let (mut wasi, mut store_new, mut inst) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..warm + iterations {
         let t = Instant::now();
-        let ctx = plugin.grants.wasi_ctx().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let ctx = plugin
+            .grants
+            .wasi_ctx()
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
         let t_wasi = nanos(t);
         let t = Instant::now();
         let state = HostState {
             wasi: ctx,
             table: ResourceTable::new(),
-            memory: MemoryCap { limit: plugin.limits.memory, hit: false },
+            memory: MemoryCap {
+                limit: plugin.limits.memory,
+                hit: false,
+            },
             content: None,
             content_cursor: 0,
             queue_id: None,
@@ -147,7 +171,11 @@ async fn instantiation(plugin: &Arc<Plugin>, iterations: usize) -> Result<Instan
         store.set_epoch_deadline(1);
         let t_store = nanos(t);
         let t = Instant::now();
-        let instance = plugin.pre.instantiate_async(&mut store).await.map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let instance = plugin
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
         let t_inst = nanos(t);
         let _ = instance;
         drop(store);
@@ -174,7 +202,11 @@ async fn instantiation(plugin: &Arc<Plugin>, iterations: usize) -> Result<Instan
     }
     let (info, env) = (session_info(1), envelope());
     let content: Arc<Vec<u8>> = Arc::new(load::message(1024));
-    let hook = if plugin.hooks.has(wasmtp::plugin::Hook::Data) { "data" } else { "noop" };
+    let hook = if plugin.hooks.has(wasmtp::plugin::Hook::Data) {
+        "data"
+    } else {
+        "noop"
+    };
     let chain = Arc::new(Chain::of("bench", vec![plugin.clone()]));
     let mut session = Vec::with_capacity(iterations);
     for i in 0..warm + iterations {
@@ -195,14 +227,24 @@ async fn instantiation(plugin: &Arc<Plugin>, iterations: usize) -> Result<Instan
 
     // Calls on one live instance, and the conversions each call makes.
     let mut sp = SessionPlugin::new(chain.clone(), 1);
-    let (mut live_calls, mut converts) = (Vec::with_capacity(iterations), Vec::with_capacity(iterations));
+    let (mut live_calls, mut converts) = (
+        Vec::with_capacity(iterations),
+        Vec::with_capacity(iterations),
+    );
     for i in 0..warm + iterations {
         let t = Instant::now();
-        let reply = if hook == "data" { sp.data(&info, &env, content.clone()).await } else { sp.noop(&info, &env, "").await };
+        let reply = if hook == "data" {
+            sp.data(&info, &env, content.clone()).await
+        } else {
+            sp.noop(&info, &env, "").await
+        };
         let elapsed = nanos(t);
         anyhow::ensure!(reply.is_ok(), "the {hook} hook failed: {reply:?}");
         let t = Instant::now();
-        let converted = (wasmtp::plugin::convert::session(&info), wasmtp::plugin::convert::envelope(&env));
+        let converted = (
+            wasmtp::plugin::convert::session(&info),
+            wasmtp::plugin::convert::envelope(&env),
+        );
         let c = nanos(t);
         drop(converted);
         if i >= warm {
@@ -227,21 +269,47 @@ async fn instantiation(plugin: &Arc<Plugin>, iterations: usize) -> Result<Instan
 }
 
 /// Instantiation figures for the reference plugins and the noop test plugin.
-pub fn instantiation_all(wasm_dir: &Path, scratch: &Path, iterations: usize) -> Result<Vec<Instantiation>> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+pub fn instantiation_all(
+    wasm_dir: &Path,
+    scratch: &Path,
+    iterations: usize,
+) -> Result<Vec<Instantiation>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let runtime = Runtime::new(&RuntimeSettings::default())?;
         let maildir = scratch.join("micro-instantiate-maildir");
         let mut out = Vec::new();
         let plugins = [
-            ("sink", Source::Builtin(builtin::find("sink").unwrap()), vec![]),
+            (
+                "sink",
+                Source::Builtin(builtin::find("sink").unwrap()),
+                vec![],
+            ),
             ("noop", Source::File(wasm_dir.join("noop.wasm")), vec![]),
-            ("debugging", Source::Builtin(builtin::find("debugging").unwrap()), vec!["stderr".to_owned()]),
-            ("mailbox", Source::Builtin(builtin::find("mailbox").unwrap()), vec![maildir.to_string_lossy().into_owned()]),
+            (
+                "debugging",
+                Source::Builtin(builtin::find("debugging").unwrap()),
+                vec!["stderr".to_owned()],
+            ),
+            (
+                "mailbox",
+                Source::Builtin(builtin::find("mailbox").unwrap()),
+                vec![maildir.to_string_lossy().into_owned()],
+            ),
         ];
         for (name, source, args) in plugins {
             let plugin = load_plugin(&runtime, name, source, args, scratch).await?;
-            let mut figures = instantiation(&plugin, if matches!(name, "sink" | "noop") { iterations } else { iterations / 10 }).await?;
+            let mut figures = instantiation(
+                &plugin,
+                if matches!(name, "sink" | "noop") {
+                    iterations
+                } else {
+                    iterations / 10
+                },
+            )
+            .await?;
             figures.plugin = name.into();
             out.push(figures);
         }
@@ -270,10 +338,15 @@ pub struct MaildirFigures {
 /// Time `messages` deliveries of a 1 KiB message by the Mailbox plugin and
 /// by the native writer, alternating between the two.
 pub fn maildir(scratch: &Path, messages: usize) -> Result<MaildirFigures> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let runtime = Runtime::new(&RuntimeSettings::default())?;
-        let (plugin_dir, native_dir) = (scratch.join("micro-maildir-plugin"), scratch.join("micro-maildir-native"));
+        let (plugin_dir, native_dir) = (
+            scratch.join("micro-maildir-plugin"),
+            scratch.join("micro-maildir-native"),
+        );
         fs::create_dir_all(&native_dir)?;
         let plugin = load_plugin(
             &runtime,
@@ -292,11 +365,17 @@ pub fn maildir(scratch: &Path, messages: usize) -> Result<MaildirFigures> {
             let t = Instant::now();
             let reply = session.data(&info, &env, content.clone()).await;
             let w = nanos(t);
-            anyhow::ensure!(matches!(reply, Ok(None)), "Mailbox did not deliver: {reply:?}");
+            anyhow::ensure!(
+                matches!(reply, Ok(None)),
+                "Mailbox did not deliver: {reply:?}"
+            );
             let t = Instant::now();
             let reply = on_thread.data(&info, &env, content.clone()).await?;
             let o = nanos(t);
-            anyhow::ensure!(reply.is_none(), "Mailbox (on thread) did not deliver: {reply:?}");
+            anyhow::ensure!(
+                reply.is_none(),
+                "Mailbox (on thread) did not deliver: {reply:?}"
+            );
             let t = Instant::now();
             native_deliver(&native_dir, &info, &env, &content)?;
             let n = nanos(t);
@@ -307,10 +386,19 @@ pub fn maildir(scratch: &Path, messages: usize) -> Result<MaildirFigures> {
             }
         }
         let delivered = fs::read_dir(plugin_dir.join("new"))?.count();
-        anyhow::ensure!(delivered == 2 * (messages + 5), "Mailbox stored {delivered} messages, not {}", 2 * (messages + 5));
+        anyhow::ensure!(
+            delivered == 2 * (messages + 5),
+            "Mailbox stored {delivered} messages, not {}",
+            2 * (messages + 5)
+        );
         let _ = fs::remove_dir_all(&plugin_dir);
         let _ = fs::remove_dir_all(&native_dir);
-        Ok(MaildirFigures { messages, plugin: quantiles(wasm), plugin_on_thread: quantiles(wasm_on_thread), native: quantiles(native) })
+        Ok(MaildirFigures {
+            messages,
+            plugin: quantiles(wasm),
+            plugin_on_thread: quantiles(wasm_on_thread),
+            native: quantiles(native),
+        })
     })
 }
 
@@ -327,13 +415,23 @@ impl OnThread {
         let err = |e: wasmtime::Error| anyhow::anyhow!("{e:#}");
         let mut b = wasmtime_wasi::WasiCtxBuilder::new();
         let dir = std::path::absolute(maildir)?;
-        b.preopened_dir(&dir, dir.to_string_lossy(), wasmtime_wasi::FsPerms::ReadWrite).map_err(err)?;
-        b.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        b.preopened_dir(
+            &dir,
+            dir.to_string_lossy(),
+            wasmtime_wasi::FsPerms::ReadWrite,
+        )
+        .map_err(err)?;
+        b.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         b.allow_blocking_current_thread(true);
         let state = HostState {
             wasi: b.build(),
             table: ResourceTable::new(),
-            memory: MemoryCap { limit: plugin.limits.memory, hit: false },
+            memory: MemoryCap {
+                limit: plugin.limits.memory,
+                hit: false,
+            },
             content: None,
             content_cursor: 0,
             queue_id: None,
@@ -345,19 +443,55 @@ impl OnThread {
         store.limiter(|state| &mut state.memory);
         store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Yield(1)));
         store.set_epoch_deadline(1);
-        let instance = plugin.pre.instantiate_async(&mut store).await.map_err(err)?;
-        let setup = plugin.hooks.setup.as_ref().context("Mailbox exports setup")?.load(&mut store, &instance).map_err(err)?;
-        setup.call_init(&mut store, &plugin.args).await.map_err(err)?.map_err(anyhow::Error::msg)?;
-        Ok(OnThread { plugin: plugin.clone(), store, instance })
+        let instance = plugin
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(err)?;
+        let setup = plugin
+            .hooks
+            .setup
+            .as_ref()
+            .context("Mailbox exports setup")?
+            .load(&mut store, &instance)
+            .map_err(err)?;
+        setup
+            .call_init(&mut store, &plugin.args)
+            .await
+            .map_err(err)?
+            .map_err(anyhow::Error::msg)?;
+        Ok(OnThread {
+            plugin: plugin.clone(),
+            store,
+            instance,
+        })
     }
 
-    async fn data(&mut self, info: &SessionInfo, env: &Envelope, content: Arc<Vec<u8>>) -> Result<Option<wasmtp::plugin::bindings::types::Reply>> {
+    async fn data(
+        &mut self,
+        info: &SessionInfo,
+        env: &Envelope,
+        content: Arc<Vec<u8>>,
+    ) -> Result<Option<wasmtp::plugin::bindings::types::Reply>> {
         let err = |e: wasmtime::Error| anyhow::anyhow!("{e:#}");
         self.store.data_mut().content = Some(content);
         self.store.set_epoch_deadline(1);
-        let guest = self.plugin.hooks.data.as_ref().context("Mailbox exports data")?.load(&mut self.store, &self.instance).map_err(err)?;
-        let (s, e) = (wasmtp::plugin::convert::session(info), wasmtp::plugin::convert::envelope(env));
-        let reply = guest.call_handle_data(&mut self.store, &s, &e).await.map_err(err);
+        let guest = self
+            .plugin
+            .hooks
+            .data
+            .as_ref()
+            .context("Mailbox exports data")?
+            .load(&mut self.store, &self.instance)
+            .map_err(err)?;
+        let (s, e) = (
+            wasmtp::plugin::convert::session(info),
+            wasmtp::plugin::convert::envelope(env),
+        );
+        let reply = guest
+            .call_handle_data(&mut self.store, &s, &e)
+            .await
+            .map_err(err);
         self.store.data_mut().content = None;
         reply
     }
@@ -367,26 +501,44 @@ impl OnThread {
 /// `tmp`, `new`, `cur` exist, write the added headers and the message (line
 /// ends as LF, as Python's mailbox writes them) to `tmp/`, fsync, rename
 /// into `new/`.
-fn native_deliver(maildir: &Path, session: &SessionInfo, envelope: &Envelope, content: &[u8]) -> io::Result<()> {
+fn native_deliver(
+    maildir: &Path,
+    session: &SessionInfo,
+    envelope: &Envelope,
+    content: &[u8],
+) -> io::Result<()> {
     for dir in ["tmp", "new", "cur"] {
         match fs::create_dir(maildir.join(dir)) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
             _ => {}
         }
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
     static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let count = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let name = format!("{}.M{}P{}Q{count}.bench", now.as_secs(), now.subsec_micros(), session.id);
+    let name = format!(
+        "{}.M{}P{}Q{count}.bench",
+        now.as_secs(),
+        now.subsec_micros(),
+        session.id
+    );
     let tmp = maildir.join("tmp").join(&name);
     let file = File::options().write(true).create_new(true).open(&tmp)?;
     let mut out = BufWriter::with_capacity(64 << 10, file);
     let (address, port) = session.peer.address_and_port();
     write!(out, "X-Peer: ('{address}', {port})\n")?;
-    write!(out, "X-MailFrom: {}\n", envelope.mail_from.as_deref().unwrap_or(""))?;
+    write!(
+        out,
+        "X-MailFrom: {}\n",
+        envelope.mail_from.as_deref().unwrap_or("")
+    )?;
     write!(out, "X-RcptTo: {}\n", envelope.rcpt_tos.join(", "))?;
     for line in content.split_inclusive(|&b| b == b'\n') {
-        let text = line.strip_suffix(b"\r\n").or_else(|| line.strip_suffix(b"\n"));
+        let text = line
+            .strip_suffix(b"\r\n")
+            .or_else(|| line.strip_suffix(b"\n"));
         match text {
             Some(text) => {
                 out.write_all(text)?;

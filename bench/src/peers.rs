@@ -44,22 +44,43 @@ impl Tools {
 
     pub fn check(&self) -> Result<()> {
         for (what, path) in [
-            ("the wasmtp binary (cargo build --release -p wasmtp)", self.wasmtp.clone()),
-            ("the empty plugin (built with wasmtp)", self.wasm_dir.join("empty.wasm")),
-            ("the noop plugin (built with wasmtp)", self.wasm_dir.join("noop.wasm")),
-            ("Postfix smtp-sink (bench/run extracts it)", self.smtp_sink()),
-            ("Postfix smtp-source (bench/run extracts it)", self.smtp_source()),
+            (
+                "the wasmtp binary (cargo build --release -p wasmtp)",
+                self.wasmtp.clone(),
+            ),
+            (
+                "the empty plugin (built with wasmtp)",
+                self.wasm_dir.join("empty.wasm"),
+            ),
+            (
+                "the noop plugin (built with wasmtp)",
+                self.wasm_dir.join("noop.wasm"),
+            ),
+            (
+                "Postfix smtp-sink (bench/run extracts it)",
+                self.smtp_sink(),
+            ),
+            (
+                "Postfix smtp-source (bench/run extracts it)",
+                self.smtp_source(),
+            ),
         ] {
             if !path.exists() {
                 bail!("{what} is missing: {}", path.display());
             }
         }
         let ok = Command::new(&self.python)
-            .args(["-c", "import aiosmtpd, sys; sys.exit(aiosmtpd.__version__ != '1.4.6')"])
+            .args([
+                "-c",
+                "import aiosmtpd, sys; sys.exit(aiosmtpd.__version__ != '1.4.6')",
+            ])
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            bail!("{} has no aiosmtpd 1.4.6 (pip install aiosmtpd==1.4.6)", self.python.display());
+            bail!(
+                "{} has no aiosmtpd 1.4.6 (pip install aiosmtpd==1.4.6)",
+                self.python.display()
+            );
         }
         Ok(())
     }
@@ -83,8 +104,14 @@ pub enum Peer {
 
 impl Peer {
     /// The peers of the throughput and latency modes.
-    pub const LOAD: [Peer; 6] =
-        [Peer::WasmtpEmpty, Peer::WasmtpSink, Peer::WasmtpDebugging, Peer::WasmtpMailbox, Peer::SmtpSink, Peer::Aiosmtpd];
+    pub const LOAD: [Peer; 6] = [
+        Peer::WasmtpEmpty,
+        Peer::WasmtpSink,
+        Peer::WasmtpDebugging,
+        Peer::WasmtpMailbox,
+        Peer::SmtpSink,
+        Peer::Aiosmtpd,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -152,16 +179,27 @@ impl Server {
             }
             Peer::Aiosmtpd => {
                 let mut c = Command::new(&tools.python);
-                c.args(["-m", "aiosmtpd", "-n", "-l", &listen, "-c", "aiosmtpd.handlers.Sink"]);
+                c.args([
+                    "-m",
+                    "aiosmtpd",
+                    "-n",
+                    "-l",
+                    &listen,
+                    "-c",
+                    "aiosmtpd.handlers.Sink",
+                ]);
                 c
             }
             Peer::WasmtpNoop => {
                 let config = tools.scratch.join(format!("noop-{port}.toml"));
-                std::fs::write(&config, format!(
-                    "[server]\nmax_plugin_instances = {}\n\n[[listener]]\naddress = \"{listen}\"\nplugin = \"noop\"\n\n[plugin.noop]\ncomponent = \"{}\"\n",
-                    (options.sessions + 64).max(1000),
-                    tools.wasm_dir.join("noop.wasm").display()
-                ))?;
+                std::fs::write(
+                    &config,
+                    format!(
+                        "[server]\nmax_plugin_instances = {}\n\n[[listener]]\naddress = \"{listen}\"\nplugin = \"noop\"\n\n[plugin.noop]\ncomponent = \"{}\"\n",
+                        (options.sessions + 64).max(1000),
+                        tools.wasm_dir.join("noop.wasm").display()
+                    ),
+                )?;
                 let mut c = Command::new(&tools.wasmtp);
                 c.arg("--config").arg(config);
                 c
@@ -187,10 +225,20 @@ impl Server {
                 c
             }
         };
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        let child = cmd.spawn().with_context(|| format!("starting {}", peer.label()))?;
-        let mut server = Server { addr, child, maildir };
-        server.wait_ready(Duration::from_secs(120)).with_context(|| format!("{} did not start: {cmd:?}", peer.label()))?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", peer.label()))?;
+        let mut server = Server {
+            addr,
+            child,
+            maildir,
+        };
+        server
+            .wait_ready(Duration::from_secs(120))
+            .with_context(|| format!("{} did not start: {cmd:?}", peer.label()))?;
         Ok(server)
     }
 
@@ -198,13 +246,17 @@ impl Server {
     /// first, once per machine thanks to its compile cache).
     fn wait_ready(&mut self, limit: Duration) -> Result<()> {
         let start = Instant::now();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         loop {
             if let Some(status) = self.child.try_wait()? {
                 bail!("it exited with {status}");
             }
             let probe = rt.block_on(async {
-                let client = tokio::time::timeout(Duration::from_secs(5), Client::connect(self.addr)).await??;
+                let client =
+                    tokio::time::timeout(Duration::from_secs(5), Client::connect(self.addr))
+                        .await??;
                 client.quit().await
             });
             if probe.is_ok() {

@@ -9,11 +9,15 @@ use anyhow::{Context, Result, bail};
 /// User + system CPU time the process has used so far, all its threads
 /// included (the kernel folds finished threads into these counters too).
 pub fn cpu_time(pid: u32) -> Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // The command name (field 2) is in parentheses and may contain spaces:
     // count fields from after its closing parenthesis. Field 3 (state) is
     // then index 0, so utime (field 14) is 11 and stime (field 15) is 12.
-    let rest = stat.rsplit_once(')').map(|(_, rest)| rest).context("malformed /proc/PID/stat")?;
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("malformed /proc/PID/stat")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     if fields.len() < 13 {
         bail!("malformed /proc/{pid}/stat");
@@ -40,12 +44,23 @@ pub struct Memory {
 }
 
 pub fn memory(pid: u32) -> Result<Memory> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("reading /proc/{pid}/status"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
     let field = |name: &str| -> Result<u64> {
-        let line = status.lines().find(|l| l.starts_with(name)).with_context(|| format!("no {name} in /proc/{pid}/status"))?;
-        Ok(line[name.len()..].trim().trim_end_matches("kB").trim().parse()?)
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))?;
+        Ok(line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()?)
     };
-    Ok(Memory { rss_kib: field("VmRSS:")?, hwm_kib: field("VmHWM:")? })
+    Ok(Memory {
+        rss_kib: field("VmRSS:")?,
+        hwm_kib: field("VmHWM:")?,
+    })
 }
 
 /// The machine, for the report: CPU count and model, kernel, memory.
@@ -58,7 +73,10 @@ pub fn machine() -> String {
         .map_or("unknown", |(_, m)| m.trim())
         .to_owned();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
     let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
         .unwrap_or_default()
         .lines()
@@ -66,7 +84,10 @@ pub fn machine() -> String {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    format!("{cpus} CPUs ({model}), Linux {kernel}, {} GiB RAM", (mem_kib + (1 << 19)) >> 20)
+    format!(
+        "{cpus} CPUs ({model}), Linux {kernel}, {} GiB RAM",
+        (mem_kib + (1 << 19)) >> 20
+    )
 }
 
 /// CPU time the whole machine spent busy so far (all CPUs: user, nice,
@@ -75,8 +96,15 @@ pub fn machine() -> String {
 /// over a window is background load that would skew the figures.
 pub fn machine_busy() -> Result<Duration> {
     let stat = std::fs::read_to_string("/proc/stat")?;
-    let line = stat.lines().find(|l| l.starts_with("cpu ")).context("no cpu line in /proc/stat")?;
-    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .context("no cpu line in /proc/stat")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
     if v.len() < 8 {
         bail!("malformed /proc/stat");
     }

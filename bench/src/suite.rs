@@ -66,13 +66,18 @@ impl Settings {
         self.runs.unwrap_or(if self.quick { 1 } else { 3 }).max(1)
     }
     fn window(&self) -> Duration {
-        Duration::from_secs_f64(self.window.unwrap_or(if self.quick { 0.4 } else { 1.5 }).clamp(0.05, 60.0))
+        Duration::from_secs_f64(
+            self.window
+                .unwrap_or(if self.quick { 0.4 } else { 1.5 })
+                .clamp(0.05, 60.0),
+        )
     }
     fn warmup(&self) -> Duration {
         Duration::from_millis(if self.quick { 150 } else { 300 })
     }
     fn idle(&self) -> usize {
-        self.idle_sessions.unwrap_or(if self.quick { 2_000 } else { 10_000 })
+        self.idle_sessions
+            .unwrap_or(if self.quick { 2_000 } else { 10_000 })
     }
     fn part(&self, name: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|p| p == name)
@@ -93,8 +98,16 @@ impl Mode {
     pub fn label(&self) -> String {
         format!(
             "{}, {}, {} session{}{}",
-            if self.reuse { "reused connection" } else { "connection per message" },
-            if self.size >= 1 << 20 { format!("{} MiB", self.size >> 20) } else { format!("{} KiB", self.size >> 10) },
+            if self.reuse {
+                "reused connection"
+            } else {
+                "connection per message"
+            },
+            if self.size >= 1 << 20 {
+                format!("{} MiB", self.size >> 20)
+            } else {
+                format!("{} KiB", self.size >> 10)
+            },
             self.sessions,
             if self.sessions == 1 { "" } else { "s" },
             if self.pipeline { ", pipelined" } else { "" }
@@ -103,15 +116,60 @@ impl Mode {
 }
 
 pub const MODES: [Mode; 9] = [
-    Mode { reuse: true, size: 1 << 10, sessions: 1, pipeline: false },
-    Mode { reuse: false, size: 1 << 10, sessions: 1, pipeline: false },
-    Mode { reuse: true, size: 1 << 10, sessions: 50, pipeline: false },
-    Mode { reuse: false, size: 1 << 10, sessions: 50, pipeline: false },
-    Mode { reuse: true, size: 1 << 20, sessions: 1, pipeline: false },
-    Mode { reuse: false, size: 1 << 20, sessions: 1, pipeline: false },
-    Mode { reuse: true, size: 1 << 20, sessions: 50, pipeline: false },
-    Mode { reuse: false, size: 1 << 20, sessions: 50, pipeline: false },
-    Mode { reuse: true, size: 1 << 10, sessions: 1, pipeline: true },
+    Mode {
+        reuse: true,
+        size: 1 << 10,
+        sessions: 1,
+        pipeline: false,
+    },
+    Mode {
+        reuse: false,
+        size: 1 << 10,
+        sessions: 1,
+        pipeline: false,
+    },
+    Mode {
+        reuse: true,
+        size: 1 << 10,
+        sessions: 50,
+        pipeline: false,
+    },
+    Mode {
+        reuse: false,
+        size: 1 << 10,
+        sessions: 50,
+        pipeline: false,
+    },
+    Mode {
+        reuse: true,
+        size: 1 << 20,
+        sessions: 1,
+        pipeline: false,
+    },
+    Mode {
+        reuse: false,
+        size: 1 << 20,
+        sessions: 1,
+        pipeline: false,
+    },
+    Mode {
+        reuse: true,
+        size: 1 << 20,
+        sessions: 50,
+        pipeline: false,
+    },
+    Mode {
+        reuse: false,
+        size: 1 << 20,
+        sessions: 50,
+        pipeline: false,
+    },
+    Mode {
+        reuse: true,
+        size: 1 << 10,
+        sessions: 1,
+        pipeline: true,
+    },
 ];
 
 /// Throughput and cost from one load generator.
@@ -200,10 +258,17 @@ pub struct Results {
 /// `bench/run` extracts it, `python3` from the PATH.
 pub fn default_tools() -> Result<Tools> {
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().context("no directory for the benchmark binary")?.to_path_buf();
+    let dir = exe
+        .parent()
+        .context("no directory for the benchmark binary")?
+        .to_path_buf();
     let root = crate::repo_root();
-    let postfix = std::env::var_os("BENCH_POSTFIX").map(PathBuf::from).unwrap_or_else(|| root.join("target/bench-tools/postfix"));
-    let python = std::env::var_os("BENCH_PYTHON").map(PathBuf::from).unwrap_or_else(|| "python3".into());
+    let postfix = std::env::var_os("BENCH_POSTFIX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/bench-tools/postfix"));
+    let python = std::env::var_os("BENCH_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "python3".into());
     let scratch = dir.join(format!("bench-scratch-{}", std::process::id()));
     Ok(Tools {
         wasmtp: dir.join("wasmtp"),
@@ -217,7 +282,10 @@ pub fn default_tools() -> Result<Tools> {
 /// Raise the open-files limit to the hard limit: 10,000 sessions are 10,000
 /// sockets in the client and as many in the server (which inherits it).
 fn raise_nofile() -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: plain libc calls on a valid struct.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
@@ -240,18 +308,35 @@ pub fn run(settings: Settings) -> Result<()> {
     let nofile = raise_nofile();
     let idle = settings.idle();
     if (nofile as usize) < idle + 256 {
-        bail!("the open-files limit is {nofile}; {idle} sessions need more (raise `ulimit -Hn` or pass --idle-sessions)");
+        bail!(
+            "the open-files limit is {nofile}; {idle} sessions need more (raise `ulimit -Hn` or pass --idle-sessions)"
+        );
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let mut results = Results {
         settings: Some(settings.clone()),
         machine: procfs::machine(),
         versions: versions(&tools),
-        started: String::from_utf8_lossy(&Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output()?.stdout).trim().to_owned(),
+        started: String::from_utf8_lossy(
+            &Command::new("date")
+                .arg("-u")
+                .arg("+%Y-%m-%d %H:%M UTC")
+                .output()?
+                .stdout,
+        )
+        .trim()
+        .to_owned(),
         modes: MODES.to_vec(),
         ..Results::default()
     };
-    log(format!("{}; {} run(s), {:?} windows", results.machine, settings.runs(), settings.window()));
+    log(format!(
+        "{}; {} run(s), {:?} windows",
+        results.machine,
+        settings.runs(),
+        settings.window()
+    ));
 
     for run in 0..settings.runs() {
         if settings.part("load") {
@@ -259,8 +344,12 @@ pub fn run(settings: Settings) -> Result<()> {
                 if !settings.modes.is_empty() && !settings.modes.contains(&(m + 1)) {
                     continue;
                 }
-                let mut order: Vec<Peer> =
-                    Peer::LOAD.into_iter().filter(|p| settings.peers.is_empty() || settings.peers.iter().any(|n| n == p.short())).collect();
+                let mut order: Vec<Peer> = Peer::LOAD
+                    .into_iter()
+                    .filter(|p| {
+                        settings.peers.is_empty() || settings.peers.iter().any(|n| n == p.short())
+                    })
+                    .collect();
                 let n = order.len();
                 order.rotate_left((run * MODES.len() + m) % n);
                 for peer in order {
@@ -271,50 +360,93 @@ pub fn run(settings: Settings) -> Result<()> {
             }
         }
         if settings.part("memory") {
-            for (peer, noop) in [(Peer::WasmtpSink, false), (Peer::WasmtpNoop, true), (Peer::SmtpSink, false), (Peer::Aiosmtpd, false)] {
-                let f = idle_memory(&tools, &rt, peer, idle, noop).unwrap_or_else(|e| IdleFigures {
-                    peer: Some(peer),
-                    holding_instance: noop,
-                    sessions: idle,
-                    error: Some(format!("{e:#}")),
-                    ..Default::default()
-                });
-                log(format!("idle {}: {:.1} KiB/session {}", peer.short(), f.kib_per_session, f.error.as_deref().unwrap_or("")));
+            for (peer, noop) in [
+                (Peer::WasmtpSink, false),
+                (Peer::WasmtpNoop, true),
+                (Peer::SmtpSink, false),
+                (Peer::Aiosmtpd, false),
+            ] {
+                let f =
+                    idle_memory(&tools, &rt, peer, idle, noop).unwrap_or_else(|e| IdleFigures {
+                        peer: Some(peer),
+                        holding_instance: noop,
+                        sessions: idle,
+                        error: Some(format!("{e:#}")),
+                        ..Default::default()
+                    });
+                log(format!(
+                    "idle {}: {:.1} KiB/session {}",
+                    peer.short(),
+                    f.kib_per_session,
+                    f.error.as_deref().unwrap_or("")
+                ));
                 results.idle.push(f);
             }
             for peer in [Peer::WasmtpMailbox, Peer::WasmtpSink] {
-                let f = large_message(&tools, &rt, peer, settings.large_mib).unwrap_or_else(|e| LargeFigures {
-                    peer: Some(peer),
-                    mib: settings.large_mib,
-                    error: Some(format!("{e:#}")),
-                    ..Default::default()
+                let f = large_message(&tools, &rt, peer, settings.large_mib).unwrap_or_else(|e| {
+                    LargeFigures {
+                        peer: Some(peer),
+                        mib: settings.large_mib,
+                        error: Some(format!("{e:#}")),
+                        ..Default::default()
+                    }
                 });
-                log(format!("{} MiB through {}: peak RSS +{:.1} MiB {}", f.mib, peer.short(), f.delta_mib, f.error.as_deref().unwrap_or("")));
+                log(format!(
+                    "{} MiB through {}: peak RSS +{:.1} MiB {}",
+                    f.mib,
+                    peer.short(),
+                    f.delta_mib,
+                    f.error.as_deref().unwrap_or("")
+                ));
                 results.large.push(f);
             }
         }
     }
     if settings.part("micro") {
         let iterations = if settings.quick { 2_000 } else { 20_000 };
-        results.instantiation = micro::instantiation_all(&tools.wasm_dir, &tools.scratch, iterations)?;
+        results.instantiation =
+            micro::instantiation_all(&tools.wasm_dir, &tools.scratch, iterations)?;
         for f in &results.instantiation {
-            log(format!("instantiate {}: p50 {:.1} µs; session with one {} call p50 {:.1} µs", f.plugin, f.live_start.p50_us, if f.hook.is_empty() { "-" } else { &f.hook }, f.session_one_call.p50_us));
+            log(format!(
+                "instantiate {}: p50 {:.1} µs; session with one {} call p50 {:.1} µs",
+                f.plugin,
+                f.live_start.p50_us,
+                if f.hook.is_empty() { "-" } else { &f.hook },
+                f.session_one_call.p50_us
+            ));
         }
         let maildir = micro::maildir(&tools.scratch, if settings.quick { 50 } else { 300 })?;
-        log(format!("Maildir 1 KiB: plugin p50 {:.0} µs (blocking on thread {:.0} µs), native p50 {:.0} µs", maildir.plugin.p50_us, maildir.plugin_on_thread.p50_us, maildir.native.p50_us));
+        log(format!(
+            "Maildir 1 KiB: plugin p50 {:.0} µs (blocking on thread {:.0} µs), native p50 {:.0} µs",
+            maildir.plugin.p50_us, maildir.plugin_on_thread.p50_us, maildir.native.p50_us
+        ));
         results.maildir = Some(maildir);
     }
     let _ = std::fs::remove_dir_all(&tools.scratch);
     results.minutes = t0.elapsed().as_secs_f64() / 60.0;
 
-    let out = settings.out.clone().unwrap_or_else(|| crate::repo_root().join("bench/results"));
+    let out = settings
+        .out
+        .clone()
+        .unwrap_or_else(|| crate::repo_root().join("bench/results"));
     std::fs::create_dir_all(&out)?;
     let name = if settings.quick { "quick" } else { "full" };
-    std::fs::write(out.join(format!("{name}.json")), serde_json::to_string_pretty(&results)?)?;
+    std::fs::write(
+        out.join(format!("{name}.json")),
+        serde_json::to_string_pretty(&results)?,
+    )?;
     let markdown = report::markdown(&results);
     std::fs::write(out.join(format!("{name}.md")), &markdown)?;
-    log(format!("results: {}", out.join(format!("{name}.{{json,md}}")).display()));
-    if !settings.quick && !settings.no_doc && settings.only.is_empty() && settings.modes.is_empty() && settings.peers.is_empty() {
+    log(format!(
+        "results: {}",
+        out.join(format!("{name}.{{json,md}}")).display()
+    ));
+    if !settings.quick
+        && !settings.no_doc
+        && settings.only.is_empty()
+        && settings.modes.is_empty()
+        && settings.peers.is_empty()
+    {
         report::splice_into(&crate::repo_root().join("BENCHMARKS.md"), &markdown)?;
         log("tables spliced into BENCHMARKS.md");
     }
@@ -326,9 +458,17 @@ pub fn run(settings: Settings) -> Result<()> {
 fn describe(cell: &Cell, mode: &Mode) -> String {
     let peer = cell.peer.map_or("?", Peer::short);
     if let Some(e) = &cell.error {
-        return format!("run {} | {} | {peer}: FAILED {e}", cell.run + 1, mode.label());
+        return format!(
+            "run {} | {} | {peer}: FAILED {e}",
+            cell.run + 1,
+            mode.label()
+        );
     }
-    let f = |x: &Option<Figures>| x.as_ref().map_or("-".into(), |f| format!("{:.0}/s {:.1}µs", f.msgs_per_s, f.cpu_us_per_msg));
+    let f = |x: &Option<Figures>| {
+        x.as_ref().map_or("-".into(), |f| {
+            format!("{:.0}/s {:.1}µs", f.msgs_per_s, f.cpu_us_per_msg)
+        })
+    };
     format!(
         "run {} | {} | {peer}: ours {} p50 {:.0}µs p99 {:.0}µs | smtp-source {} | HWM {} KiB | bg {:.0}%",
         cell.run + 1,
@@ -342,16 +482,43 @@ fn describe(cell: &Cell, mode: &Mode) -> String {
     )
 }
 
-fn measure(tools: &Tools, rt: &tokio::runtime::Runtime, settings: &Settings, run: usize, m: usize, mode: Mode, peer: Peer) -> Cell {
-    let mut cell = Cell { run, mode: m, peer: Some(peer), ..Cell::default() };
+fn measure(
+    tools: &Tools,
+    rt: &tokio::runtime::Runtime,
+    settings: &Settings,
+    run: usize,
+    m: usize,
+    mode: Mode,
+    peer: Peer,
+) -> Cell {
+    let mut cell = Cell {
+        run,
+        mode: m,
+        peer: Some(peer),
+        ..Cell::default()
+    };
     if let Err(e) = measure_into(&mut cell, tools, rt, settings, mode, peer) {
         cell.error = Some(format!("{e:#}"));
     }
     cell
 }
 
-fn measure_into(cell: &mut Cell, tools: &Tools, rt: &tokio::runtime::Runtime, settings: &Settings, mode: Mode, peer: Peer) -> Result<()> {
-    let server = Server::start(tools, peer, Options { sessions: mode.sessions, ..Options::default() })?;
+fn measure_into(
+    cell: &mut Cell,
+    tools: &Tools,
+    rt: &tokio::runtime::Runtime,
+    settings: &Settings,
+    mode: Mode,
+    peer: Peer,
+) -> Result<()> {
+    let server = Server::start(
+        tools,
+        peer,
+        Options {
+            sessions: mode.sessions,
+            ..Options::default()
+        },
+    )?;
     let pid = server.pid();
     let mut spec = LoadSpec {
         addr: server.addr,
@@ -365,11 +532,19 @@ fn measure_into(cell: &mut Cell, tools: &Tools, rt: &tokio::runtime::Runtime, se
     rt.block_on(load::run(&spec)).context("warm-up")?;
 
     spec.duration = settings.window();
-    let (busy0, own0) = (procfs::machine_busy()?, procfs::cpu_time(std::process::id())?);
+    let (busy0, own0) = (
+        procfs::machine_busy()?,
+        procfs::cpu_time(std::process::id())?,
+    );
     let cpu0 = procfs::cpu_time(pid)?;
-    let ours = rt.block_on(load::run(&spec)).context("Rust load generator")?;
+    let ours = rt
+        .block_on(load::run(&spec))
+        .context("Rust load generator")?;
     let cpu = procfs::cpu_time(pid)? - cpu0;
-    let (busy, own) = (procfs::machine_busy()? - busy0, procfs::cpu_time(std::process::id())? - own0);
+    let (busy, own) = (
+        procfs::machine_busy()? - busy0,
+        procfs::cpu_time(std::process::id())? - own0,
+    );
     let background = busy.as_secs_f64() - cpu.as_secs_f64() - own.as_secs_f64();
     cell.background_pct = Some((background / ours.elapsed.as_secs_f64() * 100.0).max(0.0));
     if ours.pipelining_refused {
@@ -384,7 +559,13 @@ fn measure_into(cell: &mut Cell, tools: &Tools, rt: &tokio::runtime::Runtime, se
         // two per session.
         let count = (ours.messages.max(2 * mode.sessions as u64)).min(5_000_000);
         let cpu0 = procfs::cpu_time(pid)?;
-        let elapsed = smtp_source(tools, &server, mode, count, settings.window() * 20 + Duration::from_secs(30))?;
+        let elapsed = smtp_source(
+            tools,
+            &server,
+            mode,
+            count,
+            settings.window() * 20 + Duration::from_secs(30),
+        )?;
         let cpu = procfs::cpu_time(pid)? - cpu0;
         cell.source = Some(Figures::new(count, elapsed, cpu));
     }
@@ -400,7 +581,13 @@ fn measure_into(cell: &mut Cell, tools: &Tools, rt: &tokio::runtime::Runtime, se
 }
 
 /// Run Postfix's smtp-source against `server`; the wall time it took.
-fn smtp_source(tools: &Tools, server: &Server, mode: Mode, count: u64, limit: Duration) -> Result<Duration> {
+fn smtp_source(
+    tools: &Tools,
+    server: &Server,
+    mode: Mode,
+    count: u64,
+    limit: Duration,
+) -> Result<Duration> {
     let mut cmd = Command::new(tools.smtp_source());
     cmd.env("LD_LIBRARY_PATH", tools.postfix_libs())
         .arg("-s")
@@ -409,11 +596,21 @@ fn smtp_source(tools: &Tools, server: &Server, mode: Mode, count: u64, limit: Du
         .arg(count.to_string())
         .arg("-l")
         .arg(source_payload(mode.size).to_string())
-        .args(["-M", "client.bench.example", "-f", load::SENDER, "-t", load::RECIPIENT]);
+        .args([
+            "-M",
+            "client.bench.example",
+            "-f",
+            load::SENDER,
+            "-t",
+            load::RECIPIENT,
+        ]);
     if mode.reuse {
         cmd.arg("-d");
     }
-    cmd.arg(format!("inet:{}", server.addr)).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.arg(format!("inet:{}", server.addr))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let t = Instant::now();
     let mut child = cmd.spawn().context("starting smtp-source")?;
     loop {
@@ -445,8 +642,21 @@ fn source_payload(size: usize) -> usize {
     size.saturating_sub(150).max(1)
 }
 
-fn idle_memory(tools: &Tools, rt: &tokio::runtime::Runtime, peer: Peer, sessions: usize, noop: bool) -> Result<IdleFigures> {
-    let server = Server::start(tools, peer, Options { sessions, ..Options::default() })?;
+fn idle_memory(
+    tools: &Tools,
+    rt: &tokio::runtime::Runtime,
+    peer: Peer,
+    sessions: usize,
+    noop: bool,
+) -> Result<IdleFigures> {
+    let server = Server::start(
+        tools,
+        peer,
+        Options {
+            sessions,
+            ..Options::default()
+        },
+    )?;
     let pid = server.pid();
     let deadline = Instant::now() + Duration::from_secs(180);
     // Warm up with a few sessions doing the same, closed again.
@@ -476,8 +686,20 @@ fn idle_memory(tools: &Tools, rt: &tokio::runtime::Runtime, peer: Peer, sessions
     })
 }
 
-fn large_message(tools: &Tools, rt: &tokio::runtime::Runtime, peer: Peer, mib: usize) -> Result<LargeFigures> {
-    let server = Server::start(tools, peer, Options { unlimited_size: true, ..Options::default() })?;
+fn large_message(
+    tools: &Tools,
+    rt: &tokio::runtime::Runtime,
+    peer: Peer,
+    mib: usize,
+) -> Result<LargeFigures> {
+    let server = Server::start(
+        tools,
+        peer,
+        Options {
+            unlimited_size: true,
+            ..Options::default()
+        },
+    )?;
     let pid = server.pid();
     // One ordinary message first, so the baseline includes a warm instance.
     let spec = LoadSpec {
@@ -491,7 +713,9 @@ fn large_message(tools: &Tools, rt: &tokio::runtime::Runtime, peer: Peer, mib: u
     };
     rt.block_on(load::run(&spec))?;
     let base = procfs::memory(pid)?;
-    let seconds = rt.block_on(load::send_large(server.addr, mib << 20))?.as_secs_f64();
+    let seconds = rt
+        .block_on(load::send_large(server.addr, mib << 20))?
+        .as_secs_f64();
     let after = procfs::memory(pid)?;
     if let Some(stored) = server.delivered() {
         if stored < 3 {
@@ -513,10 +737,22 @@ fn large_message(tools: &Tools, rt: &tokio::runtime::Runtime, peer: Peer, mib: u
 /// Versions of what was measured.
 fn versions(tools: &Tools) -> Vec<(String, String)> {
     let run = |cmd: &mut Command| {
-        cmd.output().ok().map(|o| String::from_utf8_lossy(if o.stdout.is_empty() { &o.stderr } else { &o.stdout }).trim().to_owned()).unwrap_or_default()
+        cmd.output()
+            .ok()
+            .map(|o| {
+                String::from_utf8_lossy(if o.stdout.is_empty() {
+                    &o.stderr
+                } else {
+                    &o.stdout
+                })
+                .trim()
+                .to_owned()
+            })
+            .unwrap_or_default()
     };
     let root = crate::repo_root();
-    let postfix = std::fs::read_to_string(tools.postfix.join("VERSION")).unwrap_or_else(|_| "unknown".into());
+    let postfix =
+        std::fs::read_to_string(tools.postfix.join("VERSION")).unwrap_or_else(|_| "unknown".into());
     vec![
         // bench/run passes the commit; `git describe` when run by hand.
         ("wasmtp".into(), std::env::var("WASMTP_REVISION").unwrap_or_else(|_| run(Command::new("git").arg("-C").arg(&root).args(["describe", "--always", "--dirty"])))),

@@ -17,8 +17,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 struct Options {
@@ -29,10 +29,18 @@ struct Options {
 }
 
 fn options() -> Options {
-    let mut o = Options { seconds: 10, good_clients: 4, noisy_clients: 4, deadline_ms: 100 };
+    let mut o = Options {
+        seconds: 10,
+        good_clients: 4,
+        noisy_clients: 4,
+        deadline_ms: 100,
+    };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
-        let value = pair.get(1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{} needs a number", pair[0]));
+        let value = pair
+            .get(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{} needs a number", pair[0]));
         match pair[0].as_str() {
             "--seconds" => o.seconds = value,
             "--good-clients" => o.good_clients = value as usize,
@@ -45,12 +53,19 @@ fn options() -> Options {
 }
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn start_server(dir: &Path, deadline_ms: u64) -> (Child, SocketAddr) {
     let spin = repo().join("target/release/wasm-plugins/wasm32-wasip2/release/spin.wasm");
-    assert!(spin.exists(), "{} is missing: run `cargo build --release` first", spin.display());
+    assert!(
+        spin.exists(),
+        "{} is missing: run `cargo build --release` first",
+        spin.display()
+    );
     let config = dir.join("tenants.toml");
     std::fs::write(&config, format!(
         "[server]\nhostname = \"bench.example\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\ntenants = [\"good\", \"noisy\"]\n\n\
@@ -60,7 +75,8 @@ fn start_server(dir: &Path, deadline_ms: u64) -> (Child, SocketAddr) {
         deadline_ms as f64 / 1000.0, spin.display()
     )).unwrap();
     let mut child = Command::new(repo().join("target/release/wasmtp"))
-        .arg("--config").arg(&config)
+        .arg("--config")
+        .arg(&config)
         .env("RUST_LOG", "warn,wasmtp::server=info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -112,7 +128,9 @@ fn client(addr: SocketAddr, domain: &'static str, stop: Arc<AtomicBool>) -> Vec<
         assert_eq!(codes, [250, 250, 354], "transaction to {domain}");
         // About 1 KiB: a header, a blank line, and a line of 990 octets.
         writer.write_all(b"Subject: bench\r\n\r\n").unwrap();
-        writer.write_all(&[b"x".repeat(990), b"\r\n.\r\n".to_vec()].concat()).unwrap();
+        writer
+            .write_all(&[b"x".repeat(990), b"\r\n.\r\n".to_vec()].concat())
+            .unwrap();
         let code = reply(&mut reader);
         latencies.push((started.elapsed(), code));
     }
@@ -127,17 +145,40 @@ struct Run {
 
 fn run(addr: SocketAddr, o: &Options, noisy: bool) -> Run {
     let stop = Arc::new(AtomicBool::new(false));
-    let good: Vec<_> = (0..o.good_clients).map(|_| { let s = stop.clone(); std::thread::spawn(move || client(addr, "good.example", s)) }).collect();
-    let noisy: Vec<_> = (0..if noisy { o.noisy_clients } else { 0 }).map(|_| { let s = stop.clone(); std::thread::spawn(move || client(addr, "noisy.example", s)) }).collect();
+    let good: Vec<_> = (0..o.good_clients)
+        .map(|_| {
+            let s = stop.clone();
+            std::thread::spawn(move || client(addr, "good.example", s))
+        })
+        .collect();
+    let noisy: Vec<_> = (0..if noisy { o.noisy_clients } else { 0 })
+        .map(|_| {
+            let s = stop.clone();
+            std::thread::spawn(move || client(addr, "noisy.example", s))
+        })
+        .collect();
     std::thread::sleep(Duration::from_secs(o.seconds));
     stop.store(true, Ordering::Relaxed);
     let good_all: Vec<(Duration, u16)> = good.into_iter().flat_map(|h| h.join().unwrap()).collect();
-    let refused: Vec<u16> = good_all.iter().map(|(_, code)| *code).filter(|c| *c != 250).collect();
-    assert!(refused.is_empty(), "the good tenant's mail must all be accepted; {} were not (first: {})", refused.len(), refused[0]);
+    let refused: Vec<u16> = good_all
+        .iter()
+        .map(|(_, code)| *code)
+        .filter(|c| *c != 250)
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "the good tenant's mail must all be accepted; {} were not (first: {})",
+        refused.len(),
+        refused[0]
+    );
     let mut good_lat: Vec<Duration> = good_all.into_iter().map(|(d, _)| d).collect();
     let noisy_msgs = noisy.into_iter().map(|h| h.join().unwrap().len()).sum();
     good_lat.sort();
-    Run { good_msgs: good_lat.len(), noisy_msgs, good: good_lat }
+    Run {
+        good_msgs: good_lat.len(),
+        noisy_msgs,
+        good: good_lat,
+    }
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -157,12 +198,29 @@ fn main() {
     let busy = run(addr, &o, true);
     server.kill().ok();
     let rate = |r: &Run| r.good_msgs as f64 / o.seconds as f64;
-    println!("tenant isolation: {} good clients, {} noisy clients, noisy deadline {} ms, {} s per run, {} CPUs",
-        o.good_clients, o.noisy_clients, o.deadline_ms, o.seconds, std::thread::available_parallelism().map_or(0, |n| n.get()));
-    println!("| run | good msgs/s | good p50 ms | good p99 ms | noisy msgs answered (each spun to its deadline, 451) |");
+    println!(
+        "tenant isolation: {} good clients, {} noisy clients, noisy deadline {} ms, {} s per run, {} CPUs",
+        o.good_clients,
+        o.noisy_clients,
+        o.deadline_ms,
+        o.seconds,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "| run | good msgs/s | good p50 ms | good p99 ms | noisy msgs answered (each spun to its deadline, 451) |"
+    );
     println!("|---|---|---|---|---|");
     for (name, r) in [("noisy idle", &idle), ("noisy spinning", &busy)] {
-        println!("| {name} | {:.0} | {:.2} | {:.2} | {} |", rate(r), pct(&r.good, 0.5), pct(&r.good, 0.99), r.noisy_msgs);
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {} |",
+            rate(r),
+            pct(&r.good, 0.5),
+            pct(&r.good, 0.99),
+            r.noisy_msgs
+        );
     }
-    println!("good tenant keeps {:.0}% of its throughput while the noisy tenant spins", 100.0 * rate(&busy) / rate(&idle));
+    println!(
+        "good tenant keeps {:.0}% of its throughput while the noisy tenant spins",
+        100.0 * rate(&busy) / rate(&idle)
+    );
 }
