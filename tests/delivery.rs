@@ -305,3 +305,117 @@ fn mailbox_adds_a_received_header_with_the_queue_id() {
         "{stored}"
     );
 }
+
+/// Python's `mailbox` reads `maildir` back: each message's Message-ID and
+/// the FNV-1a hash and length of its body, one per line, sorted.
+fn maildir_bodies(maildir: &std::path::Path) -> String {
+    let script = r#"
+import mailbox, sys
+def fnv1a(data):
+    h = 0xcbf29ce484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001b3) & 0xffffffffffffffff
+    return "%016x" % h
+lines = []
+for msg in mailbox.Maildir(sys.argv[1], factory=None, create=False):
+    body = msg.get_payload().encode()
+    lines.append("%s %d %s" % (msg["Message-ID"], len(body), fnv1a(body)))
+print("\n".join(sorted(lines)))
+"#;
+    let out = std::process::Command::new(harness::python())
+        .args(["-c", script, maildir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_message_past_the_spool_threshold_reaches_mailbox_whole() {
+    // Messages larger than `spool_threshold` wait in an unlinked file in
+    // `spool_dir` while Mailbox reads them in pieces. What Mailbox stores is
+    // what was sent, by DATA and by BDAT, and the spool keeps nothing after.
+    let dir = tempfile::tempdir().unwrap();
+    let maildir = dir.path().join("maildir");
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let server = Server::start_config(&format!(
+        r#"
+        [server]
+        hostname = "{HOSTNAME}"
+        spool_dir = {spool:?}
+        spool_threshold = 4096
+
+        [[listener]]
+        address = "127.0.0.1:0"
+        plugin = "inbox"
+
+        [plugin.inbox]
+        component = "mailbox"
+        args = [{maildir:?}]
+        "#
+    ));
+    let mut body = String::new();
+    for n in 0..6000 {
+        body.push_str(&format!(".{n:06} a line that begins with a dot\r\n"));
+    }
+    let message =
+        |id: &str| format!("Subject: spooled\r\nMessage-ID: <{id}@example.com>\r\n\r\n{body}");
+
+    let mut c = Client::after_ehlo(server.addr());
+    c.expect("MAIL FROM:<anne@example.com>", 250);
+    c.expect("RCPT TO:<bart@example.com>", 250);
+    c.expect("DATA", 354);
+    c.send_raw(&stuffed(message("by-data").as_bytes()));
+    c.expect_reply(250);
+
+    let chunked = message("by-bdat");
+    let (first, last) = chunked.as_bytes().split_at(chunked.len() / 3);
+    c.expect("MAIL FROM:<anne@example.com>", 250);
+    c.expect("RCPT TO:<bart@example.com>", 250);
+    c.send_raw(format!("BDAT {}\r\n", first.len()).as_bytes());
+    c.send_raw(first);
+    c.expect_reply(250);
+    c.send_raw(format!("BDAT {} LAST\r\n", last.len()).as_bytes());
+    c.send_raw(last);
+    c.expect_reply(250);
+    c.expect("QUIT", 221);
+
+    // Maildir lines end in LF, as Python's mailbox writes them.
+    let stored = body.replace("\r\n", "\n");
+    let (len, hash) = (stored.len(), fnv1a(stored.as_bytes()));
+    assert_eq!(
+        maildir_bodies(&maildir),
+        format!("<by-bdat@example.com> {len} {hash}\n<by-data@example.com> {len} {hash}\n")
+    );
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
+}
+
+#[test]
+fn a_spool_dir_that_cannot_be_written_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wasmtp.toml");
+    std::fs::write(
+        &config,
+        "[server]\nspool_dir = \"no/such/dir\"\n\n[[listener]]\naddress = \"127.0.0.1:0\"\nplugin = \"sink\"\n",
+    )
+    .unwrap();
+    let out = harness::run_wasmtp(
+        &["--config", config.to_str().unwrap()],
+        std::time::Duration::from_secs(20),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "{}: server.spool_dir: can't create a spool file in {}",
+            config.display(),
+            dir.path().join("no/such/dir").display()
+        )),
+        "{stderr}"
+    );
+}

@@ -21,6 +21,7 @@ use wasmtp::plugin::loaded::{Limits, Source};
 use wasmtp::plugin::runtime::RuntimeSettings;
 use wasmtp::plugin::{Chain, Plugin, PluginSpec, Runtime, SessionPlugin, builtin};
 use wasmtp::smtp::envelope::{Envelope, Peer, SessionInfo};
+use wasmtp::smtp::spool::Content;
 
 use crate::load;
 
@@ -201,7 +202,7 @@ async fn instantiation(plugin: &Arc<Plugin>, iterations: usize) -> Result<Instan
         });
     }
     let (info, env) = (session_info(1), envelope());
-    let content: Arc<Vec<u8>> = Arc::new(load::message(1024));
+    let content = Arc::new(Content::from(load::message(1024)));
     let hook = if plugin.hooks.has(wasmtp::plugin::Hook::Data) {
         "data"
     } else {
@@ -357,7 +358,8 @@ pub fn maildir(scratch: &Path, messages: usize) -> Result<MaildirFigures> {
         )
         .await?;
         let (info, env) = (session_info(7), envelope());
-        let content = Arc::new(load::message(1024)[..1024].to_vec());
+        let bytes = load::message(1024)[..1024].to_vec();
+        let content = Arc::new(Content::from(bytes.clone()));
         let mut on_thread = OnThread::start(&plugin, &plugin_dir).await?;
         let mut session = SessionPlugin::new(Arc::new(Chain::of("bench", vec![plugin])), 7);
         let (mut wasm, mut wasm_on_thread, mut native) = (Vec::new(), Vec::new(), Vec::new());
@@ -377,7 +379,7 @@ pub fn maildir(scratch: &Path, messages: usize) -> Result<MaildirFigures> {
                 "Mailbox (on thread) did not deliver: {reply:?}"
             );
             let t = Instant::now();
-            native_deliver(&native_dir, &info, &env, &content)?;
+            native_deliver(&native_dir, &info, &env, &bytes)?;
             let n = nanos(t);
             if i >= 5 {
                 wasm.push(w);
@@ -471,7 +473,7 @@ impl OnThread {
         &mut self,
         info: &SessionInfo,
         env: &Envelope,
-        content: Arc<Vec<u8>>,
+        content: Arc<Content>,
     ) -> Result<Option<wasmtp::plugin::bindings::types::Reply>> {
         let err = |e: wasmtime::Error| anyhow::anyhow!("{e:#}");
         self.store.data_mut().content = Some(content);

@@ -299,6 +299,19 @@ impl Server {
         let dir = self.maildir.as_ref()?;
         Some(std::fs::read_dir(dir.join("new")).map_or(0, |d| d.count()))
     }
+
+    /// The largest message Mailbox stored, if this is Mailbox.
+    pub fn largest_delivered(&self) -> Option<PathBuf> {
+        let dir = self.maildir.as_ref()?;
+        let entries = std::fs::read_dir(dir.join("new")).ok()?;
+        entries
+            .filter_map(|e| {
+                let e = e.ok()?;
+                Some((e.metadata().ok()?.len(), e.path()))
+            })
+            .max()
+            .map(|(_, path)| path)
+    }
 }
 
 impl Drop for Server {

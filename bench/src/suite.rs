@@ -721,6 +721,16 @@ fn large_message(
         if stored < 3 {
             bail!("Mailbox stored {stored} messages, not 3");
         }
+        // The whole message, not a truncated one. Maildir files end lines
+        // with LF where the wire had CRLF, so each LF stands for two bytes.
+        let stored = match server.largest_delivered() {
+            Some(path) => std::fs::read(path)?,
+            None => Vec::new(),
+        };
+        let on_the_wire = stored.len() + stored.iter().filter(|&&b| b == b'\n').count();
+        if on_the_wire < mib << 20 {
+            bail!("Mailbox stored {on_the_wire} bytes (counting CRLFs), less than {mib} MiB");
+        }
     }
     server.stop();
     Ok(LargeFigures {

@@ -29,6 +29,7 @@ use crate::plugin::loaded::{FailurePolicy, Limits, Source};
 use crate::plugin::runtime::RuntimeSettings;
 use crate::plugin::{PluginSpec, builtin};
 use crate::smtp::session::{AuthSettings, Mechanism, Protocol, SessionLimits};
+use crate::smtp::spool::SpoolSettings;
 use crate::tls::Tls;
 
 /// aiosmtpd's default message size limit (`DATA_SIZE_DEFAULT`, 32 MiB).
@@ -138,6 +139,13 @@ pub struct ServerSection {
     /// finish (a message being received to be received and answered) after
     /// SIGTERM or SIGINT; then the rest are closed.
     pub shutdown_grace: Option<f64>,
+    /// `spool_dir = "/var/spool/wasmtp"`: where a message larger than
+    /// `spool_threshold` waits (in an unlinked file) while the plugins read
+    /// it; default: `$TMPDIR` or `/tmp`.
+    pub spool_dir: Option<PathBuf>,
+    /// `spool_threshold = 1048576`: messages up to this many bytes stay in
+    /// memory; larger ones go to `spool_dir`. Default 1 MiB.
+    pub spool_threshold: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -347,6 +355,8 @@ pub struct ListenerOptions {
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: Option<usize>,
     pub enhanced_status_codes: bool,
+    /// From `[server]`: the same for every listener.
+    pub spool: SpoolSettings,
 }
 
 /// Where a listener listens.
@@ -452,6 +462,20 @@ impl File {
                 .map(|d| absolute(&base.join(d))),
             fuel: self.server.fuel.unwrap_or(false),
         };
+        let spool = SpoolSettings {
+            dir: match &self.server.spool_dir {
+                Some(dir) => absolute(&base.join(dir)),
+                None => SpoolSettings::default().dir,
+            },
+            threshold: match self.server.spool_threshold {
+                Some(bytes) => usize::try_from(bytes)
+                    .map_err(|_| ("server.spool_threshold".to_owned(), "too large".to_owned()))?,
+                None => SpoolSettings::default().threshold,
+            },
+        };
+        spool
+            .check()
+            .map_err(|m| ("server.spool_dir".to_owned(), m))?;
         if self.listeners.is_empty() {
             return Err((
                 String::new(),
@@ -471,7 +495,8 @@ impl File {
         let mut listeners = Vec::new();
         for (i, l) in self.listeners.into_iter().enumerate() {
             let key = |field: &str| format!("listener[{i}].{field}");
-            let options = l.options(base, &key)?;
+            let mut options = l.options(base, &key)?;
+            options.spool = spool.clone();
             let name = l.name.unwrap_or_else(|| format!("listener-{}", i + 1));
             if listeners
                 .iter()

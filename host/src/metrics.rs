@@ -303,13 +303,13 @@ impl Metrics {
             .inc();
     }
 
-    pub fn received(&self, listener: &Arc<str>, tenant: Option<&Arc<str>>, bytes: usize) {
+    pub fn received(&self, listener: &Arc<str>, tenant: Option<&Arc<str>>, bytes: u64) {
         let labels = ReceivedLabels {
             listener: listener.clone(),
             tenant: tenant.cloned(),
         };
         self.messages.get_or_create(&labels).inc();
-        self.bytes.get_or_create(&labels).inc_by(bytes as u64);
+        self.bytes.get_or_create(&labels).inc_by(bytes);
     }
 
     pub fn hook_call(&self, plugin: &Arc<str>, hook: Hook, took: Duration) {

@@ -233,6 +233,7 @@ async fn load_listeners(
             proxy_protocol: o.proxy_protocol,
             limits: o.limits,
             enhanced_status_codes: o.enhanced_status_codes,
+            spool: Arc::new(o.spool),
         };
         out.push((l, settings));
     }

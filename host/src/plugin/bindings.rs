@@ -7,6 +7,12 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "all-hooks",
     exports: { default: async },
+    // Reading a spooled message can fail on the host's side (an I/O error):
+    // those calls trap instead of returning a short read.
+    imports: {
+        "wasmtp:smtp/content.read": trappable,
+        "wasmtp:smtp/content.read-next": trappable,
+    },
 });
 
 pub use self::exports::wasmtp::smtp as hooks;

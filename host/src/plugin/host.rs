@@ -13,6 +13,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::wasmtp::smtp::{content, log, transaction, types};
+use crate::smtp::spool::Content;
 
 /// The most a single `content.read` returns, so a plugin can't make the host
 /// allocate a huge buffer with one call.
@@ -119,7 +120,7 @@ pub struct HostState {
     pub table: ResourceTable,
     pub memory: MemoryCap,
     /// The message during the `data` hook; `None` otherwise.
-    pub content: Option<Arc<Vec<u8>>>,
+    pub content: Option<Arc<Content>>,
     /// Where `content.read-next` goes on from.
     pub content_cursor: u64,
     /// The current transaction's queue id, for `transaction.queue-id`.
@@ -132,7 +133,7 @@ pub struct HostState {
 
 impl HostState {
     /// Make `content` readable (or not), with `read-next` starting over.
-    pub fn set_content(&mut self, content: Option<Arc<Vec<u8>>>) {
+    pub fn set_content(&mut self, content: Option<Arc<Content>>) {
         self.content = content;
         self.content_cursor = 0;
     }
@@ -152,26 +153,25 @@ impl types::Host for HostState {}
 
 impl content::Host for HostState {
     fn size(&mut self) -> u64 {
-        self.content.as_ref().map_or(0, |c| c.len() as u64)
+        self.content.as_ref().map_or(0, |c| c.len())
     }
 
-    fn read(&mut self, offset: u64, len: u32) -> Vec<u8> {
+    /// A spool file that can't be read back is the host's failure, not the
+    /// plugin's: the call traps (and the failure policy answers) rather than
+    /// hand the plugin a message with a hole in it.
+    fn read(&mut self, offset: u64, len: u32) -> wasmtime::Result<Vec<u8>> {
         let Some(content) = &self.content else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
-        let start = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(content.len());
-        let end = start
-            .saturating_add(len.min(MAX_READ) as usize)
-            .min(content.len());
-        content[start..end].to_vec()
+        content
+            .read(offset, len.min(MAX_READ) as usize)
+            .map_err(|e| wasmtime::Error::msg(format!("reading the spooled message: {e}")))
     }
 
-    fn read_next(&mut self, len: u32) -> Vec<u8> {
-        let chunk = self.read(self.content_cursor, len);
+    fn read_next(&mut self, len: u32) -> wasmtime::Result<Vec<u8>> {
+        let chunk = self.read(self.content_cursor, len)?;
         self.content_cursor += chunk.len() as u64;
-        chunk
+        Ok(chunk)
     }
 }
 

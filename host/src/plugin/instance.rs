@@ -26,6 +26,7 @@ use wasmtime::{Store, UpdateDeadline};
 
 use crate::smtp::envelope::{Envelope, SessionInfo};
 use crate::smtp::reply::{self, Reply};
+use crate::smtp::spool::Content;
 
 use super::bindings::hooks::auth;
 use super::bindings::types::{self, ErrorKind};
@@ -148,7 +149,7 @@ pub enum HookCall<'a> {
         options: &'a [String],
     },
     Data {
-        content: &'a Arc<Vec<u8>>,
+        content: &'a Arc<Content>,
     },
     Rset,
     Noop {
@@ -724,7 +725,7 @@ impl SessionPlugin {
         &mut self,
         session: &SessionInfo,
         envelope: &Envelope,
-        content: Arc<Vec<u8>>,
+        content: Arc<Content>,
     ) -> HookResult<Option<Reply>> {
         if self.chain.tenants.is_empty() {
             return self
@@ -1001,7 +1002,7 @@ impl PluginInstance {
         session: &SessionInfo,
         s: &types::Session,
         e: &types::Envelope,
-        content: &Arc<Vec<u8>>,
+        content: &Arc<Content>,
         recipients: usize,
     ) -> Result<Vec<Option<Reply>>, Failed> {
         let answer = async {
@@ -1055,7 +1056,7 @@ impl SessionPlugin {
         &mut self,
         session: &SessionInfo,
         envelope: &Envelope,
-        content: Arc<Vec<u8>>,
+        content: Arc<Content>,
     ) -> HookResult<Vec<Option<Reply>>> {
         for instance in &mut self.instances {
             instance.queue_id.clone_from(&envelope.queue_id);

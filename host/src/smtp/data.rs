@@ -7,10 +7,13 @@
 //! closes the SMTP smuggling hole (a message ending early on `LF . LF` and the
 //! rest of its text read as new commands).
 
+use std::sync::Arc;
+
 use bytes::BytesMut;
 
 use super::command::MAX_LINE;
 use super::reply::{self, Reply};
+use super::spool::{Content, Spool, SpoolSettings};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -19,6 +22,8 @@ enum State {
     TooLong,
     /// The message exceeded the size limit: read and discarded, then 552.
     TooMuch,
+    /// The spool could not take it (no space): read and discarded, then 451.
+    Unspooled,
 }
 
 /// Decodes one message; create a new one for each DATA command.
@@ -32,25 +37,26 @@ pub struct DataDecoder {
     mid_line: bool,
     /// Length of the current line so far, when `mid_line`.
     line_len: usize,
-    content: Vec<u8>,
+    /// The content so far; `None` once the message is refused.
+    content: Option<Spool>,
 }
 
 impl DataDecoder {
     /// `limit`: the maximum size in bytes, or `None` for no limit.
-    pub fn new(limit: Option<usize>) -> DataDecoder {
+    pub fn new(limit: Option<usize>, spool: Arc<SpoolSettings>) -> DataDecoder {
         DataDecoder {
             limit,
             state: State::Nominal,
             received: 0,
             mid_line: false,
             line_len: 0,
-            content: Vec::new(),
+            content: Some(Spool::new(spool)),
         }
     }
 
     /// Consume what `buf` holds. `Some` once the end-of-data line has been
     /// read: the content, or the reply refusing it.
-    pub fn feed(&mut self, buf: &mut BytesMut) -> Option<Result<Vec<u8>, Reply>> {
+    pub fn feed(&mut self, buf: &mut BytesMut) -> Option<Result<Content, Reply>> {
         loop {
             let Some(i) = memchr::memmem::find(buf, b"\r\n") else {
                 // Keep a trailing CR: it may be the first half of a CRLF.
@@ -79,9 +85,7 @@ impl DataDecoder {
         if self.line_len > MAX_LINE {
             self.fail(State::TooLong);
         }
-        if self.state == State::Nominal {
-            self.content.extend_from_slice(fragment);
-        }
+        self.keep(fragment);
     }
 
     /// A line ending in CRLF (possibly the end of a fragmented one).
@@ -95,13 +99,20 @@ impl DataDecoder {
         if length > MAX_LINE {
             self.fail(State::TooLong);
         }
-        if self.state == State::Nominal {
-            let unstuffed = if starts_line && line.first() == Some(&b'.') {
-                &line[1..]
-            } else {
-                line
-            };
-            self.content.extend_from_slice(unstuffed);
+        let unstuffed = if starts_line && line.first() == Some(&b'.') {
+            &line[1..]
+        } else {
+            line
+        };
+        self.keep(unstuffed);
+    }
+
+    fn keep(&mut self, bytes: &[u8]) {
+        if let Some(spool) = &mut self.content
+            && let Err(e) = spool.write(bytes)
+        {
+            tracing::error!("can't spool the message: {e}");
+            self.fail(State::Unspooled);
         }
     }
 
@@ -117,15 +128,23 @@ impl DataDecoder {
     fn fail(&mut self, state: State) {
         if self.state == State::Nominal {
             self.state = state;
-            self.content = Vec::new();
+            self.content = None;
         }
     }
 
-    fn finish(&mut self) -> Result<Vec<u8>, Reply> {
+    fn finish(&mut self) -> Result<Content, Reply> {
         match self.state {
-            State::Nominal => Ok(std::mem::take(&mut self.content)),
+            State::Nominal => match self.content.take().map(Spool::finish) {
+                Some(Ok(content)) => Ok(content),
+                Some(Err(e)) => {
+                    tracing::error!("can't spool the message: {e}");
+                    Err(reply::LOCAL_ERROR.clone())
+                }
+                None => Err(reply::LOCAL_ERROR.clone()),
+            },
             State::TooLong => Err(reply::DATA_LINE_TOO_LONG.clone()),
             State::TooMuch => Err(reply::TOO_MUCH_DATA.clone()),
+            State::Unspooled => Err(reply::LOCAL_ERROR.clone()),
         }
     }
 }
@@ -135,15 +154,56 @@ mod tests {
     use super::*;
 
     fn decode(limit: Option<usize>, chunks: &[&[u8]]) -> (Option<Result<Vec<u8>, Reply>>, Vec<u8>) {
-        let mut d = DataDecoder::new(limit);
+        decode_with(limit, SpoolSettings::default(), chunks)
+    }
+
+    fn decode_with(
+        limit: Option<usize>,
+        spool: SpoolSettings,
+        chunks: &[&[u8]],
+    ) -> (Option<Result<Vec<u8>, Reply>>, Vec<u8>) {
+        let mut d = DataDecoder::new(limit, Arc::new(spool));
         let mut buf = BytesMut::new();
         for chunk in chunks {
             buf.extend_from_slice(chunk);
             if let Some(done) = d.feed(&mut buf) {
+                let done = done.map(|c| c.read(0, c.len() as usize).unwrap());
                 return (Some(done), buf.to_vec());
             }
         }
         (None, buf.to_vec())
+    }
+
+    #[test]
+    fn a_message_past_the_threshold_is_spooled_and_decoded_the_same() {
+        let mut text = Vec::new();
+        for i in 0..2000 {
+            text.extend_from_slice(format!(".line {i}\r\n").as_bytes());
+        }
+        let mut wire = Vec::new();
+        for line in text.split_inclusive(|&b| b == b'\n') {
+            wire.push(b'.');
+            wire.extend_from_slice(line);
+        }
+        wire.extend_from_slice(b".\r\nQUIT\r\n");
+        let spool = SpoolSettings {
+            dir: std::env::temp_dir(),
+            threshold: 1000,
+        };
+        let (done, rest) = decode_with(None, spool, &[&wire[..5000], &wire[5000..]]);
+        assert_eq!(done, Some(Ok(text)));
+        assert_eq!(rest, b"QUIT\r\n");
+    }
+
+    #[test]
+    fn a_spool_that_fails_refuses_with_451_and_reads_to_the_end() {
+        let spool = SpoolSettings {
+            dir: "/nonexistent/spool".into(),
+            threshold: 10,
+        };
+        let (done, rest) = decode_with(None, spool, &[b"0123456789\r\nmore\r\n.\r\nNOOP\r\n"]);
+        assert_eq!(done, Some(Err(reply::LOCAL_ERROR.clone())));
+        assert_eq!(rest, b"NOOP\r\n");
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! - [`command`]: framing and parsing command lines (sans-IO).
 //! - [`address`]: addresses and ESMTP parameters of MAIL/RCPT/VRFY.
 //! - [`data`]: the DATA decoder (sans-IO): dot-unstuffing, terminator, limits.
+//! - [`spool`]: where a message waits while plugins read it (memory, or an
+//!   unlinked file past a threshold).
 //! - [`dsn`]: the syntax of DSN parameters (RFC 3461).
 //! - [`reply`]: replies as data, and every reply the host sends by itself.
 //! - [`envelope`]: the session and envelope state the host owns.
@@ -19,3 +21,4 @@ pub mod dsn;
 pub mod envelope;
 pub mod reply;
 pub mod session;
+pub mod spool;

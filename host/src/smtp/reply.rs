@@ -107,6 +107,9 @@ pub static TOO_MANY_UNKNOWN: Reply =
     Reply::fixed(502, "5.5.1 Too many unrecognized commands, goodbye.");
 pub static DATA_LINE_TOO_LONG: Reply = Reply::fixed(500, "Line too long (see RFC5321 4.5.3.1.6)");
 pub static TOO_MUCH_DATA: Reply = Reply::fixed(552, "Error: Too much mail data");
+/// The message could not be kept (the spool is full or gone): try later.
+pub static LOCAL_ERROR: Reply =
+    Reply::fixed(451, "Requested action aborted: local error in processing");
 pub static SIZE_EXCEEDED: Reply = Reply::fixed(
     552,
     "Error: message size exceeds fixed maximum message size",

@@ -42,6 +42,7 @@ use super::command::{self, COMMAND_LIMIT, Command, Frame, Framer, Verb};
 use super::connection::Stream;
 use super::envelope::{Envelope, SessionInfo};
 use super::reply::{self, Reply};
+use super::spool::SpoolSettings;
 use crate::plugin::{Chain, SessionPlugin};
 use crate::tls::Tls;
 
@@ -157,6 +158,8 @@ pub struct ListenerSettings {
     /// Advertise ENHANCEDSTATUSCODES (RFC 2034) and put an enhanced code on
     /// every reply after EHLO. Off by default: aiosmtpd's texts exactly.
     pub enhanced_status_codes: bool,
+    /// Where messages wait while the plugins read them.
+    pub spool: Arc<SpoolSettings>,
 }
 
 impl ListenerSettings {

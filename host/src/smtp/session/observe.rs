@@ -32,7 +32,7 @@ impl Session {
     }
 
     /// A message's content arrived whole.
-    pub(super) fn count_received(&self, bytes: usize) {
+    pub(super) fn count_received(&self, bytes: u64) {
         if let Some(m) = metrics::get() {
             m.received(
                 &self.settings.name,

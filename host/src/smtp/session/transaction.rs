@@ -8,6 +8,7 @@ use crate::smtp::address::{self, AddressError};
 use crate::smtp::data::DataDecoder;
 use crate::smtp::dsn;
 use crate::smtp::reply::{self, Reply};
+use crate::smtp::spool::{Content, Spool, SpoolSettings};
 
 impl Session {
     pub(super) async fn mail(&mut self, arg: Option<String>) -> Step {
@@ -192,7 +193,8 @@ impl Session {
             return self.answer(&reply::BINARYMIME_NEEDS_BDAT);
         }
         self.push(&reply::START_DATA);
-        let mut decoder = DataDecoder::new(self.settings.data_size_limit);
+        let mut decoder =
+            DataDecoder::new(self.settings.data_size_limit, self.settings.spool.clone());
         let bound = self.settings.limits.data_timeout;
         self.receiving = true;
         let received = tokio::time::timeout(bound, async {
@@ -233,7 +235,7 @@ impl Session {
 
     /// A whole message has arrived: the data hook decides; LMTP answers once
     /// per recipient. The transaction ends whatever the reply.
-    pub(super) async fn deliver(&mut self, content: Vec<u8>) -> Step {
+    pub(super) async fn deliver(&mut self, content: Content) -> Step {
         if self.settings.protocol == Protocol::Lmtp {
             return self.deliver_lmtp(content).await;
         }
@@ -254,7 +256,7 @@ impl Session {
 impl Session {
     /// LMTP (RFC 2033 §4.2): one reply per accepted recipient, in RCPT
     /// order, each the plugin's decision for that recipient.
-    async fn deliver_lmtp(&mut self, content: Vec<u8>) -> Step {
+    async fn deliver_lmtp(&mut self, content: Content) -> Step {
         let recipients = self.envelope.rcpt_tos.len();
         let decided = if self.plugin.has(Hook::LmtpData) || self.plugin.has(Hook::Data) {
             self.plugin
@@ -310,13 +312,43 @@ fn options_of(params: &str) -> Vec<String> {
 }
 
 /// A message arriving in BDAT chunks.
-#[derive(Default)]
 pub(super) struct Chunks {
-    content: Vec<u8>,
+    /// The content so far; `None` once the message is refused.
+    content: Option<Spool>,
     /// Bytes received, kept or not.
     received: u64,
-    /// The size limit was passed: the rest is read and dropped.
-    too_much: bool,
+    /// Why the message is refused (the rest is read and dropped).
+    refusal: Option<&'static Reply>,
+}
+
+impl Chunks {
+    fn new(spool: Arc<SpoolSettings>) -> Chunks {
+        Chunks {
+            content: Some(Spool::new(spool)),
+            received: 0,
+            refusal: None,
+        }
+    }
+
+    fn refuse(&mut self, refusal: &'static Reply) {
+        if self.refusal.is_none() {
+            self.refusal = Some(refusal);
+            self.content = None;
+        }
+    }
+
+    fn keep(&mut self, bytes: &[u8], limit: Option<u64>) {
+        self.received += bytes.len() as u64;
+        if limit.is_some_and(|limit| self.received > limit) {
+            self.refuse(&reply::TOO_MUCH_DATA);
+        }
+        if let Some(spool) = &mut self.content
+            && let Err(e) = spool.write(bytes)
+        {
+            tracing::error!("can't spool the message: {e}");
+            self.refuse(&reply::LOCAL_ERROR);
+        }
+    }
 }
 
 /// `BDAT <size> [LAST]` → (size, last).
@@ -357,7 +389,10 @@ impl Session {
         };
         let limit = self.settings.data_size_limit.map(|l| l as u64);
         let mut chunks = if refusal.is_none() {
-            self.chunks.take().or_else(|| Some(Chunks::default()))
+            let spool = &self.settings.spool;
+            self.chunks
+                .take()
+                .or_else(|| Some(Chunks::new(spool.clone())))
         } else {
             None
         };
@@ -370,14 +405,7 @@ impl Session {
                 let bytes = self.input.split_to(take);
                 remaining -= take as u64;
                 if let Some(chunks) = chunks.as_mut() {
-                    chunks.received += take as u64;
-                    if limit.is_some_and(|limit| chunks.received > limit) {
-                        chunks.too_much = true;
-                        chunks.content = Vec::new();
-                    }
-                    if !chunks.too_much {
-                        chunks.content.extend_from_slice(&bytes);
-                    }
+                    chunks.keep(&bytes, limit);
                 }
                 if remaining == 0 {
                     return Ok(());
@@ -400,23 +428,34 @@ impl Session {
             return self.answer(refusal);
         }
         let chunks = chunks.expect("kept when not refused");
-        if chunks.too_much {
+        if let Some(refusal) = chunks.refusal {
             // RFC 3030 §2: a failed chunk fails the transaction.
-            self.end_transaction(Some(reply::TOO_MUCH_DATA.code));
+            self.end_transaction(Some(refusal.code));
             self.reset();
-            return self.answer(&reply::TOO_MUCH_DATA);
+            return self.answer(refusal);
         }
         if !last {
             self.chunks = Some(chunks);
             return self.answer(&reply::chunk_received(size));
         }
+        let content = match chunks.content.map(Spool::finish) {
+            Some(Ok(content)) => content,
+            failed => {
+                if let Some(Err(e)) = failed {
+                    tracing::error!("can't spool the message: {e}");
+                }
+                self.end_transaction(Some(reply::LOCAL_ERROR.code));
+                self.reset();
+                return self.answer(&reply::LOCAL_ERROR);
+            }
+        };
         tracing::info!(
             queue_id = self.envelope.queue_id.as_deref(),
-            bytes = chunks.content.len(),
+            bytes = content.len(),
             "message received (BDAT)"
         );
-        self.count_received(chunks.content.len());
-        self.deliver(chunks.content).await
+        self.count_received(content.len());
+        self.deliver(content).await
     }
 }
 
