@@ -302,7 +302,13 @@ impl PluginInstance {
         // The epoch deadline stops wasm that runs; this one also stops a hook
         // waiting in a host call (a socket read, say), which no epoch reaches.
         let limit = plugin.limits.hook_timeout + WAIT_GRACE;
-        let answer = match tokio::time::timeout(limit, self.invoke(s, e, call)).await {
+        let invoke = tokio::time::timeout(limit, self.invoke(s, e, call));
+        let answer = if plugin.grants.files_on_calling_thread() {
+            on_blocking_thread(invoke).await
+        } else {
+            invoke.await
+        };
+        let answer = match answer {
             Ok(answer) => answer,
             Err(_) => Err(DeadlineExceeded.into()),
         };
@@ -1005,6 +1011,7 @@ impl PluginInstance {
         content: &Arc<Content>,
         recipients: usize,
     ) -> Result<Vec<Option<Reply>>, Failed> {
+        let blocking = self.plugin.grants.files_on_calling_thread();
         let answer = async {
             let plugin = self.plugin.clone();
             let live = self.live().await?;
@@ -1018,8 +1025,12 @@ impl PluginInstance {
             let answer = guest.call_handle_lmtp_data(&mut live.store, s, e).await;
             live.store.data_mut().set_content(None);
             answer
-        }
-        .await;
+        };
+        let answer = if blocking {
+            on_blocking_thread(answer).await
+        } else {
+            answer.await
+        };
         let failure = match answer {
             Ok(replies) if replies.len() != recipients => Failure {
                 kind: ErrorKind::InvalidReply,
@@ -1106,5 +1117,20 @@ impl SessionPlugin {
             }
         }
         Ok(decided)
+    }
+}
+
+/// Run a hook call that may block its thread: a plugin granted directories
+/// makes its file calls (an fsync included) in place. On the server's
+/// multi-thread runtime tokio is told first (`block_in_place`), so the
+/// worker's other sessions move to another thread while this one blocks:
+/// one hand-off per hook call instead of a thread hop per file call.
+async fn on_blocking_thread<F: std::future::Future>(call: F) -> F::Output {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| handle.block_on(call))
+        }
+        _ => call.await,
     }
 }
