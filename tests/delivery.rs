@@ -280,7 +280,7 @@ fn mailbox_adds_a_received_header_with_the_queue_id() {
         &["bart@example.com"],
         "Subject: traced\r\n\r\nhello\r\n",
     );
-    let log = server.wait_for_stderr("message received");
+    let log = server.wait_for_stderr("transaction ended");
     let queue_id = log
         .split("queue_id=")
         .nth(1)

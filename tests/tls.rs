@@ -216,7 +216,7 @@ fn starttls_injection_is_not_executed() {
     // Not `503 nested MAIL`: the injected MAIL never happened.
     c.expect("MAIL FROM:<anne@example.com>", 250);
     c.expect("QUIT", 221);
-    let log = server.wait_for_stderr("sender: anne@example.com");
+    let log = server.wait_for_stderr(r#"from="anne@example.com""#);
     assert!(
         !log.contains("injected"),
         "the injected MAIL reached the session:\n{log}"

@@ -212,6 +212,8 @@ pub struct Session {
     /// Message content is being read (DATA, or a BDAT chunk): a shutdown
     /// waits for it rather than cut it off (see `server::run`).
     receiving: bool,
+    /// The size of the transaction's message, once it arrived whole.
+    message_bytes: Option<u64>,
 }
 
 impl Session {
@@ -241,6 +243,7 @@ impl Session {
             verb: Verb::Noop,
             shutdown,
             receiving: false,
+            message_bytes: None,
         }
     }
 

@@ -32,7 +32,8 @@ impl Session {
     }
 
     /// A message's content arrived whole.
-    pub(super) fn count_received(&self, bytes: u64) {
+    pub(super) fn count_received(&mut self, bytes: u64) {
+        self.message_bytes = Some(bytes);
         if let Some(m) = metrics::get() {
             m.received(
                 &self.settings.name,
@@ -51,11 +52,17 @@ impl Session {
             return;
         }
         let outcome = code.map_or(Outcome::Abandoned, Outcome::of);
+        // The one line per transaction at the default level: who, to whom,
+        // how big, and the answer (the per-command lines are at debug).
+        let e = &self.envelope;
         tracing::info!(
-            queue_id = self.envelope.queue_id.as_deref(),
+            queue_id = e.queue_id.as_deref(),
+            from = e.mail_from.as_deref(),
+            to = e.rcpt_tos.join(",").as_str(),
+            bytes = self.message_bytes.take(),
             outcome = outcome.name(),
             code,
-            recipients = self.envelope.rcpt_tos.len(),
+            recipients = e.rcpt_tos.len(),
             "transaction ended"
         );
         if let Some(m) = metrics::get() {

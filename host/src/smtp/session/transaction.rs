@@ -94,7 +94,7 @@ impl Session {
         let reply = self.decided(decided, &reply::OK);
         if reply.is_positive() {
             let queue_id = crate::logging::queue_id();
-            tracing::info!(queue_id, "sender: {address}");
+            tracing::debug!(queue_id, "sender: {address}");
             self.envelope.queue_id = Some(queue_id);
             self.envelope.mail_from = Some(address);
             self.envelope.mail_options.extend(options);
@@ -161,7 +161,7 @@ impl Session {
         let reply = self.decided(decided, &reply::OK);
         self.count_recipient(&address, reply.code);
         if reply.is_positive() {
-            tracing::info!(
+            tracing::debug!(
                 queue_id = self.envelope.queue_id.as_deref(),
                 "recipient: {address}"
             );
@@ -224,7 +224,7 @@ impl Session {
                 return self.answer(&refusal);
             }
         };
-        tracing::info!(
+        tracing::debug!(
             queue_id = self.envelope.queue_id.as_deref(),
             bytes = content.len(),
             "message received"
@@ -449,7 +449,7 @@ impl Session {
                 return self.answer(&reply::LOCAL_ERROR);
             }
         };
-        tracing::info!(
+        tracing::debug!(
             queue_id = self.envelope.queue_id.as_deref(),
             bytes = content.len(),
             "message received (BDAT)"
