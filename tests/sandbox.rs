@@ -73,6 +73,50 @@ fn a_looping_plugin_is_stopped_at_its_deadline_without_blocking_others() {
     assert_eq!(looping.expect("NOOP", 250).text(), "fine");
 }
 
+/// Context switches of the server's epoch thread so far.
+fn epoch_thread_wakeups(server: &Server) -> u64 {
+    let tasks = format!("/proc/{}/task", server.pid());
+    for task in std::fs::read_dir(&tasks).unwrap() {
+        let dir = task.unwrap().path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if name.trim() == "wasmtp-epoch" {
+            let status = std::fs::read_to_string(dir.join("status")).unwrap();
+            return status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches"))
+                .map(|l| l.split_whitespace().last().unwrap().parse::<u64>().unwrap())
+                .sum();
+        }
+    }
+    panic!("no wasmtp-epoch thread in {tasks}");
+}
+
+#[test]
+fn the_epoch_clock_sleeps_while_no_plugin_runs_and_wakes_for_one() {
+    let mut server = misbehave("");
+    // Idle: after its grace period the epoch thread stops ticking (it would
+    // wake a thousand times a second otherwise).
+    std::thread::sleep(Duration::from_millis(300));
+    let before = epoch_thread_wakeups(&server);
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = epoch_thread_wakeups(&server) - before;
+    assert!(
+        idle <= 3,
+        "the epoch thread woke {idle} times in an idle second"
+    );
+    // A plugin that spins is still stopped at its deadline: the call wakes it.
+    let mut looping = Client::greeted(server.addr());
+    let started = Instant::now();
+    looping.send("NOOP loop");
+    looping.expect_reply(451);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(3),
+        "stopped after {took:?}"
+    );
+    server.wait_for_stderr("kind=\"timeout\"");
+}
+
 #[test]
 fn a_memory_bomb_hits_its_cap() {
     let mut server = misbehave("");

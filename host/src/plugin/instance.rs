@@ -33,6 +33,7 @@ use super::bindings::types::{self, ErrorKind};
 use super::convert;
 use super::host::{HostState, MemoryCap};
 use super::loaded::{FailurePolicy, Hook, Plugin};
+use super::runtime::Running;
 use crate::proxy_protocol::ProxyHeader;
 use crate::smtp::session::{AuthDecision, Credentials};
 
@@ -99,6 +100,7 @@ impl Live {
         if plugin.runtime.fuel {
             let _ = store.set_fuel(plugin.limits.fuel.unwrap_or(u64::MAX));
         }
+        let _running = plugin.runtime.ticker.running();
         let instance = plugin
             .pre
             .instantiate_async(&mut store)
@@ -106,7 +108,7 @@ impl Live {
             .map_err(failed)?;
         let mut live = Live { store, instance };
         if let Some(setup) = &plugin.hooks.setup {
-            live.arm(plugin);
+            let _running = live.arm(plugin);
             let guest = setup
                 .load(&mut live.store, &live.instance)
                 .map_err(failed)?;
@@ -120,13 +122,17 @@ impl Live {
     }
 
     /// Start the clock (and refill the fuel) for one hook call.
-    fn arm(&mut self, plugin: &Plugin) {
+    /// The call runs while the returned guard lives: it keeps the epoch
+    /// advancing, so the deadline and the yields work.
+    #[must_use = "the epoch stops advancing when the guard is dropped"]
+    fn arm(&mut self, plugin: &Plugin) -> Running {
         self.store.data_mut().deadline = Instant::now() + plugin.limits.hook_timeout;
         self.store.set_epoch_deadline(1);
         if plugin.runtime.fuel {
             // Fails only when the engine does not count fuel; it does here.
             let _ = self.store.set_fuel(plugin.limits.fuel.unwrap_or(u64::MAX));
         }
+        plugin.runtime.ticker.running()
     }
 }
 
@@ -335,7 +341,7 @@ impl PluginInstance {
         let plugin = self.plugin.clone();
         let hooks = &plugin.hooks;
         let live = self.live().await?;
-        live.arm(&plugin);
+        let _running = live.arm(&plugin);
         let (store, instance) = (&mut live.store, &live.instance);
         let missing =
             || wasmtime::format_err!("the plugin does not export the {} hook", call.hook());
@@ -487,7 +493,7 @@ impl PluginInstance {
         let wit_session = convert::session(session);
         let answer = match self.live().await {
             Ok(live) => {
-                live.arm(&plugin);
+                let _running = live.arm(&plugin);
                 let indices = plugin.hooks.exception.as_ref().expect("checked above");
                 let _timer = CallTimer::start(&plugin.name, Hook::Exception);
                 match indices.load(&mut live.store, &live.instance) {
@@ -848,7 +854,7 @@ impl PluginInstance {
         let answer = async {
             let plugin = self.plugin.clone();
             let live = self.live().await?;
-            live.arm(&plugin);
+            let _running = live.arm(&plugin);
             let indices =
                 plugin.hooks.auth.as_ref().ok_or_else(|| {
                     wasmtime::format_err!("the plugin does not export the auth hook")
@@ -894,7 +900,7 @@ impl PluginInstance {
         let answer = async {
             let plugin = self.plugin.clone();
             let live = self.live().await?;
-            live.arm(&plugin);
+            let _running = live.arm(&plugin);
             let missing = || wasmtime::format_err!("the plugin does not export the {hook} hook");
             let (store, instance) = (&mut live.store, &live.instance);
             let _timer = CallTimer::start(&plugin.name, hook);
@@ -1015,7 +1021,7 @@ impl PluginInstance {
         let answer = async {
             let plugin = self.plugin.clone();
             let live = self.live().await?;
-            live.arm(&plugin);
+            let _running = live.arm(&plugin);
             let indices = plugin.hooks.lmtp_data.as_ref().ok_or_else(|| {
                 wasmtime::format_err!("the plugin does not export the lmtp-data hook")
             })?;

@@ -7,6 +7,7 @@
 //! runs long yield to tokio every tick and be stopped at its deadline.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
@@ -22,6 +23,72 @@ use super::loaded::PluginError;
 /// ticks and other sessions waited behind them (bench `tenant-isolation`);
 /// 1 ms keeps that wait short, for an atomic increment a millisecond.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Ticks without any plugin code running before the epoch thread sleeps.
+/// Long enough that a server under load never parks and wakes it per call
+/// (the wake is a system call); short enough that an idle server makes no
+/// wake-ups at all.
+const IDLE_TICKS: u32 = 100;
+
+/// The epoch thread: advances the engine's epoch every [`EPOCH_TICK`] while
+/// plugin code may run, and sleeps when none has for [`IDLE_TICKS`].
+pub struct EpochTicker {
+    /// Instantiations and hook calls in progress.
+    running: Arc<AtomicUsize>,
+    thread: std::thread::Thread,
+}
+
+impl EpochTicker {
+    fn start(engine: &Engine) -> std::io::Result<EpochTicker> {
+        let ticker = engine.weak();
+        let running = Arc::new(AtomicUsize::new(0));
+        let busy = running.clone();
+        let thread = std::thread::Builder::new()
+            .name("wasmtp-epoch".into())
+            .spawn(move || {
+                let mut idle: u32 = 0;
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    idle = if busy.load(Ordering::Acquire) == 0 {
+                        idle.saturating_add(1)
+                    } else {
+                        0
+                    };
+                    if idle >= IDLE_TICKS {
+                        // Woken by `EpochTicker::running` (then `busy` resets
+                        // `idle`); the timeout lets the thread end soon after
+                        // the engine is dropped.
+                        std::thread::park_timeout(Duration::from_secs(1));
+                    } else {
+                        std::thread::sleep(EPOCH_TICK);
+                    }
+                }
+            })?;
+        Ok(EpochTicker {
+            running,
+            thread: thread.thread().clone(),
+        })
+    }
+
+    /// Plugin code is about to run: the epoch must advance until the
+    /// returned guard is dropped. (Unparking a thread that is not parked
+    /// is an atomic swap, no system call.)
+    pub fn running(&self) -> Running {
+        self.running.fetch_add(1, Ordering::AcqRel);
+        self.thread.unpark();
+        Running(self.running.clone())
+    }
+}
+
+/// Keeps the epoch advancing while plugin code may run.
+pub struct Running(Arc<AtomicUsize>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Settings of the engine, from the `[server]` section of the config.
 #[derive(Clone, Debug)]
@@ -53,6 +120,7 @@ pub struct Runtime {
     pub linker: Linker<HostState>,
     /// Whether the engine counts fuel (stores must then be given some).
     pub fuel: bool,
+    pub ticker: EpochTicker,
 }
 
 impl Runtime {
@@ -104,22 +172,14 @@ impl Runtime {
         AllHooks::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
 
-        let ticker = engine.weak();
-        std::thread::Builder::new()
-            .name("wasmtp-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = ticker.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(EPOCH_TICK);
-                }
-            })
+        let ticker = EpochTicker::start(&engine)
             .map_err(|e| PluginError::Engine(format!("cannot start the epoch thread: {e}")))?;
 
         Ok(Arc::new(Runtime {
             engine,
             linker,
             fuel: settings.fuel,
+            ticker,
         }))
     }
 }
