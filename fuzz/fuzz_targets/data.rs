@@ -7,12 +7,17 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
+use std::sync::Arc;
+
 use wasmtp_fuzz::smtp::data::DataDecoder;
+use wasmtp_fuzz::smtp::spool::SpoolSettings;
 
 type Outcome = (Option<Result<Vec<u8>, String>>, Vec<u8>);
 
 fn decode(limit: Option<usize>, input: &[u8], split: usize) -> Outcome {
-    let mut decoder = DataDecoder::new(limit);
+    // A small threshold, so longer inputs go through the spool file too.
+    let spool = SpoolSettings { dir: std::env::temp_dir(), threshold: 256 };
+    let mut decoder = DataDecoder::new(limit, Arc::new(spool));
     let mut buf = BytesMut::new();
     let mut pieces = input.chunks(split.max(1));
     loop {
@@ -24,7 +29,10 @@ fn decode(limit: Option<usize>, input: &[u8], split: usize) -> Outcome {
             // What is left: the buffer plus the pieces not yet read.
             let mut rest = buf.to_vec();
             pieces.for_each(|p| rest.extend_from_slice(p));
-            return (Some(done.map_err(|r| r.to_string())), rest);
+            let done = done
+                .map(|c| c.read(0, c.len() as usize).expect("the spool reads back"))
+                .map_err(|r| r.to_string());
+            return (Some(done), rest);
         }
     }
 }

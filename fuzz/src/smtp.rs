@@ -10,3 +10,5 @@ pub mod data;
 pub mod dsn;
 #[path = "../../host/src/smtp/reply.rs"]
 pub mod reply;
+#[path = "../../host/src/smtp/spool.rs"]
+pub mod spool;
