@@ -12,10 +12,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use wasmtime::Store;
-use wasmtime::component::ResourceTable;
 
 use wasmtp::config;
-use wasmtp::plugin::host::{HostState, MemoryCap};
+use wasmtp::plugin::host::HostState;
 use wasmtp::plugin::instance::Live;
 use wasmtp::plugin::loaded::{Limits, Source};
 use wasmtp::plugin::runtime::RuntimeSettings;
@@ -152,20 +151,7 @@ async fn instantiation(plugin: &Arc<Plugin>, iterations: usize) -> Result<Instan
             .map_err(|e| anyhow::anyhow!("{e:#}"))?;
         let t_wasi = nanos(t);
         let t = Instant::now();
-        let state = HostState {
-            wasi: ctx,
-            table: ResourceTable::new(),
-            memory: MemoryCap {
-                limit: plugin.limits.memory,
-                hit: false,
-            },
-            content: None,
-            content_cursor: 0,
-            queue_id: None,
-            deadline: Instant::now() + plugin.limits.hook_timeout,
-            plugin: plugin.name.clone(),
-            session_id: i as u64,
-        };
+        let state = HostState::new(&plugin, ctx, i as u64);
         let mut store = Store::new(&plugin.runtime.engine, state);
         store.limiter(|state| &mut state.memory);
         store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Yield(1)));
@@ -434,20 +420,7 @@ impl ViaPool {
             .allow_udp(false)
             .allow_ip_name_lookup(false);
         b.allow_blocking_current_thread(false);
-        let state = HostState {
-            wasi: b.build(),
-            table: ResourceTable::new(),
-            memory: MemoryCap {
-                limit: plugin.limits.memory,
-                hit: false,
-            },
-            content: None,
-            content_cursor: 0,
-            queue_id: None,
-            deadline: Instant::now() + plugin.limits.hook_timeout,
-            plugin: plugin.name.clone(),
-            session_id: 8,
-        };
+        let state = HostState::new(plugin, b.build(), 8);
         let mut store = Store::new(&plugin.runtime.engine, state);
         store.limiter(|state| &mut state.memory);
         store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Yield(1)));

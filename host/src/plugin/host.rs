@@ -13,6 +13,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::wasmtp::smtp::{content, log, transaction, types};
+use super::loaded::Plugin;
 use crate::smtp::spool::Content;
 
 /// The most a single `content.read` returns, so a plugin can't make the host
@@ -144,6 +145,25 @@ pub struct HostState {
 }
 
 impl HostState {
+    /// The state of a new instance of `plugin` in session `session_id`,
+    /// sandboxed by `wasi` (normally `plugin.grants.wasi_ctx()`).
+    pub fn new(plugin: &Plugin, wasi: WasiCtx, session_id: u64) -> HostState {
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            memory: MemoryCap {
+                limit: plugin.limits.memory,
+                hit: false,
+            },
+            content: None,
+            content_cursor: 0,
+            queue_id: None,
+            deadline: Instant::now() + plugin.limits.hook_timeout,
+            plugin: plugin.name.clone(),
+            session_id,
+        }
+    }
+
     /// Make `content` readable (or not), with `read-next` starting over.
     pub fn set_content(&mut self, content: Option<Arc<Content>>) {
         self.content = content;

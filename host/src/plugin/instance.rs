@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use wasmtime::component::{Instance, ResourceTable};
+use wasmtime::component::Instance;
 use wasmtime::{Store, UpdateDeadline};
 
 use crate::smtp::envelope::{Envelope, SessionInfo};
@@ -31,7 +31,7 @@ use crate::smtp::spool::Content;
 use super::bindings::hooks::auth;
 use super::bindings::types::{self, ErrorKind};
 use super::convert;
-use super::host::{HostState, MemoryCap};
+use super::host::HostState;
 use super::loaded::{FailurePolicy, Hook, Plugin};
 use super::runtime::Running;
 use crate::proxy_protocol::ProxyHeader;
@@ -71,20 +71,7 @@ impl Live {
     pub async fn start(plugin: &Arc<Plugin>, session_id: u64) -> Result<Live, StartError> {
         let failed = |e: wasmtime::Error| StartError::Failed(format!("{e:#}"));
         let wasi = plugin.grants.wasi_ctx().map_err(failed)?;
-        let state = HostState {
-            wasi,
-            table: ResourceTable::new(),
-            memory: MemoryCap {
-                limit: plugin.limits.memory,
-                hit: false,
-            },
-            content: None,
-            content_cursor: 0,
-            queue_id: None,
-            deadline: Instant::now() + plugin.limits.hook_timeout,
-            plugin: plugin.name.clone(),
-            session_id,
-        };
+        let state = HostState::new(plugin, wasi, session_id);
         let mut store = Store::new(&plugin.runtime.engine, state);
         store.limiter(|state| &mut state.memory);
         // Each epoch tick, a running hook either yields to tokio (so it never
