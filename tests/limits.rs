@@ -37,6 +37,30 @@ fn idle_timeout_says_421_and_closes() {
 }
 
 #[test]
+fn the_idle_timeout_counts_from_the_last_command() {
+    // Commands every 200 ms keep a session with a 500 ms timeout open well
+    // past 500 ms; then silence closes it half a second after the last one.
+    let s = server("timeout = 0.5");
+    let mut c = Client::greeted(s.addr());
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        c.expect("NOOP", 250);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let last = Instant::now();
+    c.expect("NOOP", 250);
+    assert_eq!(
+        c.expect_reply(421).text(),
+        "4.4.2 Timeout, closing connection"
+    );
+    let idle = last.elapsed();
+    assert!(
+        idle >= Duration::from_millis(450) && idle < Duration::from_secs(3),
+        "closed {idle:?} after the last command"
+    );
+}
+
+#[test]
 fn data_time_is_bounded_as_a_whole() {
     // A client that sends a line every 200 ms is never idle for 10 s, but
     // its DATA may not take more than a second in all.

@@ -31,12 +31,14 @@ mod transaction;
 pub use auth::{AuthDecision, Credentials};
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
 
 use super::command::{self, COMMAND_LIMIT, Command, Frame, Framer, Verb};
 use super::connection::Stream;
@@ -169,6 +171,13 @@ impl ListenerSettings {
     }
 }
 
+/// What ended a wait for input.
+enum Woke {
+    Read(std::io::Result<usize>),
+    Timer,
+    Shutdown,
+}
+
 /// Why the dialog stopped.
 enum Ending {
     /// QUIT, a closing reply, or too many errors: close after flushing.
@@ -214,6 +223,10 @@ pub struct Session {
     receiving: bool,
     /// The size of the transaction's message, once it arrived whole.
     message_bytes: Option<u64>,
+    /// The idle timer: one per session, not one per read (registering and
+    /// cancelling a timer for every command showed in the profile). It may
+    /// fire early, for an older wait; `fill` then sets it again.
+    idle: Pin<Box<Sleep>>,
 }
 
 impl Session {
@@ -244,6 +257,7 @@ impl Session {
             shutdown,
             receiving: false,
             message_bytes: None,
+            idle: Box::pin(tokio::time::sleep(Duration::ZERO)),
         }
     }
 
@@ -315,22 +329,28 @@ impl Session {
         self.flush().await?;
         self.input.reserve(READ_CHUNK);
         let timeout = self.settings.timeout;
-        let read = tokio::select! {
-            read = tokio::time::timeout(timeout, self.io.read_buf(&mut self.input)) => Some(read),
-            // Draining: 421 when waiting for a command, not mid-message.
-            _ = self.shutdown.wait_for(|stop| *stop), if !self.receiving => None,
-        };
-        let Some(read) = read else {
-            self.push(&reply::SHUTTING_DOWN);
-            return Err(Ending::Close);
-        };
-        match read {
-            Ok(Ok(0)) | Ok(Err(_)) => Err(Ending::Gone),
-            Ok(Ok(_)) => Ok(()),
-            Err(_elapsed) => {
-                tracing::info!("idle for {timeout:?}, closing");
-                self.push(&reply::TIMEOUT);
-                Err(Ending::Close)
+        let deadline = Instant::now() + timeout;
+        loop {
+            let woke = tokio::select! {
+                read = self.io.read_buf(&mut self.input) => Woke::Read(read),
+                () = self.idle.as_mut() => Woke::Timer,
+                // Draining: 421 when waiting for a command, not mid-message.
+                _ = self.shutdown.wait_for(|stop| *stop), if !self.receiving => Woke::Shutdown,
+            };
+            match woke {
+                Woke::Read(Ok(0) | Err(_)) => return Err(Ending::Gone),
+                Woke::Read(Ok(_)) => return Ok(()),
+                Woke::Shutdown => {
+                    self.push(&reply::SHUTTING_DOWN);
+                    return Err(Ending::Close);
+                }
+                Woke::Timer if Instant::now() >= deadline => {
+                    tracing::info!("idle for {timeout:?}, closing");
+                    self.push(&reply::TIMEOUT);
+                    return Err(Ending::Close);
+                }
+                // Set for an earlier wait: wait for the rest of this one.
+                Woke::Timer => self.idle.as_mut().reset(deadline),
             }
         }
     }
