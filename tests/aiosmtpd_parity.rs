@@ -1064,12 +1064,12 @@ fn expand(text: &str) -> Result<Vec<u8>, String> {
             rest = &after[len..];
             continue;
         }
-        if c == '{' {
-            if let Some((unit, count, len)) = repeat(rest) {
-                out.extend(unit.repeat(count).bytes());
-                rest = &rest[len..];
-                continue;
-            }
+        if c == '{'
+            && let Some((unit, count, len)) = repeat(rest)
+        {
+            out.extend(unit.repeat(count).bytes());
+            rest = &rest[len..];
+            continue;
         }
         let mut buf = [0u8; 4];
         out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
@@ -1094,10 +1094,10 @@ fn repeat(text: &str) -> Option<(String, usize, usize)> {
 fn wasmtp_lines(step: &Step, used: &mut [bool]) -> Vec<String> {
     let mut lines = step.expect.clone();
     for (i, difference) in DIFFERENCES.iter().enumerate() {
-        if let Some(client) = difference.client {
-            if step.send != [client.as_bytes(), b"\r\n"].concat() {
-                continue;
-            }
+        if let Some(client) = difference.client
+            && step.send != [client.as_bytes(), b"\r\n"].concat()
+        {
+            continue;
         }
         let from = difference.aiosmtpd;
         let mut out = Vec::new();

@@ -179,12 +179,11 @@ fn c_plugin() -> &'static Path {
 }
 
 fn wasmtp(args: &[&str]) -> Output {
-    let output = Command::new(WASMTP)
+    Command::new(WASMTP)
         .args(args)
         .env("NO_COLOR", "1")
         .output()
-        .expect("cannot run wasmtp");
-    output
+        .expect("cannot run wasmtp")
 }
 
 /// `wasmtp plugin inspect` names exactly the hooks the example defines.

@@ -202,10 +202,10 @@ impl ConnectionLimiter {
         if self.max.is_some_and(|max| open.0 >= max) {
             return None;
         }
-        if let (Some(ip), Some(max)) = (ip, self.max_per_ip) {
-            if open.1.get(&ip).copied().unwrap_or(0) >= max {
-                return None;
-            }
+        if let (Some(ip), Some(max)) = (ip, self.max_per_ip)
+            && open.1.get(&ip).copied().unwrap_or(0) >= max
+        {
+            return None;
         }
         open.0 += 1;
         if let Some(ip) = ip {
@@ -222,12 +222,12 @@ impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         let mut open = self.limiter.open.lock().unwrap_or_else(|e| e.into_inner());
         open.0 -= 1;
-        if let Some(ip) = self.ip {
-            if let Some(n) = open.1.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    open.1.remove(&ip);
-                }
+        if let Some(ip) = self.ip
+            && let Some(n) = open.1.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                open.1.remove(&ip);
             }
         }
     }

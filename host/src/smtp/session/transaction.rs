@@ -51,15 +51,15 @@ impl Session {
                 return self.answer(&reply::BODY_INVALID);
             }
         }
-        if let Some(ret) = take("RET") {
-            if !dsn::valid_ret(ret.as_deref()) {
-                return self.answer(&reply::RET_INVALID);
-            }
+        if let Some(ret) = take("RET")
+            && !dsn::valid_ret(ret.as_deref())
+        {
+            return self.answer(&reply::RET_INVALID);
         }
-        if let Some(envid) = take("ENVID") {
-            if !dsn::valid_envid(envid.as_deref()) {
-                return self.answer(&reply::ENVID_INVALID);
-            }
+        if let Some(envid) = take("ENVID")
+            && !dsn::valid_envid(envid.as_deref())
+        {
+            return self.answer(&reply::ENVID_INVALID);
         }
         let smtputf8 = match take("SMTPUTF8") {
             Some(Some(_)) => return self.answer(&reply::SMTPUTF8_ARGS),
@@ -135,15 +135,15 @@ impl Session {
                 .position(|(k, _)| k == key)
                 .map(|i| params.remove(i).1)
         };
-        if let Some(notify) = take("NOTIFY") {
-            if !dsn::valid_notify(notify.as_deref()) {
-                return self.answer(&reply::NOTIFY_INVALID);
-            }
+        if let Some(notify) = take("NOTIFY")
+            && !dsn::valid_notify(notify.as_deref())
+        {
+            return self.answer(&reply::NOTIFY_INVALID);
         }
-        if let Some(orcpt) = take("ORCPT") {
-            if !dsn::valid_orcpt(orcpt.as_deref()) {
-                return self.answer(&reply::ORCPT_INVALID);
-            }
+        if let Some(orcpt) = take("ORCPT")
+            && !dsn::valid_orcpt(orcpt.as_deref())
+        {
+            return self.answer(&reply::ORCPT_INVALID);
         }
         if !params.is_empty() {
             return self.answer(&reply::RCPT_PARAMS_UNKNOWN);
