@@ -27,5 +27,6 @@ pub mod plugin;
 pub mod proxy_protocol;
 pub mod server;
 pub mod smtp;
+pub mod store;
 pub mod tls;
 pub mod tool;
