@@ -210,6 +210,7 @@ impl Cli {
             metrics: None,
             log_format: None,
             shutdown_grace: None,
+            store: crate::store::StoreSettings::default(),
         })
     }
 }

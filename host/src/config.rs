@@ -30,6 +30,7 @@ use crate::plugin::runtime::RuntimeSettings;
 use crate::plugin::{PluginSpec, builtin};
 use crate::smtp::session::{AuthSettings, Mechanism, Protocol, SessionLimits};
 use crate::smtp::spool::SpoolSettings;
+use crate::store::{BackendSettings, StoreSettings};
 use crate::tls::Tls;
 
 /// aiosmtpd's default message size limit (`DATA_SIZE_DEFAULT`, 32 MiB).
@@ -85,6 +86,53 @@ pub struct File {
     /// `[tenant.NAME]`: named chains with their own limits and domains.
     #[serde(default, rename = "tenant")]
     pub tenants: BTreeMap<String, TenantSection>,
+    /// `[store]`: where state that outlives a session is kept (key-value
+    /// store, queue).
+    #[serde(default)]
+    pub store: StoreSection,
+}
+
+/// `[store]`: the engine behind the `kv` capability and the queue
+/// (DESIGN.md, decision 13). SQLite in a state directory by default;
+/// PostgreSQL when several nodes share state.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// `backend = "sqlite"` (default: files in `path`, nothing to install)
+    /// or `"postgres"` (a server at `url`, shared by every node).
+    pub backend: Option<StoreBackend>,
+    /// `path = "/var/lib/wasmtp"`: SQLite's state directory (relative to
+    /// this file), created if missing; default `/var/lib/wasmtp`.
+    pub path: Option<PathBuf>,
+    /// `url = "postgresql://wasmtp@db.example/wasmtp"` (or `host=… user=…
+    /// dbname=…`): the PostgreSQL server, for `backend = "postgres"`.
+    pub url: Option<String>,
+    /// `pool_size = 16`: PostgreSQL connections per pool (one pool for the
+    /// key-value store, one for the queue); default 16.
+    pub pool_size: Option<usize>,
+    /// `ttl_cap = 2592000`: the longest TTL, in seconds, a plugin may give a
+    /// key; default 30 days.
+    pub ttl_cap: Option<f64>,
+    /// `queue_attempts = 10`: deliveries of a queued message a consumer may
+    /// attempt before it is dead-lettered; default 10.
+    pub queue_attempts: Option<u32>,
+    /// `queue_backoff = 60`: seconds before a released message is offered
+    /// again, doubled at each attempt (at most 6 hours); default 60.
+    pub queue_backoff: Option<f64>,
+    /// `group_commit = true`: concurrent enqueues share one commit (one
+    /// fsync); default true. Off only to measure what it saves.
+    pub group_commit: Option<bool>,
+    /// `sweep_interval = 60`: seconds between deletions of expired keys;
+    /// default 60.
+    pub sweep_interval: Option<f64>,
+}
+
+/// `backend = "sqlite"` or `"postgres"`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    Sqlite,
+    Postgres,
 }
 
 /// A tenant: its own chain of plugins (its own instances, limits and
@@ -315,6 +363,8 @@ pub struct Config {
     pub log_format: Option<crate::logging::LogFormat>,
     /// How long sessions get to finish at shutdown, if the file says.
     pub shutdown_grace: Option<Duration>,
+    /// `[store]`: opened only when something uses it.
+    pub store: StoreSettings,
 }
 
 #[derive(Debug)]
@@ -671,6 +721,10 @@ impl File {
             }
             None => None,
         };
+        let store = self
+            .store
+            .check(base)
+            .map_err(|(k, m)| (format!("store.{k}"), m))?;
         Ok(Config {
             file: None,
             runtime,
@@ -679,6 +733,82 @@ impl File {
             metrics: self.server.metrics,
             log_format: self.server.log_format,
             shutdown_grace,
+            store,
+        })
+    }
+}
+
+impl StoreSection {
+    /// The checked settings; an error names the key under `store.`.
+    pub fn check(&self, base: &Path) -> CheckResult<StoreSettings> {
+        let defaults = StoreSettings::default();
+        let backend = match self.backend.unwrap_or(StoreBackend::Sqlite) {
+            StoreBackend::Sqlite => {
+                for (key, set) in [
+                    ("url", self.url.is_some()),
+                    ("pool_size", self.pool_size.is_some()),
+                ] {
+                    if set {
+                        return Err((
+                            key.into(),
+                            "is for `backend = \"postgres\"`; SQLite takes `path`".into(),
+                        ));
+                    }
+                }
+                BackendSettings::Sqlite {
+                    dir: match &self.path {
+                        Some(path) if path.as_os_str().is_empty() => {
+                            return Err((
+                                "path".into(),
+                                "is empty; give the state directory".into(),
+                            ));
+                        }
+                        Some(path) => absolute(&base.join(path)),
+                        None => PathBuf::from(crate::store::DEFAULT_STATE_DIR),
+                    },
+                }
+            }
+            StoreBackend::Postgres => {
+                if self.path.is_some() {
+                    return Err((
+                        "path".into(),
+                        "is for `backend = \"sqlite\"`; PostgreSQL takes `url`".into(),
+                    ));
+                }
+                let Some(url) = &self.url else {
+                    return Err(("url".into(), "missing: `backend = \"postgres\"` needs the server's connection string (`url = \"postgresql://user@host/db\"`)".into()));
+                };
+                crate::store::postgres::parse_url(url).map_err(|m| ("url".to_owned(), m))?;
+                let pool_size = match self.pool_size {
+                    Some(0) => return Err(("pool_size".into(), "must be at least 1".into())),
+                    Some(n) => n,
+                    None => 16,
+                };
+                BackendSettings::Postgres {
+                    url: url.clone(),
+                    pool_size,
+                }
+            }
+        };
+        let seconds = |value: Option<f64>, key: &str, default: Duration| match value {
+            Some(secs) => check_seconds(secs).map_err(|m| (key.to_owned(), m)),
+            None => Ok(default),
+        };
+        Ok(StoreSettings {
+            backend,
+            ttl_cap: seconds(self.ttl_cap, "ttl_cap", defaults.ttl_cap)?,
+            queue_attempts: match self.queue_attempts {
+                Some(0) => return Err(("queue_attempts".into(), "must be at least 1".into())),
+                Some(n) => n,
+                None => defaults.queue_attempts,
+            },
+            queue_backoff: seconds(self.queue_backoff, "queue_backoff", defaults.queue_backoff)?,
+            group_commit: self.group_commit.unwrap_or(defaults.group_commit),
+            sweep_interval: seconds(
+                self.sweep_interval,
+                "sweep_interval",
+                defaults.sweep_interval,
+            )?,
         })
     }
 }
@@ -1052,6 +1182,88 @@ mod tests {
         assert_eq!(l.size, Some(1 << 25));
         assert!(!l.smtputf8);
         assert_eq!(l.timeout, Duration::from_secs(300));
+    }
+
+    /// `[store]`: each bad value named by its key, and the defaults.
+    #[test]
+    fn store_section_is_checked() {
+        let with = |store: &str| {
+            format!(
+                "[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"sink\"\n[store]\n{store}\n"
+            )
+        };
+        assert_eq!(
+            error(&with("backend = \"redis\"")),
+            "/etc/wasmtp.toml:5:11: store.backend: unknown variant `redis`, expected `sqlite` or `postgres`"
+        );
+        assert_eq!(
+            error(&with("backend = \"postgres\"")),
+            "/etc/wasmtp.toml: store.url: missing: `backend = \"postgres\"` needs the server's connection string (`url = \"postgresql://user@host/db\"`)"
+        );
+        assert_eq!(
+            error(&with(
+                "backend = \"postgres\"\nurl = \"postgresql://db:notaport/x\""
+            )),
+            "/etc/wasmtp.toml: store.url: not a PostgreSQL connection string (invalid value for option `port`)"
+        );
+        assert_eq!(
+            error(&with(
+                "backend = \"postgres\"\nurl = \"host=db\"\npool_size = 0"
+            )),
+            "/etc/wasmtp.toml: store.pool_size: must be at least 1"
+        );
+        assert_eq!(
+            error(&with(
+                "backend = \"postgres\"\nurl = \"host=db\"\npath = \"/var/lib/x\""
+            )),
+            "/etc/wasmtp.toml: store.path: is for `backend = \"sqlite\"`; PostgreSQL takes `url`"
+        );
+        assert_eq!(
+            error(&with("url = \"host=db\"")),
+            "/etc/wasmtp.toml: store.url: is for `backend = \"postgres\"`; SQLite takes `path`"
+        );
+        assert_eq!(
+            error(&with("ttl_cap = 0")),
+            "/etc/wasmtp.toml: store.ttl_cap: 0 is not a positive number of seconds"
+        );
+        assert_eq!(
+            error(&with("queue_attempts = 0")),
+            "/etc/wasmtp.toml: store.queue_attempts: must be at least 1"
+        );
+        assert_eq!(
+            error(&with("queue_backoff = -1")),
+            "/etc/wasmtp.toml: store.queue_backoff: -1 is not a positive number of seconds"
+        );
+        assert_eq!(
+            error(&with("pool = 3")),
+            "/etc/wasmtp.toml:5:1: store.pool: unknown field `pool`, expected one of `backend`, `path`, `url`, `pool_size`, `ttl_cap`, `queue_attempts`, `queue_backoff`, `group_commit`, `sweep_interval`"
+        );
+        let c = Config::parse(
+            &with("path = \"state\"\nttl_cap = 86400"),
+            Path::new("/etc/wasmtp/x.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.store.backend,
+            BackendSettings::Sqlite {
+                dir: PathBuf::from("/etc/wasmtp/state")
+            }
+        );
+        assert_eq!(c.store.ttl_cap, Duration::from_secs(86400));
+        assert_eq!(c.store.queue_attempts, 10);
+        let c = Config::parse(
+            &with("backend = \"postgres\"\nurl = \"postgresql://wasmtp@db/mail\""),
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.store.backend,
+            BackendSettings::Postgres {
+                url: "postgresql://wasmtp@db/mail".into(),
+                pool_size: 16
+            }
+        );
+        assert!(c.store.group_commit);
     }
 
     /// The listener keys of TLS, AUTH, LMTP, PROXY and limits: each bad
