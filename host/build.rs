@@ -12,7 +12,7 @@ use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
 /// The reference plugins embedded in the binary (plugin/builtin.rs).
-const BUILTINS: [&str; 4] = ["sink", "debugging", "mailbox", "proxy"];
+const BUILTINS: [&str; 5] = ["sink", "debugging", "mailbox", "proxy", "queue"];
 
 fn main() {
     let host_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
@@ -30,6 +30,7 @@ fn main() {
         "plugins/debugging",
         "plugins/mailbox",
         "plugins/proxy",
+        "plugins/queue",
         "plugins/sdk",
         "tests/plugins",
     ] {

@@ -165,6 +165,7 @@ fn field(e: &PluginError) -> &'static str {
         | PluginError::UnknownExport { .. }
         | PluginError::Link { .. } => ".component",
         PluginError::ArgsRefused { .. } => ".args",
+        PluginError::NotGranted { .. } => ".grants",
         PluginError::Start { .. } | PluginError::Engine(_) => "",
     }
 }

@@ -20,7 +20,8 @@ const DEFAULT_PORT: u16 = 8025;
 ///
 /// With no arguments it serves the Debugging plugin on localhost:8025, as
 /// aiosmtpd does. Built-in plugins: sink, debugging [stdout|stderr],
-/// mailbox MAILDIR; or give the path of a .wasm component.
+/// mailbox MAILDIR, proxy HOST PORT, queue [STATE_DIR]; or give the path of
+/// a .wasm component.
 #[derive(Debug, Parser)]
 #[command(
     name = "wasmtp",
@@ -34,7 +35,7 @@ pub struct Cli {
     #[arg(short = 'n', long = "nosetuid")]
     pub nosetuid: bool,
 
-    /// The plugin: a built-in name (sink, debugging, mailbox, proxy) or the path
+    /// The plugin: a built-in name (sink, debugging, mailbox, proxy, queue) or the path
     /// of a WebAssembly component. Arguments after it are the plugin's.
     #[arg(
         short = 'c',
@@ -126,10 +127,32 @@ impl Cli {
             message,
         };
         let address = listen_address(self.listen.as_deref()).map_err(|m| err("--listen", m))?;
+        // `-c queue [STATE_DIR]`: the argument is the store's, not the
+        // plugin's (which takes none).
+        let mut store = crate::store::StoreSettings::default();
+        let mut args = self.args.clone();
+        if builtin::find(&self.plugin).is_some_and(|b| b.name == "queue")
+            && !self.plugin.contains('/')
+        {
+            match args.as_slice() {
+                [] => {}
+                [dir] => {
+                    store.backend = crate::store::BackendSettings::Sqlite {
+                        dir: std::path::absolute(dir).unwrap_or_else(|_| PathBuf::from(dir)),
+                    };
+                    args.clear();
+                }
+                _ => {
+                    return Err(err(
+                        "--class",
+                        "queue takes one argument, the state directory".into(),
+                    ));
+                }
+            }
+        }
         let plugin = match builtin::find(&self.plugin) {
             Some(b) if !self.plugin.contains('/') => {
-                config::builtin_spec(b.name, self.args.clone(), Path::new("."))
-                    .map_err(|m| err("--class", m))?
+                config::builtin_spec(b.name, args, Path::new(".")).map_err(|m| err("--class", m))?
             }
             _ => {
                 let path = PathBuf::from(&self.plugin);
@@ -210,7 +233,7 @@ impl Cli {
             metrics: None,
             log_format: None,
             shutdown_grace: None,
-            store: crate::store::StoreSettings::default(),
+            store,
         })
     }
 }

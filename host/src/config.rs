@@ -333,6 +333,22 @@ pub struct GrantsSection {
     /// plugin may open, by host:port (host names are resolved at load).
     #[serde(default)]
     pub network: Vec<String>,
+    /// `kv = true`: the plugin may import `wasmtp:smtp/kv`, with a namespace
+    /// of its own; `kv = ["greylist"]`: and these shared namespaces too,
+    /// which every plugin granted the same name shares.
+    pub kv: Option<KvGrantSection>,
+    /// `queue = true`: the plugin may import `wasmtp:smtp/queue` (enqueue
+    /// the message it is given into the durable queue).
+    #[serde(default)]
+    pub queue: bool,
+}
+
+/// `kv = true | false | ["NAME", ...]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "`true`, `false` or a list of namespace names")]
+pub enum KvGrantSection {
+    Own(bool),
+    Namespaces(Vec<String>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -986,6 +1002,33 @@ impl PluginSection {
                 writable: dir.writable,
             });
         }
+        match &g.kv {
+            None | Some(KvGrantSection::Own(false)) => {}
+            Some(KvGrantSection::Own(true)) => {
+                spec.grants.kv = Some(crate::capability::kv::KvGrant::default());
+            }
+            Some(KvGrantSection::Namespaces(names)) => {
+                for (i, name) in names.iter().enumerate() {
+                    let ok = !name.is_empty()
+                        && name.len() <= 64
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                    if !ok {
+                        return Err((
+                            format!(".grants.kv[{i}]"),
+                            format!(
+                                "{name:?} is not a namespace name (1 to 64 of a-z, 0-9, `-`, `_`, `.`)"
+                            ),
+                        ));
+                    }
+                }
+                spec.grants.kv = Some(crate::capability::kv::KvGrant {
+                    namespaces: names.clone(),
+                });
+            }
+        }
+        spec.grants.queue |= g.queue;
         for (i, target) in g.network.iter().enumerate() {
             let addrs = resolve(target).map_err(|m| (format!(".grants.network[{i}]"), m))?;
             spec.grants.network.extend(addrs);
@@ -1017,6 +1060,8 @@ pub fn builtin_spec(name: &str, mut args: Vec<String>, base: &Path) -> Result<Pl
             args[0] = addrs[0].ip().to_string();
             grants.network.push(addrs[0]);
         }
+        // The durable queue, and nothing else.
+        "queue" => grants.queue = true,
         "mailbox" if args.len() == 1 => {
             let dir = absolute(&base.join(&args[0]));
             std::fs::create_dir_all(&dir)
@@ -1152,7 +1197,7 @@ mod tests {
         );
         assert_eq!(
             error("[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"nope\"\n"),
-            "/etc/wasmtp.toml: listener[0].plugin: no plugin is named `nope` (known: sink, debugging, mailbox, proxy)"
+            "/etc/wasmtp.toml: listener[0].plugin: no plugin is named `nope` (known: sink, debugging, mailbox, proxy, queue)"
         );
         assert_eq!(
             error(""),
@@ -1166,7 +1211,7 @@ mod tests {
             error(
                 "[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"p\"\n[plugin.p]\ncomponent = \"missing.wasm\"\n"
             ),
-            "/etc/wasmtp.toml: plugin.p.component: `missing.wasm` is neither a built-in plugin (sink, debugging, mailbox, proxy) nor a file (/etc/missing.wasm does not exist)"
+            "/etc/wasmtp.toml: plugin.p.component: `missing.wasm` is neither a built-in plugin (sink, debugging, mailbox, proxy, queue) nor a file (/etc/missing.wasm does not exist)"
         );
     }
 

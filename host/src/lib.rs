@@ -6,6 +6,8 @@
 //! - [`server`]: binds listeners, accepts connections, shuts down gracefully.
 //! - [`smtp`]: the protocol — command parsing, replies, the DATA decoder,
 //!   and the session state machine that calls the hooks.
+//! - [`capability`]: the host imports a plugin is granted one by one
+//!   (`kv`, `queue`); [`store`]: the state behind them (SQLite, PostgreSQL).
 //! - [`plugin`]: the WebAssembly side — engine, loading and checking
 //!   components, one instance per session, the host imports and sandbox.
 //! - [`tls`]: certificates and the TLS handshake (STARTTLS, implicit TLS).
@@ -18,6 +20,7 @@
 //!
 //! The plugin contract is the WIT package in `wit/smtp.wit`.
 
+pub mod capability;
 pub mod check;
 pub mod cli;
 pub mod config;

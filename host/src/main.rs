@@ -22,6 +22,10 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|arg| arg == "check") {
         return wasmtp::check::main(std::env::args_os().skip(1));
     }
+    // `wasmtp queue list|show|stats|requeue|delete|claim|ack|release`.
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == "queue") {
+        return wasmtp::tool::queue::main(std::env::args_os().skip(1));
+    }
     let cli = Cli::parse();
 
     // Usage errors exit with 2, as argparse's do (aiosmtpd's CLI).

@@ -49,6 +49,8 @@ pub enum StartError {
         address: String,
         reason: std::io::Error,
     },
+    #[error("store: {0}")]
+    Store(String),
 }
 
 /// Why a reload was refused; the running generation stays.
@@ -60,6 +62,8 @@ pub enum ReloadError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    #[error("store: {0}")]
+    Store(String),
     #[error(
         "{0}; listeners can't be added, removed, renamed or moved by a reload: restart the server for that"
     )]
@@ -148,6 +152,7 @@ pub struct Server {
 /// Load every plugin and bind every listener of `config`.
 pub async fn start(config: Config) -> Result<Server, StartError> {
     let runtime = Runtime::new(&config.runtime)?;
+    open_store(&runtime, &config).map_err(StartError::Store)?;
     let mut listeners = Vec::new();
     let config_file = config.file.clone();
     let watch = config.watch;
@@ -189,6 +194,29 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         watch,
         generation: AtomicU64::new(1),
         shutdown_grace,
+    })
+}
+
+/// Open the store when a plugin of `config` uses it and it is not open yet:
+/// once for the process (a reload keeps it; `[store]` changes need a
+/// restart), with its sweeper.
+fn open_store(runtime: &Runtime, config: &Config) -> Result<(), String> {
+    if runtime.store.get().is_some() || !uses_store(config) {
+        return Ok(());
+    }
+    let store = crate::store::Store::open(&config.store).map_err(|e| e.to_string())?;
+    store.kv.spawn_sweeper(config.store.sweep_interval);
+    let _ = runtime.store.set(store);
+    Ok(())
+}
+
+/// Whether a plugin of `config` is granted `kv` or `queue`.
+fn uses_store(config: &Config) -> bool {
+    config.listeners.iter().any(|l| {
+        l.plugins
+            .iter()
+            .chain(l.tenants.iter().flat_map(|t| &t.plugins))
+            .any(|p| p.grants.uses_store())
     })
 }
 
@@ -307,6 +335,7 @@ impl Server {
                 "the listeners were {old:?} and the config now says {new:?}"
             )));
         }
+        open_store(&self.runtime, &config).map_err(ReloadError::Store)?;
         let loaded = load_listeners(&self.runtime, config.listeners).await?;
         for (listener, (_, settings)) in self.listeners.iter().zip(loaded) {
             listener.settings.store(Arc::new(settings));

@@ -1,17 +1,23 @@
 //! Host bindings generated from `wit/`, the single source of the plugin
-//! contract. The `all-hooks` world names every hook; a plugin exports any
-//! subset of them, so the host never instantiates this world as a whole: it
-//! looks each hook's interface up on its own (see `plugin::hooks`).
+//! contract. The `host` world (`wit/host.wit`) names every hook and every
+//! import, granted ones included; a plugin exports any subset of the hooks
+//! and imports any subset of the imports, so the host never instantiates
+//! this world as a whole: it looks each hook's interface up on its own (see
+//! `plugin::hooks`), and the loader checks the imports against the grants
+//! (see `capability`).
 
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "all-hooks",
+    world: "host",
     exports: { default: async },
     // Reading a spooled message can fail on the host's side (an I/O error):
     // those calls trap instead of returning a short read.
     imports: {
         "wasmtp:smtp/content.read": trappable,
         "wasmtp:smtp/content.read-next": trappable,
+        // The store's calls wait for its engine (a thread, PostgreSQL).
+        "wasmtp:smtp/kv": async,
+        "wasmtp:smtp/queue": async,
     },
 });
 

@@ -1,5 +1,6 @@
 //! The reference plugins, compiled from `plugins/` by the build script and
-//! embedded, so `-c sink`, `-c debugging` and `-c mailbox` need no files.
+//! embedded, so `-c sink`, `-c debugging`, `-c mailbox`, `-c proxy` and
+//! `-c queue` need no files.
 
 /// A built-in plugin: its name and component bytes.
 pub struct Builtin {
@@ -38,6 +39,11 @@ pub const BUILTINS: &[Builtin] = &[
         name: "proxy",
         wasm: include_bytes!(concat!(env!("WASMTP_PLUGIN_DIR"), "/proxy.wasm")),
         summary: "relays every message to another SMTP server; arguments: HOST PORT",
+    },
+    Builtin {
+        name: "queue",
+        wasm: include_bytes!(concat!(env!("WASMTP_PLUGIN_DIR"), "/queue.wasm")),
+        summary: "commits every message to the durable queue ([store]); no arguments",
     },
 ];
 

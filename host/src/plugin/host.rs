@@ -40,9 +40,18 @@ pub struct Grants {
     pub env: Vec<(String, String)>,
     /// Addresses the plugin may open TCP connections to.
     pub network: Vec<std::net::SocketAddr>,
+    /// `wasmtp:smtp/kv` and the namespaces it may use (`grants.kv`).
+    pub kv: Option<crate::capability::kv::KvGrant>,
+    /// `wasmtp:smtp/queue` (`grants.queue`).
+    pub queue: bool,
 }
 
 impl Grants {
+    /// Whether the plugin uses the server's store (`kv` or `queue`).
+    pub fn uses_store(&self) -> bool {
+        self.kv.is_some() || self.queue
+    }
+
     /// Whether the plugin's file calls run on the thread that calls its
     /// hooks (see `instance::on_blocking_thread`): true when it is granted
     /// a directory.
@@ -142,6 +151,13 @@ pub struct HostState {
     pub deadline: Instant,
     pub plugin: Arc<str>,
     pub session_id: u64,
+    /// `wasmtp:smtp/kv`, when granted.
+    pub kv: Option<crate::capability::kv::KvAccess>,
+    /// `wasmtp:smtp/queue`, when granted.
+    pub queue: Option<crate::capability::queue::QueueAccess>,
+    /// The transaction being delivered, during `data` and `lmtp-data`
+    /// (what `queue.enqueue` stores besides the content).
+    pub delivery: Option<crate::capability::queue::Delivery>,
 }
 
 impl HostState {
@@ -161,6 +177,17 @@ impl HostState {
             deadline: Instant::now() + plugin.limits.hook_timeout,
             plugin: plugin.name.clone(),
             session_id,
+            kv: plugin.grants.kv.as_ref().map(|grant| {
+                let store = plugin.runtime.store.get().map(|s| s.kv.clone());
+                crate::capability::kv::KvAccess::new(store, &plugin.name, grant)
+            }),
+            queue: plugin
+                .grants
+                .queue
+                .then(|| crate::capability::queue::QueueAccess {
+                    queue: plugin.runtime.store.get().map(|s| s.queue.clone()),
+                }),
+            delivery: None,
         }
     }
 

@@ -24,6 +24,7 @@ use std::time::Instant;
 use wasmtime::component::Instance;
 use wasmtime::{Store, UpdateDeadline};
 
+use crate::capability::queue::Delivery;
 use crate::smtp::envelope::{Envelope, SessionInfo};
 use crate::smtp::reply::{self, Reply};
 use crate::smtp::spool::Content;
@@ -379,8 +380,11 @@ impl PluginInstance {
                 // The content is readable through the `content` import for
                 // the duration of the call, without being copied in.
                 store.data_mut().set_content(Some(content.clone()));
+                store.data_mut().delivery =
+                    store.data().queue.is_some().then(|| Delivery::new(s, e));
                 let answer = guest.call_handle_data(&mut *store, s, e).await;
                 store.data_mut().set_content(None);
+                store.data_mut().delivery = None;
                 answer
             }
             HookCall::Rset => {
@@ -1015,8 +1019,15 @@ impl PluginInstance {
             let guest = indices.load(&mut live.store, &live.instance)?;
             let _timer = CallTimer::start(&plugin.name, Hook::LmtpData);
             live.store.data_mut().set_content(Some(content.clone()));
+            live.store.data_mut().delivery = live
+                .store
+                .data()
+                .queue
+                .is_some()
+                .then(|| Delivery::new(s, e));
             let answer = guest.call_handle_lmtp_data(&mut live.store, s, e).await;
             live.store.data_mut().set_content(None);
+            live.store.data_mut().delivery = None;
             answer
         };
         let answer = if blocking {

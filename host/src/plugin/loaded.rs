@@ -215,6 +215,17 @@ pub enum PluginError {
         source_name: String,
         reason: String,
     },
+    #[error(
+        "plugin `{plugin}`: {source_name} imports {import}, which needs `grants.{grant}` in [plugin.{section}.grants]"
+    )]
+    NotGranted {
+        plugin: String,
+        source_name: String,
+        import: String,
+        grant: &'static str,
+        /// The config section the grant goes in (`inbox` for the tenant copy `acme/inbox`).
+        section: String,
+    },
     #[error("plugin `{plugin}`: {message}")]
     ArgsRefused { plugin: String, message: String },
     #[error("plugin `{plugin}`: failed while starting: {reason}")]
@@ -304,6 +315,21 @@ impl Plugin {
             })?;
 
         check_exports(&runtime.engine, &component, &plugin, &source_name)?;
+        // Before linking: the linker provides every import, granted or not.
+        let imports = component.component_type();
+        let imports = imports.imports(&runtime.engine).map(|(name, _)| name);
+        if let Err(e) = crate::capability::check_imports(imports, &spec.grants) {
+            return Err(PluginError::NotGranted {
+                section: plugin
+                    .split_once('/')
+                    .map_or(plugin.as_str(), |(_, p)| p)
+                    .to_owned(),
+                plugin,
+                source_name,
+                import: e.import,
+                grant: e.grant,
+            });
+        }
 
         let pre = runtime
             .linker

@@ -13,7 +13,7 @@ use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::AllHooks;
+use super::bindings::Host_;
 use super::host::HostState;
 use super::loaded::PluginError;
 
@@ -121,6 +121,11 @@ pub struct Runtime {
     /// Whether the engine counts fuel (stores must then be given some).
     pub fuel: bool,
     pub ticker: EpochTicker,
+    /// The store behind the `kv` and `queue` capabilities, when the server
+    /// opened one (`server::start`, when a plugin is granted either);
+    /// without it their calls are `unavailable`. One per process: a reload
+    /// keeps it.
+    pub store: std::sync::OnceLock<crate::store::Store>,
 }
 
 impl Runtime {
@@ -169,7 +174,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
-        AllHooks::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)
+        Host_::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
 
         let ticker = EpochTicker::start(&engine)
@@ -180,6 +185,7 @@ impl Runtime {
             linker,
             fuel: settings.fuel,
             ticker,
+            store: std::sync::OnceLock::new(),
         }))
     }
 }

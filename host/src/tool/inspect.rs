@@ -116,6 +116,7 @@ pub fn import_note(import: &str) -> &'static str {
         "wasmtp:smtp/content" => "the message, during the data hook",
         "wasmtp:smtp/log" => "lines in the server's log",
         "wasmtp:smtp/transaction" => "the transaction's queue id",
+        p if let Some(c) = crate::capability::capability_of(p) => c.note,
         p if p.starts_with("wasmtp:smtp/") => "not provided: the server refuses this plugin",
         p if !wasi_02 && p.starts_with("wasi:") => {
             "not provided (only WASI 0.2 is): the server refuses this plugin"

@@ -5,12 +5,15 @@
 //!   ([`inspect`]);
 //! - `wasmtp plugin test FILE [ARGS...] --transcript T`: replays an SMTP
 //!   dialog against the plugin through the real server and compares the
-//!   replies ([`transcript`]).
+//!   replies ([`transcript`]);
+//! - `wasmtp queue ...`: the durable queue, for operators and consumers
+//!   ([`queue`]).
 //!
 //! The binary hands `wasmtp plugin ...` here before parsing its own command
 //! line, so the server's command line stays exactly aiosmtpd's.
 
 pub mod inspect;
+pub mod queue;
 pub mod transcript;
 
 use std::ffi::OsString;

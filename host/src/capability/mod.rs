@@ -1,0 +1,136 @@
+//! Host capabilities: what a plugin may use beyond its session, one WIT
+//! interface each, each off until the config grants it (DESIGN.md,
+//! decision 12).
+//!
+//! - [`kv`]: `wasmtp:smtp/kv`, the key-value store that outlives sessions
+//!   and nodes (`grants.kv`);
+//! - [`queue`]: `wasmtp:smtp/queue`, the durable queue of accepted
+//!   messages (`grants.queue`).
+//!
+//! Every capability follows one pattern:
+//! - its interface lives in `wit/<name>.wit`, is imported by the `host`
+//!   world (`wit/host.wit`) the bindings are generated from, and is never
+//!   part of `world plugin`, so components built without it keep loading;
+//! - [`CAPABILITIES`] maps the interface to its grant: the loader refuses a
+//!   component that imports an interface it was not granted, before linking,
+//!   naming the grant to set ([`check_imports`]);
+//! - its module implements the bindings' `Host` trait for
+//!   [`HostState`](crate::plugin::host::HostState), with its own state type
+//!   in one field of it;
+//! - errors are values (`invalid`, `denied`, `unavailable`, `timeout`...),
+//!   never traps, and every wait is capped by what is left of the hook's
+//!   deadline.
+
+pub mod kv;
+pub mod queue;
+
+use crate::plugin::bindings::{WIT_PACKAGE, WIT_VERSION};
+use crate::plugin::host::Grants;
+
+/// One granted interface.
+pub struct Capability {
+    /// The interface's name in the WIT package (`kv` in
+    /// `wasmtp:smtp/kv@0.1.0`).
+    pub interface: &'static str,
+    /// Its key under `[plugin.NAME.grants]`.
+    pub grant: &'static str,
+    /// Whether `grants` allow it.
+    pub granted: fn(&Grants) -> bool,
+    /// What it gives, for `wasmtp plugin inspect`.
+    pub note: &'static str,
+}
+
+/// Every granted interface of the WIT package. An interface of the package
+/// that is not in this table (`content`, `log`, `transaction`, `types`) is
+/// free for every plugin.
+pub const CAPABILITIES: &[Capability] = &[
+    Capability {
+        interface: "kv",
+        grant: "kv",
+        granted: |g| g.kv.is_some(),
+        note: "the key-value store shared by sessions and nodes: only with `grants.kv`",
+    },
+    Capability {
+        interface: "queue",
+        grant: "queue",
+        granted: |g| g.queue,
+        note: "the durable queue of accepted messages: only with `grants.queue`",
+    },
+];
+
+/// The capability a component import names, if it is one of ours:
+/// `wasmtp:smtp/kv@0.1.0` → the `kv` row.
+pub fn capability_of(import: &str) -> Option<&'static Capability> {
+    let rest = import.strip_prefix(WIT_PACKAGE)?.strip_prefix('/')?;
+    let interface = rest.split_once('@').map_or(rest, |(i, _)| i);
+    CAPABILITIES.iter().find(|c| c.interface == interface)
+}
+
+/// An import a plugin was not granted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotGranted {
+    /// The import as the component names it: `wasmtp:smtp/kv@0.1.0`.
+    pub import: String,
+    /// The grant key: `kv`.
+    pub grant: &'static str,
+}
+
+/// The first import of `imports` (a component's import names) that needs
+/// a grant `grants` does not give.
+pub fn check_imports<'a>(
+    imports: impl IntoIterator<Item = &'a str>,
+    grants: &Grants,
+) -> Result<(), NotGranted> {
+    for import in imports {
+        if let Some(c) = capability_of(import)
+            && !(c.granted)(grants)
+        {
+            return Err(NotGranted {
+                import: import.to_owned(),
+                grant: c.grant,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The full name of a capability's interface, for messages.
+pub fn import_name(interface: &str) -> String {
+    format!("{WIT_PACKAGE}/{interface}@{WIT_VERSION}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_need_their_grant() {
+        let none = Grants::default();
+        let kv = Grants {
+            kv: Some(kv::KvGrant::default()),
+            ..Grants::default()
+        };
+        let imports = [
+            "wasi:cli/stdout@0.2.6",
+            "wasmtp:smtp/content@0.1.0",
+            "wasmtp:smtp/kv@0.1.0",
+        ];
+        assert_eq!(
+            check_imports(imports, &none),
+            Err(NotGranted {
+                import: "wasmtp:smtp/kv@0.1.0".into(),
+                grant: "kv"
+            })
+        );
+        assert_eq!(check_imports(imports, &kv), Ok(()));
+        assert_eq!(
+            check_imports(["wasmtp:smtp/queue@0.1.0"], &kv)
+                .unwrap_err()
+                .grant,
+            "queue"
+        );
+        assert!(capability_of("other:pkg/kv@0.1.0").is_none());
+        assert!(capability_of("wasmtp:smtp/log@0.1.0").is_none());
+        assert_eq!(import_name("kv"), "wasmtp:smtp/kv@0.1.0");
+    }
+}
