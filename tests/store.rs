@@ -486,3 +486,82 @@ async fn without_group_commit() {
         assert_eq!(store.queue.stats().await.unwrap().ready, 50);
     }
 }
+
+/// Figures, not a check: enqueue rate with and without group commit and
+/// key-value latency, on both backends. Run on purpose:
+/// `cargo test --test store figures -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn figures() {
+    let dir = TempDir::new();
+    let pg = pg::Postgres::shared();
+    for group_commit in [true, false] {
+        for (name, backend) in [
+            (
+                "sqlite",
+                BackendSettings::Sqlite {
+                    dir: dir.0.join(format!("gc-{group_commit}")),
+                },
+            ),
+            (
+                "postgres",
+                BackendSettings::Postgres {
+                    url: pg.database(),
+                    pool_size: 16,
+                },
+            ),
+        ] {
+            let mut s = settings(backend);
+            s.group_commit = group_commit;
+            let store = Store::open(&s).unwrap();
+            for sessions in [1usize, 50] {
+                let per = if sessions == 1 { 200 } else { 20 };
+                let started = std::time::Instant::now();
+                let mut tasks = Vec::new();
+                for t in 0..sessions {
+                    let q = store.queue.clone();
+                    tasks.push(tokio::spawn(async move {
+                        for i in 0..per {
+                            let mut m = message(&format!("F{sessions}-{t}-{i}"));
+                            m.message = vec![b'x'; 1024];
+                            q.enqueue(m).await.unwrap();
+                        }
+                    }));
+                }
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                let n = sessions * per;
+                let secs = started.elapsed().as_secs_f64();
+                println!(
+                    "enqueue {name:8} group_commit={group_commit:5} sessions={sessions:2}: {n} x 1 KiB in {secs:.2} s = {:.0} msgs/s",
+                    n as f64 / secs
+                );
+            }
+            if group_commit {
+                let mut lat = Vec::new();
+                for i in 0..500 {
+                    let t = std::time::Instant::now();
+                    store
+                        .kv
+                        .incr(NS, &format!("k{}", i % 50), 1, Duration::from_secs(60))
+                        .await
+                        .unwrap();
+                    lat.push(t.elapsed());
+                }
+                lat.sort();
+                let mut get = Vec::new();
+                for i in 0..500 {
+                    let t = std::time::Instant::now();
+                    store.kv.get(NS, &format!("k{}", i % 50)).await.unwrap();
+                    get.push(t.elapsed());
+                }
+                get.sort();
+                println!(
+                    "kv {name:8} incr p50 {:?} p99 {:?}; get p50 {:?} p99 {:?} (500 sequential calls)",
+                    lat[250], lat[495], get[250], get[495]
+                );
+            }
+        }
+    }
+}
