@@ -12,7 +12,15 @@ use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
 /// The reference plugins embedded in the binary (plugin/builtin.rs).
-const BUILTINS: [&str; 5] = ["sink", "debugging", "mailbox", "proxy", "queue"];
+const BUILTINS: [&str; 7] = [
+    "sink",
+    "debugging",
+    "mailbox",
+    "proxy",
+    "queue",
+    "greylist",
+    "ratelimit",
+];
 
 fn main() {
     let host_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
@@ -31,6 +39,8 @@ fn main() {
         "plugins/mailbox",
         "plugins/proxy",
         "plugins/queue",
+        "plugins/greylist",
+        "plugins/ratelimit",
         "plugins/sdk",
         "tests/plugins",
     ] {

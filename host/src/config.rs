@@ -1062,6 +1062,13 @@ pub fn builtin_spec(name: &str, mut args: Vec<String>, base: &Path) -> Result<Pl
         }
         // The durable queue, and nothing else.
         "queue" => grants.queue = true,
+        // Their shared namespace of the key-value store, and nothing else:
+        // every node (and every such plugin) counts in the same one.
+        "greylist" | "ratelimit" => {
+            grants.kv = Some(crate::capability::kv::KvGrant {
+                namespaces: vec![b.name.to_owned()],
+            });
+        }
         "mailbox" if args.len() == 1 => {
             let dir = absolute(&base.join(&args[0]));
             std::fs::create_dir_all(&dir)
@@ -1197,7 +1204,7 @@ mod tests {
         );
         assert_eq!(
             error("[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"nope\"\n"),
-            "/etc/wasmtp.toml: listener[0].plugin: no plugin is named `nope` (known: sink, debugging, mailbox, proxy, queue)"
+            "/etc/wasmtp.toml: listener[0].plugin: no plugin is named `nope` (known: sink, debugging, mailbox, proxy, queue, greylist, ratelimit)"
         );
         assert_eq!(
             error(""),
@@ -1211,7 +1218,7 @@ mod tests {
             error(
                 "[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"p\"\n[plugin.p]\ncomponent = \"missing.wasm\"\n"
             ),
-            "/etc/wasmtp.toml: plugin.p.component: `missing.wasm` is neither a built-in plugin (sink, debugging, mailbox, proxy, queue) nor a file (/etc/missing.wasm does not exist)"
+            "/etc/wasmtp.toml: plugin.p.component: `missing.wasm` is neither a built-in plugin (sink, debugging, mailbox, proxy, queue, greylist, ratelimit) nor a file (/etc/missing.wasm does not exist)"
         );
     }
 

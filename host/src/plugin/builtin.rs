@@ -1,6 +1,6 @@
 //! The reference plugins, compiled from `plugins/` by the build script and
-//! embedded, so `-c sink`, `-c debugging`, `-c mailbox`, `-c proxy` and
-//! `-c queue` need no files.
+//! embedded, so `-c sink`, `-c debugging`, `-c mailbox`, `-c proxy`,
+//! `-c queue`, `-c greylist` and `-c ratelimit` need no files.
 
 /// A built-in plugin: its name and component bytes.
 pub struct Builtin {
@@ -44,6 +44,16 @@ pub const BUILTINS: &[Builtin] = &[
         name: "queue",
         wasm: include_bytes!(concat!(env!("WASMTP_PLUGIN_DIR"), "/queue.wasm")),
         summary: "commits every message to the durable queue ([store]); no arguments",
+    },
+    Builtin {
+        name: "greylist",
+        wasm: include_bytes!(concat!(env!("WASMTP_PLUGIN_DIR"), "/greylist.wasm")),
+        summary: "defers a new (network, sender, recipient) triplet; arguments: [DELAY [EXPIRY [NETWORK...]]]",
+    },
+    Builtin {
+        name: "ratelimit",
+        wasm: include_bytes!(concat!(env!("WASMTP_PLUGIN_DIR"), "/ratelimit.wasm")),
+        summary: "limits messages per ip, sender or auth, or recipients per domain; arguments: KIND LIMIT WINDOW",
     },
 ];
 

@@ -31,7 +31,11 @@ use wasmtp::smtp::types::{Envelope, Reply, Session};
 struct Probe;
 
 fn reply(code: u16, text: String) -> Reply {
-    Reply { code, enhanced: None, lines: vec![text] }
+    Reply {
+        code,
+        enhanced: None,
+        lines: vec![text],
+    }
 }
 
 fn describe(e: Error) -> String {
@@ -67,7 +71,8 @@ fn run(args: &[&str]) -> Result<String, Error> {
         }
         ["incr", n, key, delta, window] => {
             let delta = delta.parse::<i64>().unwrap_or(1);
-            kv::incr(ns(n).as_deref(), key, delta, num(window)).map(|c| format!("value={}", c.value))
+            kv::incr(ns(n).as_deref(), key, delta, num(window))
+                .map(|c| format!("value={}", c.value))
         }
         ["del", n, key] => kv::delete(ns(n).as_deref(), key).map(|b| b.to_string()),
         ["bigkey", n, ttl] => {
