@@ -201,7 +201,16 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
 /// once for the process (a reload keeps it; `[store]` changes need a
 /// restart), with its sweeper.
 fn open_store(runtime: &Runtime, config: &Config) -> Result<(), String> {
-    if runtime.store.get().is_some() || !uses_store(config) {
+    if let Some(open) = runtime.store.get() {
+        if open.settings != config.store {
+            tracing::warn!(
+                target: "wasmtp::store",
+                "[store] changed; the store opened at start stays until a restart"
+            );
+        }
+        return Ok(());
+    }
+    if !uses_store(config) {
         return Ok(());
     }
     let store = crate::store::Store::open(&config.store).map_err(|e| e.to_string())?;
