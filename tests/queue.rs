@@ -253,6 +253,60 @@ fn commands_on_postgres() {
     commands(&config(&postgres(&url)));
 }
 
+/// A message split between tenants is queued once per tenant, each entry
+/// with its own recipients.
+#[test]
+fn tenants_queue_their_own_recipients() {
+    let dir = state_dir();
+    let server = Server::start_config(&format!(
+        r#"
+[server]
+hostname = "{HOSTNAME}"
+[store]
+{}
+[[listener]]
+address = "127.0.0.1:0"
+plugins = ["queue"]
+tenants = ["acme"]
+[tenant.acme]
+domains = ["acme.example"]
+plugins = ["queue"]
+"#,
+        sqlite(dir.path())
+    ));
+    let mut c = Client::after_ehlo(server.addr());
+    c.expect("MAIL FROM:<anne@example.com>", 250);
+    c.expect("RCPT TO:<bob@example.net>", 250);
+    c.expect("RCPT TO:<carol@acme.example>", 250);
+    c.expect("DATA", 354);
+    c.send_raw(b"Subject: split\r\n\r\nHello\r\n.\r\n");
+    let id = c.expect_reply(250).text();
+    let id = id.strip_prefix("2.0.0 Ok: queued as ").unwrap().to_owned();
+    c.expect("QUIT", 221);
+    let listed = json_lines(&queue_ok(&[
+        "--state-dir",
+        dir.path().to_str().unwrap(),
+        "list",
+        "--json",
+    ]));
+    let mut entries: Vec<(String, serde_json::Value)> = listed
+        .iter()
+        .map(|m| (m["id"].as_str().unwrap().to_owned(), m["rcpt_to"].clone()))
+        .collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        entries,
+        [
+            (id.clone(), serde_json::json!(["bob@example.net"])),
+            (
+                format!("{id}-acme"),
+                serde_json::json!(["carol@acme.example"])
+            ),
+        ]
+    );
+    server.terminate();
+}
+
 /// What the load script saw: (Message-ID, queue id) of every `250`, and
 /// how many got a `4xx`.
 fn outcomes(json: &str) -> (Vec<(String, String)>, usize) {

@@ -99,6 +99,12 @@ impl queue::Host for HostState {
             .queue_id
             .clone()
             .unwrap_or_else(crate::logging::queue_id);
+        // A message split between tenants is delivered once per tenant, each
+        // with the recipients that are its own: one entry each.
+        let id = match self.plugin.split_once('/') {
+            Some((tenant, _)) => format!("{id}-{tenant}"),
+            None => id,
+        };
         let message = content
             .read(0, usize::try_from(content.len()).unwrap_or(usize::MAX))
             .map_err(|e| Error::Unavailable(format!("reading the spooled message: {e}")))?;
