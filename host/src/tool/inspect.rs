@@ -292,6 +292,23 @@ mod tests {
         assert!(verdict(&report).is_ok());
     }
 
+    /// A granted import is provided, and the note names its grant.
+    #[test]
+    fn builtin_queue_needs_its_grant() {
+        let queue = builtin::find("queue").unwrap();
+        let report = inspect("queue", queue.wasm).unwrap();
+        assert_eq!(report.hooks, [Hook::Data]);
+        assert!(
+            report
+                .imports
+                .iter()
+                .any(|i| i == "wasmtp:smtp/queue@0.1.0")
+        );
+        assert!(import_note("wasmtp:smtp/queue@0.1.0").contains("`grants.queue`"));
+        assert!(import_note("wasmtp:smtp/kv@0.1.0").contains("`grants.kv`"));
+        assert!(verdict(&report).is_ok());
+    }
+
     #[test]
     fn a_core_module_is_named_as_such() {
         let err = inspect("m.wasm", b"\0asm\x01\0\0\0").unwrap_err();
