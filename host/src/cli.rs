@@ -217,6 +217,8 @@ impl Cli {
         Ok(Config {
             file: None,
             runtime: RuntimeSettings::default(),
+            dns: Default::default(),
+            mail_auth: Default::default(),
             watch: false,
             listeners: vec![ListenerConfig {
                 name: "default".into(),

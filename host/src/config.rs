@@ -24,6 +24,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::capability::dns::{DEFAULT_BUDGET, DnsGrant, DnsSettings, RecordType, ResolverSettings};
+use crate::capability::mail_auth::MailAuthSettings;
 use crate::plugin::host::{DirGrant, Grants};
 use crate::plugin::loaded::{FailurePolicy, Limits, Source};
 use crate::plugin::runtime::RuntimeSettings;
@@ -86,6 +88,13 @@ pub struct File {
     /// `[tenant.NAME]`: named chains with their own limits and domains.
     #[serde(default, rename = "tenant")]
     pub tenants: BTreeMap<String, TenantSection>,
+    /// `[dns]`: the server's resolver, shared by mail authentication and
+    /// the plugins granted DNS.
+    #[serde(default)]
+    pub dns: DnsSection,
+    /// `[auth]`: mail authentication (SPF, DKIM, DMARC, ARC, iprev).
+    #[serde(default)]
+    pub auth: AuthSection,
     /// `[store]`: where state that outlives a session is kept (key-value
     /// store, queue).
     #[serde(default)]
@@ -133,6 +142,54 @@ pub struct StoreSection {
 pub enum StoreBackend {
     Sqlite,
     Postgres,
+}
+
+/// `[dns]`. One resolver and one cache for the whole server.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSection {
+    /// `nameservers = ["127.0.0.1:53", "[::1]:53"]`: where to send queries
+    /// (`IP` or `IP:PORT`, port 53 by default); default: the nameservers of
+    /// `/etc/resolv.conf`.
+    pub nameservers: Option<Vec<String>>,
+    /// `timeout = 5`: seconds one attempt waits for an answer.
+    pub timeout: Option<f64>,
+    /// `attempts = 2`: tries per query and nameserver.
+    pub attempts: Option<usize>,
+    /// `cache_size = 8192`: records each resolver's cache keeps.
+    pub cache_size: Option<u64>,
+    /// `[dns.resolver.NAME]`: more resolvers, by name, for block lists
+    /// served elsewhere (a local rbldnsd, say); a plugin's DNS grant names
+    /// the one it uses.
+    #[serde(default, rename = "resolver")]
+    pub resolvers: BTreeMap<String, ResolverSection>,
+}
+
+/// `[dns.resolver.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolverSection {
+    /// `nameservers = ["127.0.0.1:5353"]`: required.
+    pub nameservers: Vec<String>,
+    /// `timeout = 2`: seconds per attempt; default `[dns] timeout`.
+    pub timeout: Option<f64>,
+    /// `attempts = 1`: default `[dns] attempts`.
+    pub attempts: Option<usize>,
+}
+
+/// `[auth]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// `authserv_id = "mx.example.com"`: the name `Authentication-Results`
+    /// fields carry (RFC 8601 §2.5); default: the listener's host name.
+    pub authserv_id: Option<String>,
+    /// `dkim_max_size = 26214400`: bytes; a larger message's signatures are
+    /// not verified (reported `dkim=none` with the reason). Default 25 MiB.
+    pub dkim_max_size: Option<u64>,
+    /// `timeout = 20`: seconds one part of the verification (SPF, DKIM…)
+    /// may take, at most; a hook's own deadline can cut it shorter.
+    pub timeout: Option<f64>,
 }
 
 /// A tenant: its own chain of plugins (its own instances, limits and
@@ -333,6 +390,13 @@ pub struct GrantsSection {
     /// plugin may open, by host:port (host names are resolved at load).
     #[serde(default)]
     pub network: Vec<String>,
+    /// `dns = { suffixes = ["zen.example"], types = ["a", "txt"], budget = 10 }`:
+    /// the `dns` import, for these names and types only.
+    pub dns: Option<DnsGrantSection>,
+    /// `mail_auth = true`: the `mail-auth` import (the transaction's SPF,
+    /// DKIM, DMARC, ARC and iprev results, computed by the host).
+    #[serde(default)]
+    pub mail_auth: bool,
     /// `kv = true`: the plugin may import `wasmtp:smtp/kv`, with a namespace
     /// of its own; `kv = ["greylist"]`: and these shared namespaces too,
     /// which every plugin granted the same name shares.
@@ -349,6 +413,73 @@ pub struct GrantsSection {
 pub enum KvGrantSection {
     Own(bool),
     Namespaces(Vec<String>),
+}
+
+/// `grants.dns`: what a plugin may look up, so that DNS is not a channel out.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsGrantSection {
+    /// `suffixes = ["zen.example", "in-addr.arpa"]`: names the plugin may
+    /// query, each with everything under it; `["."]` for every name.
+    pub suffixes: Vec<String>,
+    /// `types = ["a", "txt"]`: of `a`, `aaaa`, `mx`, `txt`, `ptr`; default all.
+    pub types: Option<Vec<String>>,
+    /// `resolver = "lists"`: a `[dns.resolver.NAME]`; default the server's.
+    pub resolver: Option<String>,
+    /// `budget = 10`: queries per hook call (a `dnsbl` counts 2).
+    pub budget: Option<u32>,
+}
+
+impl DnsGrantSection {
+    fn grant(&self) -> CheckResult<DnsGrant> {
+        if self.suffixes.is_empty() {
+            return Err((
+                ".grants.dns.suffixes".into(),
+                "is empty; name the domains the plugin may query (\".\" for all)".into(),
+            ));
+        }
+        let mut suffixes = Vec::new();
+        for (i, suffix) in self.suffixes.iter().enumerate() {
+            let s = suffix.trim().trim_end_matches('.').to_ascii_lowercase();
+            let valid = s.is_empty()
+                || (!s.starts_with('.')
+                    && !s.contains("..")
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_'));
+            if !valid || (s.is_empty() && suffix.trim() != ".") {
+                return Err((
+                    format!(".grants.dns.suffixes[{i}]"),
+                    format!("`{suffix}` is not a domain name (\".\" for all names)"),
+                ));
+            }
+            suffixes.push(s);
+        }
+        let types = match &self.types {
+            None => RecordType::ALL.to_vec(),
+            Some(names) => names
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    RecordType::parse(name).ok_or_else(|| {
+                        (
+                            format!(".grants.dns.types[{i}]"),
+                            format!("`{name}` is not one of a, aaaa, mx, txt, ptr"),
+                        )
+                    })
+                })
+                .collect::<CheckResult<_>>()?,
+        };
+        let budget = self.budget.unwrap_or(DEFAULT_BUDGET);
+        if budget == 0 {
+            return Err((".grants.dns.budget".into(), "must be at least 1".into()));
+        }
+        Ok(DnsGrant {
+            suffixes,
+            types,
+            resolver: self.resolver.clone(),
+            budget,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -381,6 +512,10 @@ pub struct Config {
     pub shutdown_grace: Option<Duration>,
     /// `[store]`: opened only when something uses it.
     pub store: StoreSettings,
+    /// `[dns]`.
+    pub dns: DnsSettings,
+    /// `[auth]`.
+    pub mail_auth: MailAuthSettings,
 }
 
 #[derive(Debug)]
@@ -741,7 +876,21 @@ impl File {
             .store
             .check(base)
             .map_err(|(k, m)| (format!("store.{k}"), m))?;
+        let dns = self.dns.check()?;
+        let mail_auth = self.auth.check()?;
+        for (name, spec) in &plugins {
+            if let Some(resolver) = spec.grants.dns.as_ref().and_then(|g| g.resolver.as_ref())
+                && !dns.resolvers.contains_key(resolver)
+            {
+                return Err((
+                    format!("plugin.{name}.grants.dns.resolver"),
+                    format!("no [dns.resolver.{resolver}] is defined"),
+                ));
+            }
+        }
         Ok(Config {
+            dns,
+            mail_auth,
             file: None,
             runtime,
             watch: self.server.watch.unwrap_or(false),
@@ -930,6 +1079,91 @@ impl ListenerSection {
     }
 }
 
+impl DnsSection {
+    fn check(&self) -> CheckResult<DnsSettings> {
+        let mut settings = DnsSettings::default();
+        if let Some(list) = &self.nameservers {
+            settings.default.nameservers = Some(nameservers(list, "dns.nameservers")?);
+        }
+        if let Some(secs) = self.timeout {
+            settings.default.timeout =
+                check_seconds(secs).map_err(|m| ("dns.timeout".to_owned(), m))?;
+        }
+        if let Some(n) = self.attempts {
+            settings.default.attempts = at_least_one(n, "dns.attempts")?;
+        }
+        if let Some(n) = self.cache_size {
+            settings.cache_size = at_least_one(n, "dns.cache_size")?;
+        }
+        for (name, r) in &self.resolvers {
+            let key = |field: &str| format!("dns.resolver.{name}.{field}");
+            if r.nameservers.is_empty() {
+                return Err((key("nameservers"), "is empty; name at least one".into()));
+            }
+            let resolver = ResolverSettings {
+                nameservers: Some(nameservers(&r.nameservers, &key("nameservers"))?),
+                timeout: match r.timeout {
+                    Some(secs) => check_seconds(secs).map_err(|m| (key("timeout"), m))?,
+                    None => settings.default.timeout,
+                },
+                attempts: match r.attempts {
+                    Some(n) => at_least_one(n, &key("attempts"))?,
+                    None => settings.default.attempts,
+                },
+            };
+            settings.resolvers.insert(name.clone(), resolver);
+        }
+        Ok(settings)
+    }
+}
+
+impl AuthSection {
+    fn check(&self) -> CheckResult<MailAuthSettings> {
+        let mut settings = MailAuthSettings::default();
+        if let Some(id) = &self.authserv_id {
+            settings.authserv_id =
+                Some(check_hostname(id).map_err(|m| ("auth.authserv_id".to_owned(), m))?);
+        }
+        if let Some(n) = self.dkim_max_size {
+            settings.dkim_max_size = at_least_one(n, "auth.dkim_max_size")?;
+        }
+        if let Some(secs) = self.timeout {
+            settings.timeout = check_seconds(secs).map_err(|m| ("auth.timeout".to_owned(), m))?;
+        }
+        Ok(settings)
+    }
+}
+
+/// `IP` or `IP:PORT` (`[v6]:PORT`), port 53 by default: nameservers are
+/// addresses, never names (resolving them would need a resolver).
+fn nameservers(list: &[String], key: &str) -> CheckResult<Vec<std::net::SocketAddr>> {
+    list.iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let text = text.trim();
+            text.parse::<std::net::SocketAddr>()
+                .or_else(|_| {
+                    text.trim_matches(['[', ']'])
+                        .parse::<std::net::IpAddr>()
+                        .map(|ip| std::net::SocketAddr::new(ip, 53))
+                })
+                .map_err(|_| {
+                    (
+                        format!("{key}[{i}]"),
+                        format!("`{text}` is not an IP address or IP:PORT"),
+                    )
+                })
+        })
+        .collect()
+}
+
+fn at_least_one<N: PartialEq + Default>(n: N, key: &str) -> CheckResult<N> {
+    if n == N::default() {
+        return Err((key.to_owned(), "must be at least 1".into()));
+    }
+    Ok(n)
+}
+
 impl PluginSection {
     fn spec(&self, name: &str, base: &Path) -> CheckResult<PluginSpec> {
         let mut spec = if builtin::find(&self.component).is_some() && !self.component.contains('/')
@@ -1033,6 +1267,10 @@ impl PluginSection {
             let addrs = resolve(target).map_err(|m| (format!(".grants.network[{i}]"), m))?;
             spec.grants.network.extend(addrs);
         }
+        if let Some(dns) = &g.dns {
+            spec.grants.dns = Some(std::sync::Arc::new(dns.grant()?));
+        }
+        spec.grants.mail_auth |= g.mail_auth;
         Ok(spec)
     }
 }
@@ -1219,6 +1457,153 @@ mod tests {
                 "[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"p\"\n[plugin.p]\ncomponent = \"missing.wasm\"\n"
             ),
             "/etc/wasmtp.toml: plugin.p.component: `missing.wasm` is neither a built-in plugin (sink, debugging, mailbox, proxy, queue, greylist, ratelimit) nor a file (/etc/missing.wasm does not exist)"
+        );
+    }
+
+    /// `[dns]` and `[auth]`: defaults, values, and each bad value named.
+    #[test]
+    fn dns_and_auth_are_checked() {
+        let with = |extra: &str| {
+            format!("[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"sink\"\n{extra}\n")
+        };
+        let c = Config::parse(&with(""), Path::new("x.toml")).unwrap();
+        assert_eq!(c.dns, DnsSettings::default());
+        assert_eq!(c.dns.default.nameservers, None, "default: /etc/resolv.conf");
+        assert_eq!(c.mail_auth, MailAuthSettings::default());
+        let c = Config::parse(
+            &with(
+                "[dns]\nnameservers = [\"127.0.0.1:5353\", \"::1\", \"10.0.0.1\"]\ntimeout = 1.5\nattempts = 1\ncache_size = 100\n\
+                 [dns.resolver.lists]\nnameservers = [\"127.0.0.2:53\"]\ntimeout = 0.5\n\
+                 [auth]\nauthserv_id = \"mx.example.com\"\ndkim_max_size = 1000\ntimeout = 3\n",
+            ),
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        let d = &c.dns;
+        assert_eq!(
+            d.default.nameservers,
+            Some(vec![
+                "127.0.0.1:5353".parse().unwrap(),
+                "[::1]:53".parse().unwrap(),
+                "10.0.0.1:53".parse().unwrap()
+            ])
+        );
+        assert_eq!(d.default.timeout, Duration::from_millis(1500));
+        assert_eq!((d.default.attempts, d.cache_size), (1, 100));
+        let lists = &d.resolvers["lists"];
+        assert_eq!(
+            lists.nameservers,
+            Some(vec!["127.0.0.2:53".parse().unwrap()])
+        );
+        assert_eq!(
+            (lists.timeout, lists.attempts),
+            (Duration::from_millis(500), 1)
+        );
+        assert_eq!(c.mail_auth.authserv_id.as_deref(), Some("mx.example.com"));
+        assert_eq!(c.mail_auth.dkim_max_size, 1000);
+        assert_eq!(c.mail_auth.timeout, Duration::from_secs(3));
+
+        assert_eq!(
+            error(&with("[dns]\nnameservers = [\"ns1.example.com\"]")),
+            "/etc/wasmtp.toml: dns.nameservers[0]: `ns1.example.com` is not an IP address or IP:PORT"
+        );
+        assert_eq!(
+            error(&with("[dns]\ntimeout = 0")),
+            "/etc/wasmtp.toml: dns.timeout: 0 is not a positive number of seconds"
+        );
+        assert_eq!(
+            error(&with("[dns]\nattempts = 0")),
+            "/etc/wasmtp.toml: dns.attempts: must be at least 1"
+        );
+        assert_eq!(
+            error(&with("[dns]\nserver = \"x\"")),
+            "/etc/wasmtp.toml:5:1: dns.server: unknown field `server`, expected one of `nameservers`, `timeout`, `attempts`, `cache_size`, `resolver`"
+        );
+        assert_eq!(
+            error(&with("[dns.resolver.lists]\nnameservers = []")),
+            "/etc/wasmtp.toml: dns.resolver.lists.nameservers: is empty; name at least one"
+        );
+        assert_eq!(
+            error(&with(
+                "[dns.resolver.lists]\nnameservers = [\"127.0.0.1:99999\"]"
+            )),
+            "/etc/wasmtp.toml: dns.resolver.lists.nameservers[0]: `127.0.0.1:99999` is not an IP address or IP:PORT"
+        );
+        assert_eq!(
+            error(&with("[auth]\nauthserv_id = \"mx example\"")),
+            "/etc/wasmtp.toml: auth.authserv_id: \"mx example\" is not a host name"
+        );
+        assert_eq!(
+            error(&with("[auth]\ndkim_max_size = -1")),
+            "/etc/wasmtp.toml:5:17: auth.dkim_max_size: invalid value: integer `-1`, expected u64"
+        );
+        assert_eq!(
+            error(&with("[auth]\nspf = true")),
+            "/etc/wasmtp.toml:5:1: auth.spf: unknown field `spf`, expected one of `authserv_id`, `dkim_max_size`, `timeout`"
+        );
+    }
+
+    /// `grants.dns` and `grants.mail_auth`.
+    #[test]
+    fn dns_grants_are_narrow_and_checked() {
+        let with = |grants: &str| {
+            format!(
+                "[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"p\"\n\
+                 [plugin.p]\ncomponent = \"sink\"\n[plugin.p.grants]\n{grants}\n\
+                 [dns.resolver.lists]\nnameservers = [\"127.0.0.1:5353\"]\n"
+            )
+        };
+        let c = Config::parse(
+            &with("dns = { suffixes = [\"Zen.Example.\", \".\"], types = [\"a\", \"TXT\"], resolver = \"lists\", budget = 4 }\nmail_auth = true"),
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        let grants = &c.listeners[0].plugins[0].grants;
+        assert_eq!(
+            grants.dns.as_deref(),
+            Some(&DnsGrant {
+                suffixes: vec!["zen.example".into(), String::new()],
+                types: vec![RecordType::A, RecordType::Txt],
+                resolver: Some("lists".into()),
+                budget: 4,
+            })
+        );
+        assert!(grants.mail_auth);
+        let c = Config::parse(
+            &with("dns = { suffixes = [\"bl.test\"] }"),
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        let dns = c.listeners[0].plugins[0].grants.dns.clone().unwrap();
+        assert_eq!(
+            (dns.types.len(), dns.budget, dns.resolver.as_deref()),
+            (5, DEFAULT_BUDGET, None)
+        );
+        assert!(!c.listeners[0].plugins[0].grants.mail_auth);
+
+        assert_eq!(
+            error(&with("dns = { suffixes = [] }")),
+            "/etc/wasmtp.toml: plugin.p.grants.dns.suffixes: is empty; name the domains the plugin may query (\".\" for all)"
+        );
+        assert_eq!(
+            error(&with("dns = { suffixes = [\"a b\"] }")),
+            "/etc/wasmtp.toml: plugin.p.grants.dns.suffixes[0]: `a b` is not a domain name (\".\" for all names)"
+        );
+        assert_eq!(
+            error(&with("dns = { suffixes = [\".\"], types = [\"srv\"] }")),
+            "/etc/wasmtp.toml: plugin.p.grants.dns.types[0]: `srv` is not one of a, aaaa, mx, txt, ptr"
+        );
+        assert_eq!(
+            error(&with("dns = { suffixes = [\".\"], budget = 0 }")),
+            "/etc/wasmtp.toml: plugin.p.grants.dns.budget: must be at least 1"
+        );
+        assert_eq!(
+            error(&with("dns = { suffixes = [\".\"], resolver = \"nope\" }")),
+            "/etc/wasmtp.toml: plugin.p.grants.dns.resolver: no [dns.resolver.nope] is defined"
+        );
+        assert_eq!(
+            error(&with("dns = { suffixes = [\".\"], names = 1 }")),
+            "/etc/wasmtp.toml:7:27: plugin.p.grants.dns.names: unknown field `names`, expected one of `suffixes`, `types`, `resolver`, `budget`"
         );
     }
 

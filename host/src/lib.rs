@@ -10,6 +10,8 @@
 //!   (`kv`, `queue`); [`store`]: the state behind them (SQLite, PostgreSQL).
 //! - [`plugin`]: the WebAssembly side — engine, loading and checking
 //!   components, one instance per session, the host imports and sandbox.
+//! - [`capability`]: what plugins may ask of the world when granted:
+//!   DNS lookups, mail authentication results.
 //! - [`tls`]: certificates and the TLS handshake (STARTTLS, implicit TLS).
 //! - [`proxy_protocol`]: the PROXY protocol header in front of a connection.
 //! - [`config`]: the TOML config and its checks; [`cli`]: the command line.

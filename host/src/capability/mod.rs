@@ -5,7 +5,13 @@
 //! - [`kv`]: `wasmtp:smtp/kv`, the key-value store that outlives sessions
 //!   and nodes (`grants.kv`);
 //! - [`queue`]: `wasmtp:smtp/queue`, the durable queue of accepted
-//!   messages (`grants.queue`).
+//!   messages (`grants.queue`);
+//! - [`dns`]: `wasmtp:smtp/dns`, lookups through the server's resolver and
+//!   cache, bounded by the hook's deadline (`grants.dns`: names, types,
+//!   resolver, a query budget per hook call);
+//! - [`mail_auth`]: `wasmtp:smtp/mail-auth`, the transaction's SPF, iprev,
+//!   DKIM, ARC and DMARC results and `Authentication-Results` value,
+//!   computed by the host once, on demand (`grants.mail_auth`).
 //!
 //! Every capability follows one pattern:
 //! - its interface lives in `wit/<name>.wit`, is imported by the `host`
@@ -21,8 +27,12 @@
 //!   never traps, and every wait is capped by what is left of the hook's
 //!   deadline.
 
+pub mod dns;
 pub mod kv;
+pub mod mail_auth;
 pub mod queue;
+
+use std::sync::Arc;
 
 use crate::plugin::bindings::{WIT_PACKAGE, WIT_VERSION};
 use crate::plugin::host::Grants;
@@ -55,6 +65,18 @@ pub const CAPABILITIES: &[Capability] = &[
         grant: "queue",
         granted: |g| g.queue,
         note: "the durable queue of accepted messages: only with `grants.queue`",
+    },
+    Capability {
+        interface: "dns",
+        grant: "dns",
+        granted: |g| g.dns.is_some(),
+        note: "DNS lookups: only with `grants.dns`, for the names, types and budget it gives",
+    },
+    Capability {
+        interface: "mail-auth",
+        grant: "mail_auth",
+        granted: |g| g.mail_auth,
+        note: "the transaction's SPF, DKIM, DMARC, ARC and iprev results: only with `grants.mail_auth`",
     },
 ];
 
@@ -99,6 +121,41 @@ pub fn import_name(interface: &str) -> String {
     format!("{WIT_PACKAGE}/{interface}@{WIT_VERSION}")
 }
 
+/// The host's own machinery behind the capabilities, one per config
+/// generation: the resolver (kept across reloads that leave `[dns]` alone)
+/// and the mail-authentication verifier on it.
+pub struct Services {
+    pub dns_settings: dns::DnsSettings,
+    pub mail_auth: Arc<mail_auth::MailAuth>,
+}
+
+impl Services {
+    pub fn new(
+        dns_settings: dns::DnsSettings,
+        resolver: Arc<dns::Dns>,
+        auth: mail_auth::MailAuthSettings,
+    ) -> Services {
+        Services {
+            dns_settings,
+            mail_auth: Arc::new(mail_auth::MailAuth::new(resolver, auth)),
+        }
+    }
+
+    pub fn dns(&self) -> &Arc<dns::Dns> {
+        self.mail_auth.dns()
+    }
+}
+
+/// How long before its deadline a hook's host wait gives up, so that the
+/// plugin still has time to act on the `timeout` it is told (the deadline
+/// itself stops the plugin).
+pub const WAIT_MARGIN: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// When a host wait of a hook whose deadline is `deadline` must end.
+pub fn wait_deadline(deadline: std::time::Instant) -> std::time::Instant {
+    deadline.checked_sub(WAIT_MARGIN).unwrap_or(deadline)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +189,43 @@ mod tests {
         assert!(capability_of("other:pkg/kv@0.1.0").is_none());
         assert!(capability_of("wasmtp:smtp/log@0.1.0").is_none());
         assert_eq!(import_name("kv"), "wasmtp:smtp/kv@0.1.0");
+    }
+
+    #[test]
+    fn dns_and_mail_auth_need_their_grant() {
+        let none = Grants::default();
+        let granted = Grants {
+            dns: Some(Arc::new(dns::DnsGrant {
+                suffixes: vec![String::new()],
+                types: dns::RecordType::ALL.to_vec(),
+                resolver: None,
+                budget: 1,
+            })),
+            mail_auth: true,
+            ..Grants::default()
+        };
+        let imports = [
+            "wasi:cli/stdout@0.2.6",
+            "wasmtp:smtp/content@0.1.0",
+            "wasmtp:smtp/dns@0.1.0",
+            "wasmtp:smtp/mail-auth@0.1.0",
+        ];
+        assert_eq!(
+            check_imports(imports, &none),
+            Err(NotGranted {
+                import: "wasmtp:smtp/dns@0.1.0".into(),
+                grant: "dns"
+            })
+        );
+        assert_eq!(
+            check_imports(["wasmtp:smtp/mail-auth@0.1.0"], &none),
+            Err(NotGranted {
+                import: "wasmtp:smtp/mail-auth@0.1.0".into(),
+                grant: "mail_auth"
+            })
+        );
+        assert_eq!(check_imports(imports, &granted), Ok(()));
+        assert!(capability_of("other:pkg/dns@0.1.0").is_none());
+        assert!(capability_of("wasmtp:smtp/log@0.1.0").is_none());
     }
 }
