@@ -103,7 +103,10 @@ pub async fn check(config: Config, file: &Path) -> Report {
         ..Report::default()
     };
     let runtime = match Runtime::new(&config.runtime) {
-        Ok(runtime) => runtime,
+        Ok(runtime) => {
+            runtime.configure_services(&config.dns, &config.mail_auth);
+            runtime
+        }
         Err(e) => {
             report.problems.push(Problem {
                 key: "server".into(),

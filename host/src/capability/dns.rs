@@ -644,11 +644,7 @@ impl HostState {
     fn dns_admit(&mut self, queries: &[&Query]) -> Result<(Arc<Dns>, Option<String>), DnsError> {
         // The loader refuses a plugin importing `dns` without the grant, so
         // there is always access here; `denied` is the safe answer anyway.
-        self.capabilities
-            .dns
-            .as_mut()
-            .ok_or(DnsError::Denied)?
-            .admit(queries)
+        self.dns.as_mut().ok_or(DnsError::Denied)?.admit(queries)
     }
 }
 

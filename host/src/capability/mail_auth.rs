@@ -770,7 +770,7 @@ impl From<&MethodResult> for wit::MethodResult {
 impl HostState {
     /// The transaction's verification, if the session has a client address.
     fn transaction_auth(&self) -> Option<(Arc<TransactionAuth>, &AuthAccess)> {
-        let access = self.capabilities.mail_auth.as_ref()?;
+        let access = self.mail_auth.as_ref()?;
         let input = access.input.as_ref()?;
         Some((access.slot.get(&access.verifier, input), access))
     }

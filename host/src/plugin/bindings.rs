@@ -10,14 +10,23 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "host",
     exports: { default: async },
-    // Reading a spooled message can fail on the host's side (an I/O error):
-    // those calls trap instead of returning a short read.
     imports: {
+        // Reading a spooled message can fail on the host's side (an I/O
+        // error): those calls trap instead of returning a short read.
         "wasmtp:smtp/content.read": trappable,
         "wasmtp:smtp/content.read-next": trappable,
         // The store's calls wait for its engine (a thread, PostgreSQL).
         "wasmtp:smtp/kv": async,
         "wasmtp:smtp/queue": async,
+        // Lookups and verification wait on the network: the hook yields
+        // while they run (bounded by its deadline, `capability::dns`).
+        "wasmtp:smtp/dns.lookup": async,
+        "wasmtp:smtp/dns.lookup-all": async,
+        "wasmtp:smtp/dns.dnsbl": async,
+        "wasmtp:smtp/mail-auth.iprev": async,
+        "wasmtp:smtp/mail-auth.spf-helo": async,
+        "wasmtp:smtp/mail-auth.spf-mail-from": async,
+        "wasmtp:smtp/mail-auth.results": async,
     },
 });
 

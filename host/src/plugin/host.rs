@@ -44,6 +44,10 @@ pub struct Grants {
     pub kv: Option<crate::capability::kv::KvGrant>,
     /// `wasmtp:smtp/queue` (`grants.queue`).
     pub queue: bool,
+    /// `wasmtp:smtp/dns` (`grants.dns`): which names, types, resolver, budget.
+    pub dns: Option<Arc<crate::capability::dns::DnsGrant>>,
+    /// `wasmtp:smtp/mail-auth` (`grants.mail_auth`).
+    pub mail_auth: bool,
 }
 
 impl Grants {
@@ -158,6 +162,12 @@ pub struct HostState {
     /// The transaction being delivered, during `data` and `lmtp-data`
     /// (what `queue.enqueue` stores besides the content).
     pub delivery: Option<crate::capability::queue::Delivery>,
+    /// `wasmtp:smtp/dns`, when granted: the resolver, the grant and this
+    /// hook call's queries.
+    pub dns: Option<crate::capability::dns::DnsAccess>,
+    /// `wasmtp:smtp/mail-auth`, when granted: the verifier and the
+    /// transaction being checked.
+    pub mail_auth: Option<crate::capability::mail_auth::AuthAccess>,
 }
 
 impl HostState {
@@ -188,6 +198,24 @@ impl HostState {
                     queue: plugin.runtime.store.get().map(|s| s.queue.clone()),
                 }),
             delivery: None,
+            dns: plugin
+                .grants
+                .dns
+                .as_ref()
+                .map(|grant| crate::capability::dns::DnsAccess {
+                    dns: Arc::clone(plugin.services.dns()),
+                    grant: Arc::clone(grant),
+                    used: 0,
+                }),
+            mail_auth: plugin
+                .grants
+                .mail_auth
+                .then(|| crate::capability::mail_auth::AuthAccess {
+                    verifier: Arc::clone(&plugin.services.mail_auth),
+                    input: None,
+                    has_mail_from: false,
+                    slot: Default::default(),
+                }),
         }
     }
 

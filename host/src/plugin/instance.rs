@@ -24,8 +24,9 @@ use std::time::Instant;
 use wasmtime::component::Instance;
 use wasmtime::{Store, UpdateDeadline};
 
+use crate::capability::mail_auth::{AuthInput, AuthSlot};
 use crate::capability::queue::Delivery;
-use crate::smtp::envelope::{Envelope, SessionInfo};
+use crate::smtp::envelope::{Envelope, Peer, SessionInfo};
 use crate::smtp::reply::{self, Reply};
 use crate::smtp::spool::Content;
 
@@ -115,6 +116,9 @@ impl Live {
     #[must_use = "the epoch stops advancing when the guard is dropped"]
     fn arm(&mut self, plugin: &Plugin) -> Running {
         self.store.data_mut().deadline = Instant::now() + plugin.limits.hook_timeout;
+        if let Some(dns) = &mut self.store.data_mut().dns {
+            dns.used = 0;
+        }
         self.store.set_epoch_deadline(1);
         if plugin.runtime.fuel {
             // Fails only when the engine does not count fuel; it does here.
@@ -229,6 +233,9 @@ pub struct PluginInstance {
     live: Option<Live>,
     /// The transaction's queue id, handed to the instance with each call.
     queue_id: Option<String>,
+    /// What mail authentication is about (client, HELO, MAIL FROM) and the
+    /// transaction's shared verification, handed over likewise.
+    auth: Option<(AuthInput, bool, AuthSlot)>,
 }
 
 impl PluginInstance {
@@ -238,6 +245,30 @@ impl PluginInstance {
             session_id,
             live: None,
             queue_id: None,
+            auth: None,
+        }
+    }
+
+    /// The session and transaction the next hook calls belong to.
+    fn enter(&mut self, session: &SessionInfo, envelope: &Envelope) {
+        self.queue_id.clone_from(&envelope.queue_id);
+        if self.plugin.grants.mail_auth {
+            self.auth = match &session.peer {
+                Peer::Ip(addr) => Some((
+                    AuthInput {
+                        client_ip: addr.ip(),
+                        helo: session.host_name.clone().unwrap_or_default(),
+                        mail_from: match envelope.mail_from.as_deref() {
+                            Some("<>") | None => String::new(),
+                            Some(from) => from.to_owned(),
+                        },
+                        hostname: session.server_hostname.to_string(),
+                    },
+                    envelope.mail_from.is_some(),
+                    envelope.auth.clone(),
+                )),
+                Peer::Unix(_) => None,
+            };
         }
     }
 
@@ -262,7 +293,18 @@ impl PluginInstance {
             self.live = Some(live);
         }
         let live = self.live.as_mut().expect("just set");
-        live.store.data_mut().queue_id.clone_from(&self.queue_id);
+        let state = live.store.data_mut();
+        state.queue_id.clone_from(&self.queue_id);
+        if let Some(access) = &mut state.mail_auth {
+            match &self.auth {
+                Some((input, has_mail_from, slot)) => {
+                    access.input = Some(input.clone());
+                    access.has_mail_from = *has_mail_from;
+                    access.slot = slot.clone();
+                }
+                None => access.input = None,
+            }
+        }
         Ok(live)
     }
 
@@ -640,7 +682,7 @@ impl SessionPlugin {
         let hook = call.hook();
         let (s, e) = (convert::session(session), convert::envelope(envelope));
         for instance in self.instances.iter_mut().filter(|i| i.has(hook)) {
-            instance.queue_id.clone_from(&envelope.queue_id);
+            instance.enter(session, envelope);
             match instance.call(session, &s, &e, call).await {
                 Ok(None) | Err(Failed::Skip) => continue,
                 Ok(Some(reply)) => return Ok(Some(reply)),
@@ -958,6 +1000,7 @@ impl SessionPlugin {
             password: credentials.password.clone(),
         };
         for instance in self.instances.iter_mut().filter(|i| i.has(Hook::Auth)) {
+            instance.enter(session, envelope);
             match instance.auth(session, &s, &e, &credentials).await {
                 Ok(decision) => return Ok(decision),
                 Err(Failed::Skip) => continue,
@@ -1074,7 +1117,7 @@ impl SessionPlugin {
         content: Arc<Content>,
     ) -> HookResult<Vec<Option<Reply>>> {
         for instance in &mut self.instances {
-            instance.queue_id.clone_from(&envelope.queue_id);
+            instance.enter(session, envelope);
         }
         let recipients = envelope.rcpt_tos.len();
         if !self

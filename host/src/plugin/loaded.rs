@@ -208,6 +208,17 @@ pub enum PluginError {
         export: String,
     },
     #[error(
+        "plugin `{plugin}`: {source_name} imports {import}, which needs `grants.{grant}` in [plugin.{section}.grants]"
+    )]
+    NotGranted {
+        plugin: String,
+        source_name: String,
+        import: String,
+        grant: &'static str,
+        /// The config section the grant goes in (`inbox` for the tenant copy `acme/inbox`).
+        section: String,
+    },
+    #[error(
         "plugin `{plugin}`: {source_name} needs an import this server does not provide: {reason}"
     )]
     Link {
@@ -271,6 +282,8 @@ pub struct Plugin {
     pub limits: Limits,
     pub on_failure: FailurePolicy,
     pub runtime: Arc<Runtime>,
+    /// The resolver and verifier of the generation that loaded it.
+    pub services: Arc<crate::capability::Services>,
     pub pre: InstancePre<HostState>,
     pub hooks: HookIndices,
     /// Permits for `limits.max_concurrent_calls`.
@@ -350,6 +363,7 @@ impl Plugin {
             limits: spec.limits,
             on_failure: spec.on_failure,
             runtime: runtime.clone(),
+            services: runtime.services(),
             pre,
             hooks,
             calls: max_concurrent_calls.map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1)))),

@@ -126,6 +126,9 @@ pub struct Runtime {
     /// without it their calls are `unavailable`. One per process: a reload
     /// keeps it.
     pub store: std::sync::OnceLock<crate::store::Store>,
+    /// The resolver and verifier the plugins loaded next get (`[dns]`,
+    /// `[auth]`); see [`Runtime::configure_services`].
+    services: std::sync::Mutex<Option<Arc<crate::capability::Services>>>,
 }
 
 impl Runtime {
@@ -186,6 +189,41 @@ impl Runtime {
             fuel: settings.fuel,
             ticker,
             store: std::sync::OnceLock::new(),
+            services: std::sync::Mutex::new(None),
+        }))
+    }
+
+    /// Sets the `[dns]` and `[auth]` of the plugins loaded from now on. The
+    /// resolver (and its cache) is kept when `[dns]` did not change, so a
+    /// reload does not cost a cold cache.
+    pub fn configure_services(
+        &self,
+        dns: &crate::capability::dns::DnsSettings,
+        auth: &crate::capability::mail_auth::MailAuthSettings,
+    ) {
+        let mut current = self.services.lock().unwrap_or_else(|e| e.into_inner());
+        let resolver = match current.as_ref() {
+            Some(s) if s.dns_settings == *dns => Arc::clone(s.mail_auth.dns()),
+            _ => Arc::new(crate::capability::dns::Dns::new(dns)),
+        };
+        *current = Some(Arc::new(crate::capability::Services::new(
+            dns.clone(),
+            resolver,
+            auth.clone(),
+        )));
+    }
+
+    /// The services for a plugin being loaded (the defaults if none were set).
+    pub fn services(&self) -> Arc<crate::capability::Services> {
+        let mut current = self.services.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(current.get_or_insert_with(|| {
+            let dns = crate::capability::dns::DnsSettings::default();
+            let resolver = Arc::new(crate::capability::dns::Dns::new(&dns));
+            Arc::new(crate::capability::Services::new(
+                dns,
+                resolver,
+                Default::default(),
+            ))
         }))
     }
 }

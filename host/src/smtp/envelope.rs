@@ -85,4 +85,7 @@ pub struct Envelope {
     pub smtp_utf8: bool,
     pub rcpt_tos: Vec<String>,
     pub rcpt_options: Vec<Vec<String>>,
+    /// The transaction's mail authentication, computed once for every
+    /// plugin of the chain (and tenants) that asks (`capability::mail_auth`).
+    pub auth: crate::capability::mail_auth::AuthSlot,
 }
