@@ -226,17 +226,6 @@ pub enum PluginError {
         source_name: String,
         reason: String,
     },
-    #[error(
-        "plugin `{plugin}`: {source_name} imports {import}, which needs `grants.{grant}` in [plugin.{section}.grants]"
-    )]
-    NotGranted {
-        plugin: String,
-        source_name: String,
-        import: String,
-        grant: &'static str,
-        /// The config section the grant goes in (`inbox` for the tenant copy `acme/inbox`).
-        section: String,
-    },
     #[error("plugin `{plugin}`: {message}")]
     ArgsRefused { plugin: String, message: String },
     #[error("plugin `{plugin}`: failed while starting: {reason}")]
