@@ -405,6 +405,10 @@ pub struct GrantsSection {
     /// the message it is given into the durable queue).
     #[serde(default)]
     pub queue: bool,
+    /// `notes = true`: the plugin may import `wasmtp:smtp/notes` (the
+    /// transaction's notes, shared with the other plugins of the chain).
+    #[serde(default)]
+    pub notes: bool,
 }
 
 /// `kv = true | false | ["NAME", ...]`.
@@ -1215,6 +1219,7 @@ impl PluginSection {
         let g = &self.grants;
         spec.grants.stdout |= g.stdout;
         spec.grants.stderr |= g.stderr;
+        spec.grants.notes |= g.notes;
         spec.grants
             .env
             .extend(g.env.iter().map(|(k, v)| (k.clone(), v.clone())));

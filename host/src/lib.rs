@@ -7,7 +7,9 @@
 //! - [`smtp`]: the protocol — command parsing, replies, the DATA decoder,
 //!   and the session state machine that calls the hooks.
 //! - [`capability`]: the host imports a plugin is granted one by one
-//!   (`kv`, `queue`); [`store`]: the state behind them (SQLite, PostgreSQL).
+//!   (`kv`, `queue`, `notes`) and the per-transaction state the plugins of
+//!   a chain share; [`store`]: the state behind kv and queue (SQLite,
+//!   PostgreSQL).
 //! - [`plugin`]: the WebAssembly side — engine, loading and checking
 //!   components, one instance per session, the host imports and sandbox.
 //! - [`capability`]: what plugins may ask of the world when granted:
@@ -20,7 +22,8 @@
 //! - [`tool`]: `wasmtp plugin inspect|test`, for plugin authors;
 //!   [`check`]: `wasmtp check --config FILE`, for operators.
 //!
-//! The plugin contract is the WIT package in `wit/smtp.wit`.
+//! The plugin contract is the WIT package in `wit/` (`smtp.wit`, and one
+//! file per granted interface).
 
 pub mod capability;
 pub mod check;

@@ -11,7 +11,9 @@
 //!   resolver, a query budget per hook call);
 //! - [`mail_auth`]: `wasmtp:smtp/mail-auth`, the transaction's SPF, iprev,
 //!   DKIM, ARC and DMARC results and `Authentication-Results` value,
-//!   computed by the host once, on demand (`grants.mail_auth`).
+//!   computed by the host once, on demand (`grants.mail_auth`);
+//! - [`notes`]: `wasmtp:smtp/notes`, a key → value map per transaction
+//!   shared by the plugins of a chain (`grants.notes`).
 //!
 //! Every capability follows one pattern:
 //! - its interface lives in `wit/<name>.wit`, is imported by the `host`
@@ -23,6 +25,10 @@
 //! - its module implements the bindings' `Host` trait for
 //!   [`HostState`](crate::plugin::host::HostState), with its own state type
 //!   in one field of it;
+//! - what the plugins of a transaction share ([`Shared`]) lives with the
+//!   session's transaction (the envelope) and is handed to each instance for
+//!   the duration of a hook call, so every plugin of a chain, and tenants'
+//!   chains, see the same;
 //! - errors are values (`invalid`, `denied`, `unavailable`, `timeout`...),
 //!   never traps, and every wait is capped by what is left of the hook's
 //!   deadline.
@@ -30,9 +36,10 @@
 pub mod dns;
 pub mod kv;
 pub mod mail_auth;
+pub mod notes;
 pub mod queue;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::plugin::bindings::{WIT_PACKAGE, WIT_VERSION};
 use crate::plugin::host::Grants;
@@ -77,6 +84,12 @@ pub const CAPABILITIES: &[Capability] = &[
         grant: "mail_auth",
         granted: |g| g.mail_auth,
         note: "the transaction's SPF, DKIM, DMARC, ARC and iprev results: only with `grants.mail_auth`",
+    },
+    Capability {
+        interface: "notes",
+        grant: "notes",
+        granted: |g| g.notes,
+        note: "transaction notes shared by the chain: only with `grants.notes`",
     },
 ];
 
@@ -156,6 +169,48 @@ pub fn wait_deadline(deadline: std::time::Instant) -> std::time::Instant {
     deadline.checked_sub(WAIT_MARGIN).unwrap_or(deadline)
 }
 
+/// What the plugins of one transaction share, whichever chain (the
+/// listener's, a tenant's) they are in. Cloning shares it; a new
+/// transaction makes a new one (`Envelope::default()`).
+#[derive(Clone, Debug, Default)]
+pub struct Shared {
+    notes: Arc<Mutex<notes::Notes>>,
+}
+
+impl Shared {
+    pub fn notes(&self) -> MutexGuard<'_, notes::Notes> {
+        // A plugin can't poison it: the lock is held only inside host calls.
+        self.notes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What a hook call may change, before it runs: a failed call's changes
+    /// are undone ([`Shared::rollback`]), so a plugin that traps halfway
+    /// leaves nothing half-written (DESIGN.md, decision 3).
+    pub fn mark(&self) -> Mark {
+        Mark {
+            notes: self.notes().clone(),
+        }
+    }
+
+    pub fn rollback(&self, mark: Mark) {
+        *self.notes() = mark.notes;
+    }
+}
+
+/// The shared state as it was before a hook call.
+pub struct Mark {
+    notes: notes::Notes,
+}
+
+/// A plugin instance's view of the per-transaction capabilities during one
+/// hook call.
+#[derive(Default)]
+pub struct State {
+    /// The transaction's shared state, while a hook call runs; `None` at
+    /// load (`setup.init`) and between calls.
+    pub shared: Option<Shared>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +240,17 @@ mod tests {
                 .unwrap_err()
                 .grant,
             "queue"
+        );
+        let notes = Grants {
+            notes: true,
+            ..Grants::default()
+        };
+        assert_eq!(check_imports(["wasmtp:smtp/notes@0.1.0"], &notes), Ok(()));
+        assert_eq!(
+            check_imports(["wasmtp:smtp/notes@0.1.0"], &kv)
+                .unwrap_err()
+                .grant,
+            "notes"
         );
         assert!(capability_of("other:pkg/kv@0.1.0").is_none());
         assert!(capability_of("wasmtp:smtp/log@0.1.0").is_none());

@@ -1,5 +1,6 @@
 //! What the host gives a plugin instance: the store's data, the host imports
-//! (`content`, `log`), and the WASI sandbox built from the plugin's grants.
+//! every plugin has (`content`, `log`, `transaction`), and the WASI sandbox
+//! built from the plugin's grants. The granted imports are in `capability`.
 //!
 //! A plugin starts with nothing (DESIGN.md, decision 7): no files, no
 //! network, no environment, stdout and stderr discarded. The config grants
@@ -48,12 +49,20 @@ pub struct Grants {
     pub dns: Option<Arc<crate::capability::dns::DnsGrant>>,
     /// `wasmtp:smtp/mail-auth` (`grants.mail_auth`).
     pub mail_auth: bool,
+    /// `wasmtp:smtp/notes` (`grants.notes`).
+    pub notes: bool,
 }
 
 impl Grants {
     /// Whether the plugin uses the server's store (`kv` or `queue`).
     pub fn uses_store(&self) -> bool {
         self.kv.is_some() || self.queue
+    }
+
+    /// Whether the plugin is granted an import that reads or writes the
+    /// transaction's shared state (`capability::Shared`).
+    pub fn shares_transaction(&self) -> bool {
+        self.notes
     }
 
     /// Whether the plugin's file calls run on the thread that calls its
@@ -168,6 +177,8 @@ pub struct HostState {
     /// `wasmtp:smtp/mail-auth`, when granted: the verifier and the
     /// transaction being checked.
     pub mail_auth: Option<crate::capability::mail_auth::AuthAccess>,
+    /// The granted host imports' state during a hook call (`capability`).
+    pub capabilities: crate::capability::State,
 }
 
 impl HostState {
@@ -216,6 +227,7 @@ impl HostState {
                     has_mail_from: false,
                     slot: Default::default(),
                 }),
+            capabilities: crate::capability::State::default(),
         }
     }
 

@@ -236,6 +236,9 @@ pub struct PluginInstance {
     /// What mail authentication is about (client, HELO, MAIL FROM) and the
     /// transaction's shared verification, handed over likewise.
     auth: Option<(AuthInput, bool, AuthSlot)>,
+    /// The transaction's shared state, handed to the instance with each
+    /// call when the plugin is granted an import that uses it.
+    shared: Option<crate::capability::Shared>,
 }
 
 impl PluginInstance {
@@ -246,12 +249,16 @@ impl PluginInstance {
             live: None,
             queue_id: None,
             auth: None,
+            shared: None,
         }
     }
 
     /// The session and transaction the next hook calls belong to.
     fn enter(&mut self, session: &SessionInfo, envelope: &Envelope) {
         self.queue_id.clone_from(&envelope.queue_id);
+        if self.plugin.grants.shares_transaction() {
+            self.shared = Some(envelope.shared.clone());
+        }
         if self.plugin.grants.mail_auth {
             self.auth = match &session.peer {
                 Peer::Ip(addr) => Some((
@@ -305,6 +312,7 @@ impl PluginInstance {
                 None => access.input = None,
             }
         }
+        state.capabilities.shared.clone_from(&self.shared);
         Ok(live)
     }
 
@@ -335,6 +343,7 @@ impl PluginInstance {
                 }
             },
         };
+        let mark = self.shared.as_ref().map(crate::capability::Shared::mark);
         // The epoch deadline stops wasm that runs; this one also stops a hook
         // waiting in a host call (a socket read, say), which no epoch reaches.
         let limit = plugin.limits.hook_timeout + WAIT_GRACE;
@@ -359,6 +368,9 @@ impl PluginInstance {
             },
             Err(error) => self.classify(error),
         };
+        if let (Some(shared), Some(mark)) = (&self.shared, mark) {
+            shared.rollback(mark);
+        }
         Err(self.fail(call.hook(), session, failure).await)
     }
 

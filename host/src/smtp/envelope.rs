@@ -88,4 +88,8 @@ pub struct Envelope {
     /// The transaction's mail authentication, computed once for every
     /// plugin of the chain (and tenants) that asks (`capability::mail_auth`).
     pub auth: crate::capability::mail_auth::AuthSlot,
+    /// What the plugins of this transaction share through the granted
+    /// imports (notes, ...). A new transaction (`Envelope::default()`:
+    /// after DATA, RSET, HELO/EHLO) starts with a new one.
+    pub shared: crate::capability::Shared,
 }
