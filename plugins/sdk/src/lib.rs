@@ -54,12 +54,16 @@
 //! - [`Content`]: the message, read in chunks (`std::io::Read`);
 //! - [`message`]: aiosmtpd's `Message` handler: headers parsed, `X-Peer`,
 //!   `X-MailFrom`, `X-RcptTo` added, the body streamed;
-//! - [`log`](mod@log): log lines in the server's log.
+//! - [`log`](mod@log): log lines in the server's log;
+//! - granted imports, each usable only with its grant in the server's
+//!   config (a plugin that never calls one does not import it):
+//!   [`notes`] (`grants.notes`).
 
 mod args;
 mod content;
 pub mod log;
 pub mod message;
+pub mod notes;
 mod reply;
 mod types;
 
@@ -72,6 +76,8 @@ pub mod wit {
             world sdk {
                 include wasmtp:smtp/plugin@0.1.0;
                 import wasmtp:smtp/types@0.1.0;
+                // Granted imports: a plugin imports one only if it calls it.
+                import wasmtp:smtp/notes@0.1.0;
             }
         "#,
         path: "../../wit",
@@ -79,7 +85,7 @@ pub mod wit {
         generate_all,
     });
 
-    pub use wasmtp::smtp::{content, log, transaction, types};
+    pub use wasmtp::smtp::{content, log, notes, transaction, types};
 }
 
 pub use args::Args;
@@ -148,18 +154,36 @@ pub trait Plugin: Default + 'static {
     /// `EHLO hostname`. `responses` is the reply the host plans to send
     /// (server name first, extensions, `HELP` last); return it changed, or
     /// `None` to send it as planned.
-    fn ehlo(&mut self, session: &Session, envelope: &Envelope, hostname: &str, responses: Reply) -> Option<Reply> {
+    fn ehlo(
+        &mut self,
+        session: &Session,
+        envelope: &Envelope,
+        hostname: &str,
+        responses: Reply,
+    ) -> Option<Reply> {
         None
     }
 
     /// `MAIL FROM:<address> [options]`. Default: `250 OK`.
-    fn mail(&mut self, session: &Session, envelope: &Envelope, address: &str, options: &[String]) -> Option<Reply> {
+    fn mail(
+        &mut self,
+        session: &Session,
+        envelope: &Envelope,
+        address: &str,
+        options: &[String],
+    ) -> Option<Reply> {
         None
     }
 
     /// `RCPT TO:<address> [options]`. Default: `250 OK`; anything but 2xx
     /// refuses this recipient only.
-    fn rcpt(&mut self, session: &Session, envelope: &Envelope, address: &str, options: &[String]) -> Option<Reply> {
+    fn rcpt(
+        &mut self,
+        session: &Session,
+        envelope: &Envelope,
+        address: &str,
+        options: &[String],
+    ) -> Option<Reply> {
         None
     }
 
@@ -192,7 +216,12 @@ pub trait Plugin: Default + 'static {
 
     /// `AUTH`: decide the credentials. Default (no `auth` hook): every
     /// attempt is refused.
-    fn auth(&mut self, session: &Session, envelope: &Envelope, credentials: Credentials) -> AuthDecision {
+    fn auth(
+        &mut self,
+        session: &Session,
+        envelope: &Envelope,
+        credentials: Credentials,
+    ) -> AuthDecision {
         AuthDecision::Reject(None)
     }
 
@@ -209,7 +238,12 @@ pub trait Plugin: Default + 'static {
     /// LMTP's end of DATA: one reply per recipient of `envelope.rcpt_tos`,
     /// in order (`None`: that recipient gets `250 OK`). Called instead of
     /// `data` on LMTP listeners. Default: `data`'s reply for every recipient.
-    fn lmtp_data(&mut self, session: &Session, envelope: &Envelope, content: Content) -> Vec<Option<Reply>> {
+    fn lmtp_data(
+        &mut self,
+        session: &Session,
+        envelope: &Envelope,
+        content: Content,
+    ) -> Vec<Option<Reply>> {
         let reply = self.data(session, envelope, content);
         vec![reply; envelope.rcpt_tos.len()]
     }
@@ -228,7 +262,10 @@ pub mod __private {
     pub use wit_bindgen;
 
     /// Runs `f` on the session's plugin value, making it on first use.
-    pub fn with_instance<P: Default, R>(cell: &std::cell::RefCell<Option<P>>, f: impl FnOnce(&mut P) -> R) -> R {
+    pub fn with_instance<P: Default, R>(
+        cell: &std::cell::RefCell<Option<P>>,
+        f: impl FnOnce(&mut P) -> R,
+    ) -> R {
         let mut instance = cell.borrow_mut();
         f(instance.get_or_insert_with(P::default))
     }

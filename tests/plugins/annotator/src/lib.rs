@@ -1,0 +1,105 @@
+//! annotator: calls the granted imports as its arguments say, so the tests
+//! drive every capability through the real server with one plugin.
+//!
+//! Each argument is `HOOK:ACTION[:ARG]`, HOOK one of `mail`, `rcpt`,
+//! `data`, `rset`; the actions of a hook run in order when it is called:
+//!
+//! - `note-set:KEY=VALUE`, `note-fill:KEY=N` (N bytes of `x`), `note-del:KEY`;
+//! - `reply-notes`: answer the hook `250 notes: k=v, ...` (a value over 40
+//!   bytes shows as `k=<N bytes>`; `(none)` when empty), so a client reads
+//!   the notes.
+//!
+//! Every action's outcome is logged (`annotator: ACTION: ok` or `... error:
+//! ...`), so a test reads the errors the host returned as values.
+
+use wasmtp_plugin::{Args, Content, Envelope, Plugin, Reply, Session, info, notes};
+
+#[derive(Default)]
+struct Annotator {
+    actions: Vec<(String, String)>,
+}
+
+fn show_notes() -> String {
+    let notes: Vec<String> = notes::keys()
+        .into_iter()
+        .map(|k| {
+            let v = notes::get(&k).unwrap_or_default();
+            if v.len() > 40 {
+                format!("{k}=<{} bytes>", v.len())
+            } else {
+                format!("{k}={v}")
+            }
+        })
+        .collect();
+    if notes.is_empty() {
+        return "notes: (none)".into();
+    }
+    format!("notes: {}", notes.join(", "))
+}
+
+impl Annotator {
+    fn run(&mut self, hook: &str) -> Option<Reply> {
+        let mut reply = None;
+        for (h, action) in &self.actions {
+            if h != hook {
+                continue;
+            }
+            let (verb, arg) = action.split_once(':').unwrap_or((action, ""));
+            let outcome: Result<String, String> = match verb {
+                "note-set" => {
+                    let (k, v) = arg.split_once('=').unwrap_or((arg, ""));
+                    notes::set(k, v)
+                        .map(|()| "ok".into())
+                        .map_err(|e| format!("{e:?}"))
+                }
+                "note-fill" => {
+                    let (k, n) = arg.split_once('=').unwrap_or((arg, "0"));
+                    let value = "x".repeat(n.parse().unwrap_or(0));
+                    notes::set(k, &value)
+                        .map(|()| "ok".into())
+                        .map_err(|e| format!("{e:?}"))
+                }
+                "note-del" => Ok(format!("removed={}", notes::remove(arg))),
+                "reply-notes" => {
+                    reply = Some(Reply::text(250, show_notes()));
+                    Ok("ok".into())
+                }
+                other => Err(format!("unknown action {other}")),
+            };
+            match outcome {
+                Ok(what) => info!("annotator: {hook}:{action}: {what}"),
+                Err(e) => info!("annotator: {hook}:{action}: error: {e}"),
+            }
+        }
+        reply
+    }
+}
+
+#[wasmtp_plugin::plugin]
+impl Plugin for Annotator {
+    fn init(&mut self, args: Args) -> Result<(), String> {
+        for arg in args.rest() {
+            let (hook, action) = arg
+                .split_once(':')
+                .ok_or_else(|| format!("`{arg}`: expected HOOK:ACTION"))?;
+            self.actions.push((hook.to_owned(), action.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn mail(&mut self, _: &Session, _: &Envelope, _: &str, _: &[String]) -> Option<Reply> {
+        self.run("mail")
+    }
+
+    fn rcpt(&mut self, _: &Session, _: &Envelope, _: &str, _: &[String]) -> Option<Reply> {
+        self.run("rcpt")
+    }
+
+    fn data(&mut self, _: &Session, _: &Envelope, _: Content) -> Option<Reply> {
+        self.run("data")
+    }
+
+    fn rset(&mut self, _: &Session, _: &Envelope) -> Option<Reply> {
+        self.run("rset")
+    }
+}
