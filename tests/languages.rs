@@ -12,6 +12,8 @@
 #[path = "harness/mod.rs"]
 mod harness;
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -143,8 +145,8 @@ fn javascript_plugin() -> &'static Path {
     BUILT.get_or_init(|| {
         let hint = "install it with `npm ci --prefix examples/javascript` (.ci/run does)";
         require("node", "install Node.js (apt-get install nodejs npm)");
-        let tool = repo_root().join("examples/javascript/node_modules/.bin/componentize-js");
-        assert!(tool.exists(), "componentize-js is not installed: {hint}");
+        let tool = repo_root().join("examples/javascript/node_modules/.bin/componentize-qjs");
+        assert!(tool.exists(), "componentize-qjs is not installed: {hint}");
         let out = out_dir().join("javascript_policy.wasm");
         let mut command = Command::new(repo_root().join("examples/javascript/build.sh"));
         command.arg(&out);
@@ -758,4 +760,200 @@ fn measure_languages() {
     for (language, plugin) in plugins {
         measure_one(language, plugin);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Long sessions
+
+/// Messages sent on one connection through each example; an MTA with a
+/// cached connection sends this many and more. `WASMTP_LONG_SESSION` sets
+/// another count (the 100,000-message runs in docs/writing-plugins.md).
+const LONG_SESSION: usize = 20_000;
+/// After this many messages a plugin's memory has reached its working size.
+const WARM: usize = 1_000;
+/// How much the plugin's linear memory may still grow after [`WARM`].
+const MAX_GROWTH: f64 = 1024.0 * 1024.0;
+
+/// A server with metrics on, serving `plugin` as `policy` with the examples'
+/// arguments: (the server, its SMTP address, its metrics address).
+fn start_with_metrics(plugin: &Path) -> (harness::Process, SocketAddr, SocketAddr) {
+    let dir = out_dir();
+    let config = dir.join(format!(
+        "{}.long-session.toml",
+        plugin.file_stem().unwrap().to_string_lossy()
+    ));
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nhostname = \"{HOSTNAME}\"\nmetrics = \"127.0.0.1:0\"\n\n\
+             [[listener]]\naddress = \"127.0.0.1:0\"\nplugin = \"policy\"\n\n\
+             [plugin.policy]\ncomponent = {:?}\nargs = [\"example.com\", \"postmaster@example.org\"]\n",
+            plugin.display()
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(WASMTP);
+    command
+        .arg("--config")
+        .arg(&config)
+        // Not a line per transaction: only the startup lines waited for.
+        .env("RUST_LOG", "warn,wasmtp::server=info")
+        .env("NO_COLOR", "1");
+    let mut process = harness::Process::spawn("wasmtp", command);
+    process.wait_for_stderr("serving metrics at", SLOW);
+    let log = process.wait_for_stderr("listening on", SLOW);
+    let smtp = harness::listening_addrs(&log)[0];
+    let metrics = harness::metrics_addr(&log).expect("the metrics address");
+    (process, smtp, metrics)
+}
+
+/// One sample of a scrape, 0 when the series is absent.
+fn sample(metrics: SocketAddr, series: &str) -> f64 {
+    harness::scrape(metrics).get(series).copied().unwrap_or(0.0)
+}
+
+/// A plain SMTP client for many messages: pipelined commands, no
+/// transcript kept beyond the message being checked.
+struct Sender {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Sender {
+    fn connect(addr: SocketAddr) -> Sender {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(harness::IO_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let writer = stream.try_clone().unwrap();
+        let mut sender = Sender {
+            reader: BufReader::new(stream),
+            writer,
+        };
+        sender.replies(1);
+        sender.writer.write_all(b"EHLO client.example\r\n").unwrap();
+        sender.replies(1);
+        sender
+    }
+
+    /// Reads `n` replies: their last lines (`250 OK`, `550 5.1.1 ...`).
+    fn replies(&mut self, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|_| {
+                loop {
+                    let mut line = String::new();
+                    match self.reader.read_line(&mut line) {
+                        Ok(0) => panic!("the server closed the connection"),
+                        Ok(_) => {}
+                        Err(e) => panic!("no reply: {e}"),
+                    }
+                    if line.as_bytes().get(3) != Some(&b'-') {
+                        break line.trim_end().to_owned();
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+/// `LONG_SESSION` messages on one connection through `plugin`: every reply
+/// is the policy's, and the plugin's linear memory stops growing.
+fn check_long_session(plugin: &Path, language: &str) {
+    let messages = std::env::var("WASMTP_LONG_SESSION")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(LONG_SESSION);
+    let (_server, smtp, metrics) = start_with_metrics(plugin);
+    let memory = r#"wasmtp_plugin_memory_bytes{plugin="policy"}"#;
+    let body = format!("{}\r\n", "x".repeat(70)).repeat(14);
+    let accepted = format!("250 2.0.0 accepted by the {language} policy");
+    let mut c = Sender::connect(smtp);
+    let started = Instant::now();
+    let mut warm = 0.0;
+    for i in 1..=messages {
+        // Every 10th message also names a recipient the policy refuses;
+        // every 50th carries the spam flag.
+        let refused = i % 10 == 0;
+        let spam = i % 50 == 0;
+        let mut commands =
+            String::from("MAIL FROM:<anne@example.net>\r\nRCPT TO:<bart@example.com>\r\n");
+        if refused {
+            commands.push_str("RCPT TO:<eve@example.net>\r\n");
+        }
+        commands.push_str("DATA\r\n");
+        c.writer.write_all(commands.as_bytes()).unwrap();
+        let mut expected = vec!["250 OK".to_owned(), "250 OK".to_owned()];
+        if refused {
+            expected.push("550 5.1.1 <eve@example.net>: recipient not allowed".into());
+        }
+        expected.push("354 End data with <CR><LF>.<CR><LF>".into());
+        assert_eq!(
+            c.replies(expected.len()),
+            expected,
+            "{language}, message {i}"
+        );
+        let flag = if spam { "X-Spam-Flag: YES\r\n" } else { "" };
+        let message = format!(
+            "From: anne@example.net\r\nTo: bart@example.com\r\nSubject: message {i}\r\n{flag}\r\n{body}.\r\n"
+        );
+        c.writer.write_all(message.as_bytes()).unwrap();
+        let expected = if spam {
+            "550 5.7.1 message refused: X-Spam-Flag is YES"
+        } else {
+            &accepted
+        };
+        assert_eq!(c.replies(1), [expected], "{language}, message {i}");
+        if i == WARM.min(messages) {
+            warm = sample(metrics, memory);
+            assert!(warm > 0.0, "{memory} is not reported");
+        }
+    }
+    let took = started.elapsed();
+    let last = sample(metrics, memory);
+    let m = harness::scrape(metrics);
+    eprintln!(
+        "{language}: {messages} messages on one connection in {took:.1?} ({:.0}/s); \
+         linear memory {:.2} MiB after {WARM}, {:.2} MiB after {messages}",
+        messages as f64 / took.as_secs_f64(),
+        warm / 1048576.0,
+        last / 1048576.0,
+    );
+    assert!(
+        last - warm < MAX_GROWTH,
+        "{language}: the plugin's memory grew from {warm} to {last} bytes between message {WARM} and {messages}"
+    );
+    // One instance served the whole session: none failed and was replaced.
+    let failures: Vec<_> = m
+        .iter()
+        .filter(|(series, value)| {
+            series.starts_with("wasmtp_plugin_failures_total") && **value > 0.0
+        })
+        .collect();
+    assert!(failures.is_empty(), "{language}: {failures:?}");
+    assert_eq!(
+        m.get(r#"wasmtp_plugin_instantiations_total{plugin="policy"}"#),
+        Some(&1.0),
+        "{language}: one instance for the session"
+    );
+    c.writer.write_all(b"QUIT\r\n").unwrap();
+    assert_eq!(c.replies(1), ["221 Bye"]);
+}
+
+#[test]
+fn rust_template_long_session() {
+    check_long_session(rust_plugin(), "rust");
+}
+
+#[test]
+fn python_long_session() {
+    check_long_session(python_plugin(), "python");
+}
+
+#[test]
+fn javascript_long_session() {
+    check_long_session(javascript_plugin(), "javascript");
+}
+
+#[test]
+fn c_long_session() {
+    check_long_session(c_plugin(), "c");
 }

@@ -5,14 +5,13 @@
 #[path = "harness/mod.rs"]
 mod harness;
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use harness::{Client, HOSTNAME, Process, WASMTP, listening_addrs, plugin_path};
+use harness::{Client, HOSTNAME, Process, WASMTP, http_get, listening_addrs, plugin_path, scrape};
 
 fn config(dir: &Path) -> String {
     let every = plugin_path("every_hook.wasm");
@@ -79,46 +78,6 @@ fn config(dir: &Path) -> String {
     )
 }
 
-/// `GET path` on the metrics endpoint: (status line, body).
-fn get(addr: SocketAddr, path: &str) -> (String, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect to the metrics endpoint");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    (
-        head.lines().next().unwrap_or_default().to_owned(),
-        body.to_owned(),
-    )
-}
-
-/// Every sample of a scrape: `name{labels}` → value.
-fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
-    let (status, body) = get(addr, "/metrics");
-    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
-    assert!(
-        body.ends_with("# EOF\n"),
-        "OpenMetrics text ends with # EOF:\n{body}"
-    );
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (series, value) = l.rsplit_once(' ').unwrap();
-            (
-                series.to_owned(),
-                value.parse().unwrap_or_else(|_| panic!("bad sample {l:?}")),
-            )
-        })
-        .collect()
-}
-
 /// The message as the server stores it: LF → CRLF, without the final dot.
 fn wire_len(message: &str) -> usize {
     message.lines().map(|l| l.len() + 2).sum()
@@ -146,9 +105,7 @@ fn start(config_path: &Path) -> Node {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let log = process.stderr();
-    let at = log.find("serving metrics at http://").unwrap() + "serving metrics at http://".len();
-    let metrics = log[at..].split('/').next().unwrap().parse().unwrap();
+    let metrics = harness::metrics_addr(&process.stderr()).unwrap();
     Node { process, metrics }
 }
 
@@ -187,7 +144,7 @@ fn every_metric_counts_known_traffic() {
         ["main", "bad", "routed", "globex", "small", "proxied"].map(by_name);
 
     // Off the endpoint's one path: 404.
-    assert_eq!(get(node.metrics, "/").0, "HTTP/1.1 404 Not Found");
+    assert_eq!(http_get(node.metrics, "/").0, "HTTP/1.1 404 Not Found");
 
     // main (every-hook): one accepted, one tempfailed (a trap in data), one
     // abandoned by RSET; a 550 recipient; an invalid reply to NOOP.

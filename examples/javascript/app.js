@@ -14,8 +14,14 @@
 //
 // One instance of the component serves one SMTP session, so module state is
 // per-session; `setup.init` runs at the start of each instance.
+//
+// Built with componentize-qjs (QuickJS; see build.sh). The same source also
+// builds with componentize-js (SpiderMonkey), so it keeps to what both
+// bindings agree on: `null` for an `option` that is `none`, a thrown string
+// for the error of a `result`, and no 64-bit integers (`read-next` rather
+// than `read`, whose `u64` offset is a BigInt in one and a number in the other).
 
-import { read } from 'wasmtp:smtp/content@0.1.0';
+import { readNext } from 'wasmtp:smtp/content@0.1.0';
 import { log } from 'wasmtp:smtp/log@0.1.0';
 
 /** Lower-cased domains and addresses, from the arguments. */
@@ -24,20 +30,11 @@ let allowed = [];
 /** How much of the content to ask the host for at a time. */
 const CHUNK = 16 * 1024;
 
-/** The `error` case of a `result<_, string>`: componentize-js returns the
- *  thrown value's `payload` as the error (a plain `Error` would not lower to
- *  a string, and the call would trap). */
-class ResultError extends Error {
-  constructor(message) {
-    super(message);
-    this.payload = message;
-  }
-}
-
 export const setup = {
   init(args) {
     if (args.length === 0) {
-      throw new ResultError('give at least one allowed recipient domain or address');
+      // result<_, string>: the thrown string is the error.
+      throw 'give at least one allowed recipient domain or address';
     }
     allowed = args.map((arg) => arg.toLowerCase());
   },
@@ -48,23 +45,30 @@ export const rcpt = {
     address = address.toLowerCase();
     const domain = address.slice(address.lastIndexOf('@') + 1);
     if (allowed.includes(address) || allowed.includes(domain)) {
-      return undefined; // the default: 250 OK, and the recipient is recorded
+      return null; // the default: 250 OK, and the recipient is recorded
     }
     log('info', `refused recipient ${address}`);
     return { code: 550, enhanced: '5.1.1', lines: [`<${address}>: recipient not allowed`] };
   },
 };
 
+/** Bytes as a string, one character per byte (header fields are ASCII; the
+ *  rest only has to survive the search for the blank line). */
+function latin1(bytes) {
+  let text = '';
+  for (let i = 0; i < bytes.length; i += 4096) {
+    text += String.fromCharCode.apply(null, bytes.subarray(i, i + 4096));
+  }
+  return text;
+}
+
 /** The lines of the header block, read from the host a chunk at a time; the
  *  body is never copied into the plugin. */
 function* headerLines() {
-  const decoder = new TextDecoder('latin1');
-  let offset = 0n;
   let pending = '';
   for (;;) {
-    const chunk = read(offset, CHUNK);
-    offset += BigInt(chunk.length);
-    pending += decoder.decode(chunk);
+    const chunk = readNext(CHUNK);
+    pending += latin1(chunk);
     const lines = pending.split('\n');
     pending = lines.pop();
     for (let line of lines) {

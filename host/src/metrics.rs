@@ -20,6 +20,7 @@
 //! | `wasmtp_plugin_calls_total`, `wasmtp_plugin_call_duration_seconds` | plugin, hook | hook calls into plugins and how long each took (instantiation not included) |
 //! | `wasmtp_plugin_failures_total` | plugin, hook, kind | `trap`, `timeout`, `out-of-memory`, `invalid-reply` |
 //! | `wasmtp_plugin_instantiations_total`, `wasmtp_plugin_instantiation_duration_seconds` | plugin | per-session instances created (with `setup.init`), and how long that took |
+//! | `wasmtp_plugin_memory_bytes` | plugin | linear memory held now by the plugin's live instances (what `memory_limit_mib` bounds, per instance) |
 //! | `wasmtp_config_generation` | | the generation serving new connections |
 //! | `wasmtp_reloads_total` | result | `ok` or `refused` |
 //! | `wasmtp_build_info` | version | always 1 |
@@ -167,6 +168,7 @@ pub struct Metrics {
     failures: Family<FailureLabels, Counter>,
     instantiations: Family<PluginLabels, Counter>,
     instantiation_seconds: HistogramFamily<PluginLabels>,
+    memory: Family<PluginLabels, Gauge>,
     generation: Gauge,
     reloads: Family<ReloadLabels, Counter>,
 }
@@ -186,6 +188,7 @@ impl Metrics {
             failures: Family::default(),
             instantiations: Family::default(),
             instantiation_seconds: Family::new_with_constructor(instantiation_buckets),
+            memory: Family::default(),
             generation: Gauge::default(),
             reloads: Family::default(),
             registry: Registry::default(),
@@ -236,6 +239,12 @@ impl Metrics {
             "How long creating an instance took, setup.init included",
             Unit::Seconds,
             m.instantiation_seconds.clone(),
+        );
+        r.register_with_unit(
+            "plugin_memory",
+            "Linear memory held now by the plugin's live instances",
+            Unit::Bytes,
+            m.memory.clone(),
         );
         r.register(
             "config_generation",
@@ -342,6 +351,14 @@ impl Metrics {
         self.instantiation_seconds
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
+    }
+
+    /// The gauge of the linear memory `plugin`'s live instances hold; each
+    /// instance adds what it grows and takes it back when it is dropped.
+    pub fn plugin_memory(&self, plugin: &Arc<str>) -> Gauge {
+        self.memory.get_or_create_owned(&PluginLabels {
+            plugin: plugin.clone(),
+        })
     }
 
     pub fn generation(&self, generation: u64) {
@@ -513,6 +530,7 @@ mod tests {
         m.hook_call(&plugin, Hook::Rcpt, Duration::from_micros(30));
         m.hook_failure(&plugin, Hook::Data, "out-of-memory");
         m.received(&"in".into(), None, 42);
+        m.plugin_memory(&plugin).inc_by(1 << 20);
         let text = m.encode();
         assert!(
             text.contains("wasmtp_plugin_calls_total{plugin=\"acme/inbox\",hook=\"rcpt\"} 1"),
@@ -523,6 +541,10 @@ mod tests {
         assert!(text.contains("wasmtp_plugin_failures_total{plugin=\"acme/inbox\",hook=\"data\",kind=\"out-of-memory\"} 1"), "{text}");
         assert!(
             text.contains("wasmtp_received_bytes_total{listener=\"in\",tenant=\"\"} 42"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wasmtp_plugin_memory_bytes{plugin=\"acme/inbox\"} 1048576"),
             "{text}"
         );
         assert!(text.contains("wasmtp_build_info{version=\""), "{text}");

@@ -465,6 +465,53 @@ pub fn free_port() -> u16 {
 }
 
 // ---------------------------------------------------------------------------
+// The metrics endpoint
+
+/// The `/metrics` address a server logged (`serving metrics at http://…`).
+pub fn metrics_addr(log: &str) -> Option<SocketAddr> {
+    let at = log.find("serving metrics at http://")? + "serving metrics at http://".len();
+    log[at..].split('/').next()?.parse().ok()
+}
+
+/// `GET path` on a metrics endpoint: (status line, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
+/// Every sample of a scrape: `name{labels}` → value.
+pub fn scrape(addr: SocketAddr) -> std::collections::BTreeMap<String, f64> {
+    let (status, body) = http_get(addr, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    assert!(
+        body.ends_with("# EOF\n"),
+        "OpenMetrics text ends with # EOF:\n{body}"
+    );
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (
+                series.to_owned(),
+                value.parse().unwrap_or_else(|_| panic!("bad sample {l:?}")),
+            )
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
 // aiosmtpd
 
 /// The aiosmtpd version the parity tests were written against.

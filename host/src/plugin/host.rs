@@ -120,21 +120,53 @@ impl Grants {
 
 /// Caps an instance's memory and remembers that it hit the cap, so a trap
 /// that follows (an allocator giving up) is reported as out-of-memory.
+///
+/// It also keeps the instance's size, in `wasmtp_plugin_memory_bytes` when
+/// metrics are on: a plugin whose memory creeps up call after call (a leak
+/// in its language's runtime) shows there long before it fails.
 pub struct MemoryCap {
     pub limit: usize,
     pub hit: bool,
+    /// The instance's linear memories, in bytes (wasmtime reports their
+    /// creation as growth from 0, so this is their whole size).
+    pub size: usize,
+    gauge: Option<prometheus_client::metrics::gauge::Gauge>,
+}
+
+impl MemoryCap {
+    pub fn new(limit: usize, plugin: &Arc<str>) -> MemoryCap {
+        MemoryCap {
+            limit,
+            hit: false,
+            size: 0,
+            gauge: crate::metrics::get().map(|m| m.plugin_memory(plugin)),
+        }
+    }
+}
+
+impl Drop for MemoryCap {
+    fn drop(&mut self) {
+        if let Some(gauge) = &self.gauge {
+            gauge.dec_by(i64::try_from(self.size).unwrap_or(i64::MAX));
+        }
+    }
 }
 
 impl wasmtime::ResourceLimiter for MemoryCap {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > self.limit {
             self.hit = true;
             return Ok(false);
+        }
+        let grown = desired.saturating_sub(current);
+        self.size += grown;
+        if let Some(gauge) = &self.gauge {
+            gauge.inc_by(i64::try_from(grown).unwrap_or(i64::MAX));
         }
         Ok(true)
     }
@@ -188,10 +220,7 @@ impl HostState {
         HostState {
             wasi,
             table: ResourceTable::new(),
-            memory: MemoryCap {
-                limit: plugin.limits.memory,
-                hit: false,
-            },
+            memory: MemoryCap::new(plugin.limits.memory, &plugin.name),
             content: None,
             content_cursor: 0,
             queue_id: None,
