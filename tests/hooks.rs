@@ -285,3 +285,23 @@ fn builtin_plugins_check_their_arguments_as_aiosmtpd_does() {
         );
     }
 }
+
+/// A component built against `wasmtp:smtp@0.1.0` as it stood before the
+/// granted capabilities were added (a frozen copy of that WIT file) loads
+/// unchanged, needs no grant, and its imports (`content`, `log`,
+/// `transaction`) still work.
+#[test]
+fn a_component_built_before_the_capabilities_still_loads_and_runs() {
+    let plugin = harness::plugin_path("wit_0_1_0_before_capabilities.wasm");
+    let mut server = Server::start(&["--hostname", HOSTNAME, "-c", plugin.to_str().unwrap()]);
+    let mut c = Client::after_ehlo(server.addr());
+    c.expect("MAIL FROM:<anne@example.com>", 250);
+    c.expect("RCPT TO:<bart@example.com>", 250);
+    c.expect("DATA", 354);
+    c.send_raw(b"Subject: old\r\n\r\nbuilt before\r\n.\r\n");
+    assert_eq!(
+        c.expect_reply(250).text(),
+        "frozen 30 bytes, read 30 then 30, queue id 16"
+    );
+    server.wait_for_stderr("frozen rcpt bart@example.com");
+}
