@@ -456,7 +456,9 @@ impl ViaPool {
         content: Arc<Content>,
     ) -> Result<Option<wasmtp::plugin::bindings::types::Reply>> {
         let err = |e: wasmtime::Error| anyhow::anyhow!("{e:#}");
-        self.store.data_mut().content = Some(content);
+        self.store.data_mut().content = Some(Arc::new(
+            wasmtp::capability::headers::MessageView::from(content),
+        ));
         self.store.set_epoch_deadline(1);
         let guest = self
             .plugin

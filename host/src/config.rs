@@ -409,6 +409,10 @@ pub struct GrantsSection {
     /// transaction's notes, shared with the other plugins of the chain).
     #[serde(default)]
     pub notes: bool,
+    /// `headers = true`: the plugin may import `wasmtp:smtp/headers` (add,
+    /// remove and rename header fields of the message).
+    #[serde(default)]
+    pub headers: bool,
 }
 
 /// `kv = true | false | ["NAME", ...]`.
@@ -1220,6 +1224,7 @@ impl PluginSection {
         spec.grants.stdout |= g.stdout;
         spec.grants.stderr |= g.stderr;
         spec.grants.notes |= g.notes;
+        spec.grants.headers |= g.headers;
         spec.grants
             .env
             .extend(g.env.iter().map(|(k, v)| (k.clone(), v.clone())));

@@ -799,7 +799,8 @@ impl wit::Host for HostState {
     }
 
     async fn results(&mut self) -> Option<wit::AuthResults> {
-        let content = self.content.clone()?;
+        // DKIM and ARC verify the message as received, not as edited.
+        let content = self.content.as_ref()?.original().clone();
         let (t, _) = self.transaction_auth()?;
         let r = t
             .results(&content, super::wait_deadline(self.deadline))

@@ -14,6 +14,8 @@
 //!   computed by the host once, on demand (`grants.mail_auth`);
 //! - [`notes`]: `wasmtp:smtp/notes`, a key → value map per transaction
 //!   shared by the plugins of a chain (`grants.notes`).
+//! - [`headers`]: `wasmtp:smtp/headers`, header fields added, removed and
+//!   renamed in a view of the message (`grants.headers`).
 //!
 //! Every capability follows one pattern:
 //! - its interface lives in `wit/<name>.wit`, is imported by the `host`
@@ -34,6 +36,7 @@
 //!   deadline.
 
 pub mod dns;
+pub mod headers;
 pub mod kv;
 pub mod mail_auth;
 pub mod notes;
@@ -90,6 +93,12 @@ pub const CAPABILITIES: &[Capability] = &[
         grant: "notes",
         granted: |g| g.notes,
         note: "transaction notes shared by the chain: only with `grants.notes`",
+    },
+    Capability {
+        interface: "headers",
+        grant: "headers",
+        granted: |g| g.headers,
+        note: "header fields added, removed, renamed: only with `grants.headers`",
     },
 ];
 
@@ -175,6 +184,7 @@ pub fn wait_deadline(deadline: std::time::Instant) -> std::time::Instant {
 #[derive(Clone, Debug, Default)]
 pub struct Shared {
     notes: Arc<Mutex<notes::Notes>>,
+    headers: Arc<Mutex<headers::Edits>>,
 }
 
 impl Shared {
@@ -183,23 +193,40 @@ impl Shared {
         self.notes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    pub fn headers(&self) -> MutexGuard<'_, headers::Edits> {
+        self.headers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The state of one tenant's delivery of the message: the same notes,
+    /// and header edits of its own from here on (a tenant's edits in `data`
+    /// reach only its chain).
+    pub fn fork(&self) -> Shared {
+        Shared {
+            notes: self.notes.clone(),
+            headers: Arc::new(Mutex::new(self.headers().clone())),
+        }
+    }
+
     /// What a hook call may change, before it runs: a failed call's changes
     /// are undone ([`Shared::rollback`]), so a plugin that traps halfway
     /// leaves nothing half-written (DESIGN.md, decision 3).
     pub fn mark(&self) -> Mark {
         Mark {
             notes: self.notes().clone(),
+            headers: self.headers().len(),
         }
     }
 
     pub fn rollback(&self, mark: Mark) {
         *self.notes() = mark.notes;
+        self.headers().truncate(mark.headers);
     }
 }
 
 /// The shared state as it was before a hook call.
 pub struct Mark {
     notes: notes::Notes,
+    headers: usize,
 }
 
 /// A plugin instance's view of the per-transaction capabilities during one
@@ -209,6 +236,9 @@ pub struct State {
     /// The transaction's shared state, while a hook call runs; `None` at
     /// load (`setup.init`) and between calls.
     pub shared: Option<Shared>,
+    /// Whether the call may edit the message or the envelope: not a
+    /// tenant's plugin before `data`, whose edits would reach other tenants.
+    pub edits_allowed: bool,
 }
 
 #[cfg(test)]

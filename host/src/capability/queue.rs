@@ -88,7 +88,9 @@ impl HostState {
             .as_ref()
             .and_then(|q| q.queue.clone())
             .ok_or_else(|| Error::Unavailable("this server has no store".into()))?;
-        Ok((content.clone(), delivery.clone(), queue))
+        // TODO(issue 11): enqueue the edited view (header edits) rather than
+        // the message as received.
+        Ok((content.original().clone(), delivery.clone(), queue))
     }
 }
 

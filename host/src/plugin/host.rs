@@ -15,7 +15,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::wasmtp::smtp::{content, log, transaction, types};
 use super::loaded::Plugin;
-use crate::smtp::spool::Content;
+use crate::capability::headers::MessageView;
 
 /// The most a single `content.read` returns, so a plugin can't make the host
 /// allocate a huge buffer with one call.
@@ -51,6 +51,8 @@ pub struct Grants {
     pub mail_auth: bool,
     /// `wasmtp:smtp/notes` (`grants.notes`).
     pub notes: bool,
+    /// `wasmtp:smtp/headers` (`grants.headers`).
+    pub headers: bool,
 }
 
 impl Grants {
@@ -62,7 +64,7 @@ impl Grants {
     /// Whether the plugin is granted an import that reads or writes the
     /// transaction's shared state (`capability::Shared`).
     pub fn shares_transaction(&self) -> bool {
-        self.notes
+        self.notes || self.headers
     }
 
     /// Whether the plugin's file calls run on the thread that calls its
@@ -186,8 +188,9 @@ pub struct HostState {
     pub wasi: WasiCtx,
     pub table: ResourceTable,
     pub memory: MemoryCap,
-    /// The message during the `data` hook; `None` otherwise.
-    pub content: Option<Arc<Content>>,
+    /// The message during the `data` hook (with the header edits made
+    /// before the call); `None` otherwise.
+    pub content: Option<Arc<MessageView>>,
     /// Where `content.read-next` goes on from.
     pub content_cursor: u64,
     /// The current transaction's queue id, for `transaction.queue-id`.
@@ -261,7 +264,7 @@ impl HostState {
     }
 
     /// Make `content` readable (or not), with `read-next` starting over.
-    pub fn set_content(&mut self, content: Option<Arc<Content>>) {
+    pub fn set_content(&mut self, content: Option<Arc<MessageView>>) {
         self.content = content;
         self.content_cursor = 0;
     }

@@ -24,6 +24,7 @@ use std::time::Instant;
 use wasmtime::component::Instance;
 use wasmtime::{Store, UpdateDeadline};
 
+use crate::capability::headers::MessageView;
 use crate::capability::mail_auth::{AuthInput, AuthSlot};
 use crate::capability::queue::Delivery;
 use crate::smtp::envelope::{Envelope, Peer, SessionInfo};
@@ -147,7 +148,7 @@ pub enum HookCall<'a> {
         options: &'a [String],
     },
     Data {
-        content: &'a Arc<Content>,
+        content: &'a Arc<MessageView>,
     },
     Rset,
     Noop {
@@ -239,6 +240,9 @@ pub struct PluginInstance {
     /// The transaction's shared state, handed to the instance with each
     /// call when the plugin is granted an import that uses it.
     shared: Option<crate::capability::Shared>,
+    /// Whether the next calls may edit the message (not a tenant's plugin
+    /// before `data`).
+    edits_allowed: bool,
 }
 
 impl PluginInstance {
@@ -250,11 +254,13 @@ impl PluginInstance {
             queue_id: None,
             auth: None,
             shared: None,
+            edits_allowed: false,
         }
     }
 
     /// The session and transaction the next hook calls belong to.
-    fn enter(&mut self, session: &SessionInfo, envelope: &Envelope) {
+    fn enter(&mut self, session: &SessionInfo, envelope: &Envelope, edits_allowed: bool) {
+        self.edits_allowed = edits_allowed;
         self.queue_id.clone_from(&envelope.queue_id);
         if self.plugin.grants.shares_transaction() {
             self.shared = Some(envelope.shared.clone());
@@ -313,6 +319,7 @@ impl PluginInstance {
             }
         }
         state.capabilities.shared.clone_from(&self.shared);
+        state.capabilities.edits_allowed = self.edits_allowed;
         Ok(live)
     }
 
@@ -643,6 +650,35 @@ pub struct SessionPlugin {
     /// The tenants' chains for this session, created when first needed.
     tenants: Vec<Option<SessionPlugin>>,
     session_id: u64,
+    /// A tenant's chain: its plugins may edit the message and the envelope
+    /// only in `data` (their own delivery), not before.
+    tenant: bool,
+}
+
+/// The message as the next plugin of a chain reads it: `content` with the
+/// transaction's header edits, made again only when the edits changed.
+fn message_view(
+    content: &Arc<MessageView>,
+    shared: &crate::capability::Shared,
+    cache: &mut Option<(usize, Arc<MessageView>)>,
+) -> Result<Arc<MessageView>, Reply> {
+    let edits = shared.headers();
+    if edits.is_empty() {
+        return Ok(content.clone());
+    }
+    if let Some((n, view)) = cache
+        && *n == edits.len()
+    {
+        return Ok(view.clone());
+    }
+    let view = MessageView::new(content.original().clone(), &edits)
+        .map(Arc::new)
+        .map_err(|e| {
+            tracing::error!("can't read the spooled message back: {e}");
+            reply::LOCAL_ERROR.clone()
+        })?;
+    *cache = Some((edits.len(), view.clone()));
+    Ok(view)
 }
 
 impl SessionPlugin {
@@ -658,6 +694,7 @@ impl SessionPlugin {
             instances,
             tenants,
             session_id,
+            tenant: false,
         }
     }
 
@@ -680,8 +717,10 @@ impl SessionPlugin {
 
     fn tenant(&mut self, index: usize) -> &mut SessionPlugin {
         let (chain, id) = (&self.chain, self.session_id);
-        self.tenants[index]
-            .get_or_insert_with(|| SessionPlugin::new(chain.tenants[index].chain.clone(), id))
+        self.tenants[index].get_or_insert_with(|| SessionPlugin {
+            tenant: true,
+            ..SessionPlugin::new(chain.tenants[index].chain.clone(), id)
+        })
     }
 
     /// Pass a command hook along this chain's own plugins (see the module docs).
@@ -693,8 +732,19 @@ impl SessionPlugin {
     ) -> HookResult<Option<Reply>> {
         let hook = call.hook();
         let (s, e) = (convert::session(session), convert::envelope(envelope));
+        let edits_allowed = !self.tenant || hook == Hook::Data;
+        let mut view = None;
         for instance in self.instances.iter_mut().filter(|i| i.has(hook)) {
-            instance.enter(session, envelope);
+            instance.enter(session, envelope, edits_allowed);
+            // Each plugin reads the message with the edits made before it.
+            let content;
+            let call = match call {
+                HookCall::Data { content: original } => {
+                    content = message_view(original, &envelope.shared, &mut view)?;
+                    HookCall::Data { content: &content }
+                }
+                call => call,
+            };
             match instance.call(session, &s, &e, call).await {
                 Ok(None) | Err(Failed::Skip) => continue,
                 Ok(Some(reply)) => return Ok(Some(reply)),
@@ -784,6 +834,7 @@ impl SessionPlugin {
         envelope: &Envelope,
         content: Arc<Content>,
     ) -> HookResult<Option<Reply>> {
+        let content = Arc::new(MessageView::from(content));
         if self.chain.tenants.is_empty() {
             return self
                 .call(session, envelope, HookCall::Data { content: &content })
@@ -796,9 +847,11 @@ impl SessionPlugin {
             let group = match groups.iter_mut().position(|(o, _)| *o == owner) {
                 Some(g) => &mut groups[g].1,
                 None => {
+                    // Each group's own header edits from here on.
                     let e = Envelope {
                         rcpt_tos: Vec::new(),
                         rcpt_options: Vec::new(),
+                        shared: envelope.shared.fork(),
                         ..envelope.clone()
                     };
                     groups.push((owner, e));
@@ -816,7 +869,7 @@ impl SessionPlugin {
                 Some(t) => {
                     let tenant = self.tenant(t);
                     if tenant.has(Hook::Data) {
-                        Box::pin(tenant.data(session, &group, content.clone())).await
+                        Box::pin(tenant.data(session, &group, content.original().clone())).await
                     } else {
                         Ok(None)
                     }
@@ -1012,7 +1065,7 @@ impl SessionPlugin {
             password: credentials.password.clone(),
         };
         for instance in self.instances.iter_mut().filter(|i| i.has(Hook::Auth)) {
-            instance.enter(session, envelope);
+            instance.enter(session, envelope, false);
             match instance.auth(session, &s, &e, &credentials).await {
                 Ok(decision) => return Ok(decision),
                 Err(Failed::Skip) => continue,
@@ -1060,7 +1113,7 @@ impl PluginInstance {
         session: &SessionInfo,
         s: &types::Session,
         e: &types::Envelope,
-        content: &Arc<Content>,
+        content: &Arc<MessageView>,
         recipients: usize,
     ) -> Result<Vec<Option<Reply>>, Failed> {
         let blocking = self.plugin.grants.files_on_calling_thread();
@@ -1129,7 +1182,7 @@ impl SessionPlugin {
         content: Arc<Content>,
     ) -> HookResult<Vec<Option<Reply>>> {
         for instance in &mut self.instances {
-            instance.enter(session, envelope);
+            instance.enter(session, envelope, true);
         }
         let recipients = envelope.rcpt_tos.len();
         if !self
@@ -1147,10 +1200,13 @@ impl SessionPlugin {
         }
         let (s, e) = (convert::session(session), convert::envelope(envelope));
         let mut decided: Vec<Option<Reply>> = vec![None; recipients];
+        let original = Arc::new(MessageView::from(content));
+        let mut view = None;
         for instance in self.instances.iter_mut() {
             if decided.iter().all(Option::is_some) {
                 break;
             }
+            let content = message_view(&original, &envelope.shared, &mut view)?;
             let answers = if instance.has(Hook::LmtpData) {
                 instance
                     .lmtp_data(session, &s, &e, &content, recipients)

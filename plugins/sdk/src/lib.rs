@@ -57,11 +57,12 @@
 //! - [`log`](mod@log): log lines in the server's log;
 //! - granted imports, each usable only with its grant in the server's
 //!   config (a plugin that never calls one does not import it):
-//!   [`notes`] (`grants.notes`).
+//!   [`notes`] (`grants.notes`), [`headers`] (`grants.headers`).
 
 mod args;
 mod content;
 pub mod log;
+pub mod headers;
 pub mod message;
 pub mod notes;
 mod reply;
@@ -78,6 +79,7 @@ pub mod wit {
                 import wasmtp:smtp/types@0.1.0;
                 // Granted imports: a plugin imports one only if it calls it.
                 import wasmtp:smtp/notes@0.1.0;
+                import wasmtp:smtp/headers@0.1.0;
             }
         "#,
         path: "../../wit",
@@ -85,7 +87,7 @@ pub mod wit {
         generate_all,
     });
 
-    pub use wasmtp::smtp::{content, log, notes, transaction, types};
+    pub use wasmtp::smtp::{content, headers, log, notes, transaction, types};
 }
 
 pub use args::Args;
