@@ -104,7 +104,7 @@ pub async fn check(config: Config, file: &Path) -> Report {
     };
     let runtime = match Runtime::new(&config.runtime) {
         Ok(runtime) => {
-            runtime.configure_services(&config.dns, &config.mail_auth);
+            runtime.configure_services(&config.dns, &config.mail_auth, &config.http);
             runtime
         }
         Err(e) => {

@@ -219,6 +219,7 @@ impl Cli {
             runtime: RuntimeSettings::default(),
             dns: Default::default(),
             mail_auth: Default::default(),
+            http: Default::default(),
             watch: false,
             listeners: vec![ListenerConfig {
                 name: "default".into(),

@@ -25,6 +25,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::capability::dns::{DEFAULT_BUDGET, DnsGrant, DnsSettings, RecordType, ResolverSettings};
+use crate::capability::http::{HttpGrant, HttpSettings};
 use crate::capability::mail_auth::MailAuthSettings;
 use crate::plugin::host::{DirGrant, Grants};
 use crate::plugin::loaded::{FailurePolicy, Limits, Source};
@@ -95,6 +96,9 @@ pub struct File {
     /// `[auth]`: mail authentication (SPF, DKIM, DMARC, ARC, iprev).
     #[serde(default)]
     pub auth: AuthSection,
+    /// `[http]`: how plugins granted `http` make their requests.
+    #[serde(default)]
+    pub http: HttpSection,
     /// `[store]`: where state that outlives a session is kept (key-value
     /// store, queue).
     #[serde(default)]
@@ -190,6 +194,47 @@ pub struct AuthSection {
     /// `timeout = 20`: seconds one part of the verification (SPF, DKIM…)
     /// may take, at most; a hook's own deadline can cut it shorter.
     pub timeout: Option<f64>,
+}
+
+/// `[http]`: the requests of plugins granted `http` (`wasi:http`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// `connect_timeout = 10`: seconds a connection (lookup, TCP, TLS) may
+    /// take; the hook's deadline can cut it shorter.
+    pub connect_timeout: Option<f64>,
+    /// `timeout = 30`: seconds a whole request may take, the response body
+    /// included; the hook's deadline can cut it shorter.
+    pub timeout: Option<f64>,
+    /// `max_response_bytes = 1048576`: the longest response body a plugin
+    /// is given; a longer one ends in an error. Default 1 MiB.
+    pub max_response_bytes: Option<u64>,
+    /// `ca_file = "/etc/wasmtp/internal-ca.pem"`: more trusted roots (PEM,
+    /// relative to this file), besides the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl HttpSection {
+    fn check(&self, base: &Path) -> CheckResult<HttpSettings> {
+        let mut settings = HttpSettings::default();
+        if let Some(secs) = self.connect_timeout {
+            settings.connect_timeout =
+                check_seconds(secs).map_err(|m| ("http.connect_timeout".to_owned(), m))?;
+        }
+        if let Some(secs) = self.timeout {
+            settings.timeout = check_seconds(secs).map_err(|m| ("http.timeout".to_owned(), m))?;
+        }
+        if let Some(n) = self.max_response_bytes {
+            settings.max_response_bytes = at_least_one(n, "http.max_response_bytes")?;
+        }
+        if let Some(file) = &self.ca_file {
+            settings.ca_file = Some(absolute(&base.join(file)));
+            settings
+                .extra_roots()
+                .map_err(|m| ("http.ca_file".to_owned(), m))?;
+        }
+        Ok(settings)
+    }
 }
 
 /// A tenant: its own chain of plugins (its own instances, limits and
@@ -413,6 +458,10 @@ pub struct GrantsSection {
     /// remove and rename header fields of the message).
     #[serde(default)]
     pub headers: bool,
+    /// `http = ["https://app.example.com/inbound/"]`: the plugin may import
+    /// `wasi:http/outgoing-handler` and request URLs under these prefixes
+    /// (same scheme, host and port; the path under the prefix's).
+    pub http: Option<Vec<String>>,
 }
 
 /// `kv = true | false | ["NAME", ...]`.
@@ -524,6 +573,8 @@ pub struct Config {
     pub dns: DnsSettings,
     /// `[auth]`.
     pub mail_auth: MailAuthSettings,
+    /// `[http]`.
+    pub http: HttpSettings,
 }
 
 #[derive(Debug)]
@@ -886,6 +937,7 @@ impl File {
             .map_err(|(k, m)| (format!("store.{k}"), m))?;
         let dns = self.dns.check()?;
         let mail_auth = self.auth.check()?;
+        let http = self.http.check(base)?;
         for (name, spec) in &plugins {
             if let Some(resolver) = spec.grants.dns.as_ref().and_then(|g| g.resolver.as_ref())
                 && !dns.resolvers.contains_key(resolver)
@@ -899,6 +951,7 @@ impl File {
         Ok(Config {
             dns,
             mail_auth,
+            http,
             file: None,
             runtime,
             watch: self.server.watch.unwrap_or(false),
@@ -1281,6 +1334,22 @@ impl PluginSection {
             spec.grants.dns = Some(std::sync::Arc::new(dns.grant()?));
         }
         spec.grants.mail_auth |= g.mail_auth;
+        if let Some(urls) = &g.http {
+            if urls.is_empty() {
+                return Err((
+                    ".grants.http".into(),
+                    "is empty; name the URL prefixes the plugin may request".into(),
+                ));
+            }
+            let mut grant = HttpGrant::parse(urls.iter().map(String::as_str))
+                .map_err(|(i, m)| (format!(".grants.http[{i}]"), m))?;
+            // A built-in's own grant (webhook's URL) stays.
+            if let Some(own) = &spec.grants.http {
+                grant.prefixes.extend(own.prefixes.iter().cloned());
+                grant.urls.extend(own.urls.iter().cloned());
+            }
+            spec.grants.http = Some(std::sync::Arc::new(grant));
+        }
         Ok(spec)
     }
 }

@@ -153,7 +153,7 @@ pub struct Server {
 pub async fn start(config: Config) -> Result<Server, StartError> {
     let runtime = Runtime::new(&config.runtime)?;
     open_store(&runtime, &config).map_err(StartError::Store)?;
-    runtime.configure_services(&config.dns, &config.mail_auth);
+    runtime.configure_services(&config.dns, &config.mail_auth, &config.http);
     let mut listeners = Vec::new();
     let config_file = config.file.clone();
     let watch = config.watch;
@@ -347,7 +347,7 @@ impl Server {
         }
         open_store(&self.runtime, &config).map_err(ReloadError::Store)?;
         self.runtime
-            .configure_services(&config.dns, &config.mail_auth);
+            .configure_services(&config.dns, &config.mail_auth, &config.http);
         let loaded = load_listeners(&self.runtime, config.listeners).await?;
         for (listener, (_, settings)) in self.listeners.iter().zip(loaded) {
             listener.settings.store(Arc::new(settings));

@@ -385,6 +385,8 @@ pub struct MessageView {
     content: Arc<Content>,
     /// The edited header block, and where the original's rest starts.
     head: Option<(Vec<u8>, u64)>,
+    /// This view parsed, once, by the first `wasmtp:smtp/message` call.
+    pub parsed: super::message::ParseCache,
 }
 
 impl From<Arc<Content>> for MessageView {
@@ -393,6 +395,7 @@ impl From<Arc<Content>> for MessageView {
         MessageView {
             content,
             head: None,
+            parsed: Default::default(),
         }
     }
 }
@@ -405,6 +408,7 @@ impl MessageView {
             return Ok(MessageView {
                 content,
                 head: None,
+                parsed: Default::default(),
             });
         }
         let mut head = parse(&content)?;
@@ -419,6 +423,7 @@ impl MessageView {
         Ok(MessageView {
             content,
             head: Some((bytes, head.rest)),
+            parsed: Default::default(),
         })
     }
 

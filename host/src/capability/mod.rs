@@ -16,6 +16,10 @@
 //!   shared by the plugins of a chain (`grants.notes`).
 //! - [`headers`]: `wasmtp:smtp/headers`, header fields added, removed and
 //!   renamed in a view of the message (`grants.headers`).
+//! - [`http`]: WASI's `wasi:http/outgoing-handler`, for the URL prefixes
+//!   of `grants.http`, with the server's TLS roots, timeouts and bounds.
+//! - [`message`]: `wasmtp:smtp/message`, the message parsed once (fields,
+//!   bodies, attachments); free, like `content`.
 //!
 //! Every capability follows one pattern:
 //! - its interface lives in `wit/<name>.wit`, is imported by the `host`
@@ -37,8 +41,10 @@
 
 pub mod dns;
 pub mod headers;
+pub mod http;
 pub mod kv;
 pub mod mail_auth;
+pub mod message;
 pub mod notes;
 pub mod queue;
 
@@ -50,7 +56,8 @@ use crate::plugin::host::Grants;
 /// One granted interface.
 pub struct Capability {
     /// The interface's name in the WIT package (`kv` in
-    /// `wasmtp:smtp/kv@0.1.0`).
+    /// `wasmtp:smtp/kv@0.1.0`), or an interface of another package in full
+    /// (`wasi:http/outgoing-handler`, any version).
     pub interface: &'static str,
     /// Its key under `[plugin.NAME.grants]`.
     pub grant: &'static str,
@@ -100,11 +107,24 @@ pub const CAPABILITIES: &[Capability] = &[
         granted: |g| g.headers,
         note: "header fields added, removed, renamed: only with `grants.headers`",
     },
+    Capability {
+        interface: http::OUTGOING_HANDLER,
+        grant: "http",
+        granted: |g| g.http.is_some(),
+        note: "outbound HTTP requests: only with `grants.http`, to the URL prefixes it names",
+    },
 ];
 
 /// The capability a component import names, if it is one of ours:
 /// `wasmtp:smtp/kv@0.1.0` → the `kv` row.
 pub fn capability_of(import: &str) -> Option<&'static Capability> {
+    let full = import.split_once('@').map_or(import, |(i, _)| i);
+    if let Some(c) = CAPABILITIES
+        .iter()
+        .find(|c| c.interface.contains(':') && c.interface == full)
+    {
+        return Some(c);
+    }
     let rest = import.strip_prefix(WIT_PACKAGE)?.strip_prefix('/')?;
     let interface = rest.split_once('@').map_or(rest, |(i, _)| i);
     CAPABILITIES.iter().find(|c| c.interface == interface)
@@ -149,6 +169,8 @@ pub fn import_name(interface: &str) -> String {
 pub struct Services {
     pub dns_settings: dns::DnsSettings,
     pub mail_auth: Arc<mail_auth::MailAuth>,
+    /// The client behind plugins' `wasi:http` requests (`[http]`).
+    pub http: Arc<http::HttpClient>,
 }
 
 impl Services {
@@ -156,10 +178,12 @@ impl Services {
         dns_settings: dns::DnsSettings,
         resolver: Arc<dns::Dns>,
         auth: mail_auth::MailAuthSettings,
+        http: http::HttpSettings,
     ) -> Services {
         Services {
             dns_settings,
             mail_auth: Arc::new(mail_auth::MailAuth::new(resolver, auth)),
+            http: Arc::new(http::HttpClient::new(http)),
         }
     }
 
@@ -323,5 +347,31 @@ mod tests {
         assert_eq!(check_imports(imports, &granted), Ok(()));
         assert!(capability_of("other:pkg/dns@0.1.0").is_none());
         assert!(capability_of("wasmtp:smtp/log@0.1.0").is_none());
+    }
+
+    #[test]
+    fn outgoing_http_needs_its_grant_and_the_message_is_free() {
+        let none = Grants::default();
+        let granted = Grants {
+            http: Some(Arc::new(
+                http::HttpGrant::parse(["https://app.example.com/inbound/"]).unwrap(),
+            )),
+            ..Grants::default()
+        };
+        for version in ["0.2.0", "0.2.6", "0.2.12"] {
+            let import = format!("wasi:http/outgoing-handler@{version}");
+            assert_eq!(
+                check_imports([import.as_str()], &none),
+                Err(NotGranted {
+                    import: import.clone(),
+                    grant: "http"
+                })
+            );
+            assert_eq!(check_imports([import.as_str()], &granted), Ok(()));
+        }
+        // The types alone send nothing.
+        assert_eq!(check_imports(["wasi:http/types@0.2.6"], &none), Ok(()));
+        assert_eq!(check_imports(["wasmtp:smtp/message@0.1.0"], &none), Ok(()));
+        assert!(capability_of("wasmtp:smtp/outgoing-handler@0.1.0").is_none());
     }
 }

@@ -27,6 +27,9 @@ wasmtime::component::bindgen!({
         "wasmtp:smtp/mail-auth.spf-helo": async,
         "wasmtp:smtp/mail-auth.spf-mail-from": async,
         "wasmtp:smtp/mail-auth.results": async,
+        // The message is parsed on a blocking thread, once, by whichever
+        // call comes first.
+        "wasmtp:smtp/message": async,
     },
 });
 

@@ -53,6 +53,8 @@ pub struct Grants {
     pub notes: bool,
     /// `wasmtp:smtp/headers` (`grants.headers`).
     pub headers: bool,
+    /// `wasi:http/outgoing-handler` (`grants.http`): the URL prefixes.
+    pub http: Option<Arc<crate::capability::http::HttpGrant>>,
 }
 
 impl Grants {
@@ -214,6 +216,10 @@ pub struct HostState {
     pub mail_auth: Option<crate::capability::mail_auth::AuthAccess>,
     /// The granted host imports' state during a hook call (`capability`).
     pub capabilities: crate::capability::State,
+    /// `wasi:http`: its resources' context and the request policy (a
+    /// plugin without `grants.http` has no grant, and can't import the
+    /// handler anyway).
+    pub http: crate::capability::http::HttpAccess,
 }
 
 impl HostState {
@@ -260,6 +266,11 @@ impl HostState {
                     slot: Default::default(),
                 }),
             capabilities: crate::capability::State::default(),
+            http: crate::capability::http::HttpAccess::new(
+                plugin.grants.http.clone(),
+                Arc::clone(&plugin.services.http),
+                plugin.name.clone(),
+            ),
         }
     }
 

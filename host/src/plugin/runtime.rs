@@ -179,6 +179,10 @@ impl Runtime {
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         Host_::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        // wasi:http's types and outgoing handler; the loader lets only a
+        // plugin granted `http` import the handler (capability::http).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
 
         let ticker = EpochTicker::start(&engine)
             .map_err(|e| PluginError::Engine(format!("cannot start the epoch thread: {e}")))?;
@@ -193,13 +197,14 @@ impl Runtime {
         }))
     }
 
-    /// Sets the `[dns]` and `[auth]` of the plugins loaded from now on. The
+    /// Sets the `[dns]`, `[auth]` and `[http]` of the plugins loaded from now on. The
     /// resolver (and its cache) is kept when `[dns]` did not change, so a
     /// reload does not cost a cold cache.
     pub fn configure_services(
         &self,
         dns: &crate::capability::dns::DnsSettings,
         auth: &crate::capability::mail_auth::MailAuthSettings,
+        http: &crate::capability::http::HttpSettings,
     ) {
         let mut current = self.services.lock().unwrap_or_else(|e| e.into_inner());
         let resolver = match current.as_ref() {
@@ -210,6 +215,7 @@ impl Runtime {
             dns.clone(),
             resolver,
             auth.clone(),
+            http.clone(),
         )));
     }
 
@@ -222,6 +228,7 @@ impl Runtime {
             Arc::new(crate::capability::Services::new(
                 dns,
                 resolver,
+                Default::default(),
                 Default::default(),
             ))
         }))

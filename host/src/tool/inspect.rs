@@ -116,6 +116,8 @@ pub fn import_note(import: &str) -> &'static str {
         "wasmtp:smtp/content" => "the message, during the data hook",
         "wasmtp:smtp/log" => "lines in the server's log",
         "wasmtp:smtp/transaction" => "the transaction's queue id",
+        "wasmtp:smtp/message" => "the message parsed (fields, bodies, attachments), during the data hook",
+        "wasi:http/types" if wasi_02 => "HTTP's types: nothing is sent without `grants.http`",
         p if let Some(c) = crate::capability::capability_of(p) => c.note,
         p if p.starts_with("wasmtp:smtp/") => "not provided: the server refuses this plugin",
         p if !wasi_02 && p.starts_with("wasi:") => {
@@ -317,7 +319,9 @@ mod tests {
 
     #[test]
     fn notes() {
-        assert!(import_note("wasi:http/outgoing-handler@0.2.0").starts_with("not provided"));
+        assert!(import_note("wasi:http/outgoing-handler@0.2.0").contains("`grants.http`"));
+        assert!(import_note("wasi:http/types@0.2.6").contains("`grants.http`"));
+        assert!(import_note("wasmtp:smtp/message@0.1.0").contains("parsed"));
         assert!(import_note("wasi:sockets/tcp@0.2.3").contains("network"));
         assert!(import_note("wasi:filesystem/preopens@0.3.0").starts_with("not provided"));
     }
