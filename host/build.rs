@@ -12,7 +12,7 @@ use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
 /// The reference plugins embedded in the binary (plugin/builtin.rs).
-const BUILTINS: [&str; 7] = [
+const BUILTINS: [&str; 8] = [
     "sink",
     "debugging",
     "mailbox",
@@ -20,6 +20,7 @@ const BUILTINS: [&str; 7] = [
     "queue",
     "greylist",
     "ratelimit",
+    "webhook",
 ];
 
 fn main() {
@@ -41,6 +42,7 @@ fn main() {
         "plugins/queue",
         "plugins/greylist",
         "plugins/ratelimit",
+        "plugins/webhook",
         "plugins/sdk",
         "tests/plugins",
     ] {

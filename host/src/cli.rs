@@ -35,7 +35,7 @@ pub struct Cli {
     #[arg(short = 'n', long = "nosetuid")]
     pub nosetuid: bool,
 
-    /// The plugin: a built-in name (sink, debugging, mailbox, proxy, queue, greylist, ratelimit) or the path
+    /// The plugin: a built-in name (sink, debugging, mailbox, proxy, queue, greylist, ratelimit, webhook) or the path
     /// of a WebAssembly component. Arguments after it are the plugin's.
     #[arg(
         short = 'c',

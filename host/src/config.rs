@@ -1386,6 +1386,28 @@ pub fn builtin_spec(name: &str, mut args: Vec<String>, base: &Path) -> Result<Pl
                 namespaces: vec![b.name.to_owned()],
             });
         }
+        // Its URL (exactly: a redirect elsewhere is refused), the
+        // transaction's notes and authentication results to report; the
+        // secret is read here, so it is never on a command line.
+        "webhook" if !args.is_empty() => {
+            let grant = HttpGrant::parse([args[0].as_str()]).map_err(|(_, m)| m)?;
+            grants.http = Some(std::sync::Arc::new(grant));
+            grants.notes = true;
+            grants.mail_auth = true;
+            for arg in args.iter_mut().skip(1) {
+                if let Some(name) = arg.strip_prefix("secret-env=") {
+                    let secret = std::env::var(name)
+                        .map_err(|_| format!("secret-env={name}: the variable is not set"))?;
+                    *arg = format!("secret={secret}");
+                } else if let Some(path) = arg.strip_prefix("secret-file=") {
+                    let file = base.join(path);
+                    let secret = std::fs::read_to_string(&file).map_err(|e| {
+                        format!("secret-file: cannot read {}: {e}", file.display())
+                    })?;
+                    *arg = format!("secret={}", secret.trim_end_matches(['\r', '\n']));
+                }
+            }
+        }
         "mailbox" if args.len() == 1 => {
             let dir = absolute(&base.join(&args[0]));
             std::fs::create_dir_all(&dir)
@@ -1521,7 +1543,7 @@ mod tests {
         );
         assert_eq!(
             error("[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"nope\"\n"),
-            "/etc/wasmtp.toml: listener[0].plugin: no plugin is named `nope` (known: sink, debugging, mailbox, proxy, queue, greylist, ratelimit)"
+            "/etc/wasmtp.toml: listener[0].plugin: no plugin is named `nope` (known: sink, debugging, mailbox, proxy, queue, greylist, ratelimit, webhook)"
         );
         assert_eq!(
             error(""),
@@ -1535,7 +1557,7 @@ mod tests {
             error(
                 "[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"p\"\n[plugin.p]\ncomponent = \"missing.wasm\"\n"
             ),
-            "/etc/wasmtp.toml: plugin.p.component: `missing.wasm` is neither a built-in plugin (sink, debugging, mailbox, proxy, queue, greylist, ratelimit) nor a file (/etc/missing.wasm does not exist)"
+            "/etc/wasmtp.toml: plugin.p.component: `missing.wasm` is neither a built-in plugin (sink, debugging, mailbox, proxy, queue, greylist, ratelimit, webhook) nor a file (/etc/missing.wasm does not exist)"
         );
     }
 

@@ -1,6 +1,6 @@
 //! The reference plugins, compiled from `plugins/` by the build script and
 //! embedded, so `-c sink`, `-c debugging`, `-c mailbox`, `-c proxy`,
-//! `-c queue`, `-c greylist` and `-c ratelimit` need no files.
+//! `-c queue`, `-c greylist`, `-c ratelimit` and `-c webhook` need no files.
 
 /// A built-in plugin: its name and component bytes.
 pub struct Builtin {
@@ -54,6 +54,11 @@ pub const BUILTINS: &[Builtin] = &[
         name: "ratelimit",
         wasm: include_bytes!(concat!(env!("WASMTP_PLUGIN_DIR"), "/ratelimit.wasm")),
         summary: "limits messages per ip, sender or auth, or recipients per domain; arguments: KIND LIMIT WINDOW",
+    },
+    Builtin {
+        name: "webhook",
+        wasm: include_bytes!(concat!(env!("WASMTP_PLUGIN_DIR"), "/webhook.wasm")),
+        summary: "posts every message to an application over HTTP(S), signed, and answers with its decision; arguments: URL [format=json|multipart] [secret-env=NAME|secret-file=PATH|secret=S] [on-4xx=CODE] [auth=on] [attachments=names]",
     },
 ];
 
