@@ -1,6 +1,7 @@
 """The HTTP server of tests/webhook.rs and tests/http.rs, on loopback:
-records every request (and whether its signature verifies, with the
-example receiver's own `verify`) and answers by path:
+records every request (whether its signature verifies, with the example
+receiver's own `verify`, and what docs/webhook.schema.json finds wrong
+with a JSON body) and answers by path:
 
   .../ok          200, empty JSON object
   .../reject      422 with its own SMTP reply (550 5.7.1)
@@ -27,6 +28,27 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples
 from receiver import verify  # noqa: E402
 
 RECORD, SECRET = sys.argv[1], sys.argv[2].encode()
+
+try:
+    import jsonschema
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "webhook.schema.json")) as f:
+        VALIDATOR = jsonschema.Draft202012Validator(json.load(f))
+except ImportError:  # tests/requirements.txt installs it
+    VALIDATOR = None
+
+
+def schema_errors(headers, body):
+    """What docs/webhook.schema.json finds wrong with a JSON body."""
+    if VALIDATOR is None:
+        return ["jsonschema is not installed"]
+    if headers.get("Content-Type", "").startswith("application/json") and body:
+        try:
+            document = json.loads(body)
+        except ValueError as e:
+            return [f"not JSON: {e}"]
+        return [f"{list(e.absolute_path)}: {e.message}" for e in VALIDATOR.iter_errors(document)]
+    return []
 counter = [0]
 
 
@@ -47,6 +69,8 @@ class Handler(BaseHTTPRequestHandler):
             "headers": {k.lower(): v for k, v in self.headers.items()},
             "signature_ok": verify(SECRET, self.headers, body),
         }
+        if self.command == "POST":
+            meta["schema_errors"] = schema_errors(self.headers, body)
         tmp = os.path.join(RECORD, f"{n}.tmp")
         with open(tmp, "w") as f:
             json.dump(meta, f)

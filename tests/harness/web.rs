@@ -28,6 +28,8 @@ pub struct Recorded {
     pub headers: serde_json::Map<String, serde_json::Value>,
     pub body: Vec<u8>,
     pub signature_ok: bool,
+    /// What docs/webhook.schema.json finds wrong with a POSTed JSON body.
+    pub schema_errors: Vec<String>,
 }
 
 impl Recorded {
@@ -35,7 +37,13 @@ impl Recorded {
         self.headers.get(name).and_then(|v| v.as_str())
     }
 
+    /// The body as JSON, checked against docs/webhook.schema.json.
     pub fn json(&self) -> serde_json::Value {
+        assert!(
+            self.schema_errors.is_empty(),
+            "the body does not match docs/webhook.schema.json: {:?}",
+            self.schema_errors
+        );
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
                 "the body is not JSON ({e}): {}",
@@ -166,6 +174,10 @@ impl WebServer {
                 headers: meta["headers"].as_object().unwrap().clone(),
                 body,
                 signature_ok: meta["signature_ok"].as_bool().unwrap(),
+                schema_errors: meta["schema_errors"]
+                    .as_array()
+                    .map(|a| a.iter().map(|e| e.to_string()).collect())
+                    .unwrap_or_default(),
             });
             self.seen = n;
         }

@@ -2,9 +2,12 @@
 // URL and answers `250` with `fetch=<typeof fetch>` (whether QuickJS's
 // runtime offers fetch) and `status=200 bytes=5` or `error=<code>`.
 //
-// componentize-qjs 0.4.5's runtime has no `fetch`: the request is made
+// componentize-qjs 0.4.5's runtime has no `fetch`, so the request is made
 // with the wasi:http imports themselves, which the bindings expose as ES
-// modules like any other import.
+// modules like any other import. With 0.4.5 this does not build (its
+// pre-initialisation links wasi:http/types to resource types of its own);
+// tests/http.rs checks that it still fails, so that a release that builds
+// it gets this plugin driven through the server.
 
 import { handle } from 'wasi:http/outgoing-handler@0.2.12';
 import { Fields, OutgoingRequest, OutgoingBody } from 'wasi:http/types@0.2.12';
