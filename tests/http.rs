@@ -100,6 +100,12 @@ fn requests_outside_the_grant_are_refused_before_a_packet_leaves() {
     assert!(read <= 1 << 20, "{read} bytes were handed over");
     // The server and the session go on.
     assert_eq!(noop(&mut c, &web.url("inbound/hello")), "status=200 bytes=5");
+    // At most 8 requests of one instance are open at once.
+    assert_eq!(
+        noop(&mut c, &format!("parallel 9 {}", web.url("inbound/ok"))),
+        "ok=8 ConnectionLimitReached=1"
+    );
+    assert_eq!(noop(&mut c, &format!("parallel 8 {}", web.url("inbound/ok"))), "ok=8");
 
     // Only the granted requests reached the server.
     let paths: Vec<String> = web.take().into_iter().map(|r| r.path).collect();
@@ -113,6 +119,9 @@ fn requests_outside_the_grant_are_refused_before_a_packet_leaves() {
             "/inbound/big",
             "/inbound/hello"
         ]
+        .into_iter()
+        .chain(["/inbound/ok"; 16])
+        .collect::<Vec<_>>()
     );
 }
 
@@ -335,6 +344,7 @@ fn malformed_mime_parses_without_a_trap_or_unbounded_memory() {
         let reply = c.send_message("a@example.com", &["b@example.com"], &message);
         assert_eq!(reply.code, 250, "{name}: {}", c.transcript());
         let text = reply.text();
+        eprintln!("{name}: {}", text.replace('\n', " | "));
         assert!(
             text.starts_with("parts=") || text == "error=Malformed(\"no header fields and no body could be read\")",
             "{name}: {text}"
@@ -353,6 +363,7 @@ fn malformed_mime_parses_without_a_trap_or_unbounded_memory() {
     c.expect("NOOP", 250);
     assert!(!server.stderr().contains("plugin failed"), "{}", server.stderr());
     let grown = peak_rss_kib(server.pid()).saturating_sub(before);
+    eprintln!("peak RSS grew by {grown} KiB over the corpus");
     assert!(grown < 200 << 10, "the server's peak memory grew by {grown} KiB");
     let _ = server.wait_for_stderr("listening on");
 }

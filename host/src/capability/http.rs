@@ -24,6 +24,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
@@ -41,6 +42,11 @@ use crate::plugin::host::HostState;
 
 /// The interface `grants.http` gives, as components name it (any 0.2.x).
 pub const OUTGOING_HANDLER: &str = "wasi:http/outgoing-handler";
+
+/// The most requests one plugin instance may have open at once (from the
+/// connection to the end of its response body); more fail with
+/// `connection-limit-reached`.
+pub const MAX_IN_FLIGHT: usize = 8;
 
 /// `[http]`: how plugins' requests are made.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -251,6 +257,7 @@ impl HttpAccess {
                 client,
                 plugin,
                 deadline: Instant::now(),
+                in_flight: Arc::new(AtomicUsize::new(0)),
             },
         }
     }
@@ -263,6 +270,17 @@ pub struct Hooks {
     client: Arc<HttpClient>,
     plugin: Arc<str>,
     deadline: Instant,
+    /// Requests of this instance still open.
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// One open request, counted in [`Hooks::in_flight`] until dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl WasiHttpView for HostState {
@@ -307,6 +325,16 @@ impl WasiHttpHooks for Hooks {
             );
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            tracing::info!(
+                target: "wasmtp::plugin",
+                plugin = &*plugin,
+                "HTTP request refused: {MAX_IN_FLIGHT} requests of this instance are open"
+            );
+            return Box::new(async { Err(Error::ConnectionLimitReached) });
+        }
+        let open = InFlight(self.in_flight.clone());
         let settings = &self.client.settings;
         let now = Instant::now();
         let end = (now + settings.timeout).min(super::wait_deadline(self.deadline));
@@ -319,7 +347,7 @@ impl WasiHttpHooks for Hooks {
         Box::new(async move {
             let started = Instant::now();
             let (method, uri) = (request.method().clone(), request.uri().clone());
-            let result = send(request, &client, connected_by, end, limit).await;
+            let result = send(request, &client, connected_by, end, limit, open).await;
             match &result {
                 Ok((response, _)) => tracing::debug!(
                     target: "wasmtp::plugin",
@@ -382,6 +410,7 @@ async fn send(
     connected_by: Instant,
     end: Instant,
     limit: u64,
+    open: InFlight,
 ) -> Result<
     (
         http::Response<WasiBody>,
@@ -483,16 +512,22 @@ async fn send(
             Error::Hyper(e)
         }
     })?;
+    // The request counts as open until its connection is done and its
+    // response body read or dropped.
+    let open = Arc::new(open);
+    let body_open = open.clone();
     let response = response.map(|incoming| {
         Bounded {
             incoming,
             read: 0,
             limit,
             end: Box::pin(tokio::time::sleep_until(end)),
+            _open: body_open,
         }
         .boxed_unsync()
     });
     let driver = async move {
+        let _open = open;
         let Some(conn) = conn else { return Ok(()) };
         match tokio::time::timeout_at(end, conn).await {
             Ok(r) => r.map_err(Error::Hyper),
@@ -521,6 +556,7 @@ struct Bounded {
     read: u64,
     limit: u64,
     end: Pin<Box<tokio::time::Sleep>>,
+    _open: Arc<InFlight>,
 }
 
 impl Body for Bounded {

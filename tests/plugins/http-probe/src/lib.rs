@@ -3,7 +3,8 @@
 //! `status=200 bytes=5`, `error=HttpRequestDenied`, or, when the body is
 //! cut, `status=200 bytes=N body-error=...`. `NOOP follow URL` follows
 //! redirects (up to 3), as an ordinary client does: each hop is a new
-//! request the host checks against the grant.
+//! request the host checks against the grant. `NOOP parallel N URL` starts
+//! N requests before waiting for any and counts the outcomes.
 
 wit_bindgen::generate!({
     inline: r#"
@@ -84,8 +85,52 @@ fn get(url: &str) -> (String, Option<String>) {
     (line, location.filter(|_| (300..400).contains(&status)))
 }
 
+/// N requests started before any is waited for: `ok=8 ConnectionLimitReached=1`.
+fn parallel(n: usize, url: &str) -> String {
+    let (authority, path) = url
+        .split_once("://")
+        .map(|(_, rest)| rest.split_at(rest.find('/').unwrap_or(rest.len())))
+        .unwrap_or(("", ""));
+    let mut futures = Vec::new();
+    let mut refused = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..n {
+        let request = OutgoingRequest::new(Fields::new());
+        let _ = request.set_scheme(Some(&Scheme::Http));
+        let _ = request.set_authority(Some(authority));
+        let _ = request.set_path_with_query(Some(if path.is_empty() { "/" } else { path }));
+        let body = request.body().unwrap();
+        match handle(request, None) {
+            Ok(f) => futures.push(f),
+            Err(e) => *refused.entry(format!("{e:?}")).or_default() += 1,
+        }
+        OutgoingBody::finish(body, None).ok();
+    }
+    let mut ok = 0;
+    for f in futures {
+        f.subscribe().block();
+        match f.get() {
+            Some(Ok(Ok(_))) => ok += 1,
+            Some(Ok(Err(e))) => *refused.entry(format!("{e:?}")).or_default() += 1,
+            _ => *refused.entry("none".into()).or_default() += 1,
+        }
+    }
+    let mut line = format!("ok={ok}");
+    for (e, n) in refused {
+        line.push_str(&format!(" {}={n}", e.replace("ErrorCode::", "")));
+    }
+    line
+}
+
 impl Guest for Probe {
     fn handle_noop(_: Session, _: Envelope, arg: String) -> Option<Reply> {
+        if let Some(rest) = arg.strip_prefix("parallel ") {
+            let (n, url) = rest.split_once(' ').unwrap_or(("1", rest));
+            return Some(Reply {
+                code: 250,
+                enhanced: None,
+                lines: vec![parallel(n.parse().unwrap_or(1), url.trim())],
+            });
+        }
         let (follow, mut url) = match arg.strip_prefix("follow ") {
             Some(url) => (true, url.trim().to_owned()),
             None => (false, arg.trim().to_owned()),
