@@ -57,7 +57,9 @@
 //! - [`log`](mod@log): log lines in the server's log;
 //! - granted imports, each usable only with its grant in the server's
 //!   config (a plugin that never calls one does not import it):
-//!   [`notes`] (`grants.notes`), [`headers`] (`grants.headers`).
+//!   [`notes`] (`grants.notes`), [`headers`] (`grants.headers`);
+//! - [`parsed`]: the message as the host parsed it (`wasmtp:smtp/message`:
+//!   decoded fields, text and HTML bodies, attachments read in chunks).
 
 mod args;
 mod content;
@@ -80,6 +82,8 @@ pub mod wit {
                 // Granted imports: a plugin imports one only if it calls it.
                 import wasmtp:smtp/notes@0.1.0;
                 import wasmtp:smtp/headers@0.1.0;
+                // Free, but not in `world plugin`: imported only if called.
+                import wasmtp:smtp/message@0.1.0;
             }
         "#,
         path: "../../wit",
@@ -91,6 +95,19 @@ pub mod wit {
 }
 
 pub use args::Args;
+
+/// The message of `data` as the host parsed it, once for the whole chain
+/// (`wasmtp:smtp/message`, wit/message.wit): decoded header fields, the
+/// text and HTML bodies, attachments read in chunks. No grant needed.
+///
+/// ```ignore
+/// let s = wasmtp_plugin::parsed::summary()?;          // MessageSummary
+/// let text = wasmtp_plugin::parsed::text()?;          // Option<String>
+/// let chunk = wasmtp_plugin::parsed::read_attachment(0, 0, 64 << 10)?;
+/// ```
+pub mod parsed {
+    pub use crate::wit::wasmtp::smtp::message::*;
+}
 
 /// The current transaction's queue id, as the server's log names it (set
 /// from an accepted MAIL to the end of the transaction).
