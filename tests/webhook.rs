@@ -88,6 +88,7 @@ fn a_plain_message_arrives_as_signed_json_field_by_field() {
     assert_eq!(s["client"]["address"], "127.0.0.1");
     assert_eq!(s["client"]["port"], c.local_addr().port());
     assert_eq!(s["proxied"], false);
+    assert_eq!(s["proxy_destination"], Value::Null);
     assert_eq!(s["helo"], "client.example");
     assert_eq!(s["esmtp"], true);
     assert_eq!(s["lmtp"], false);
@@ -412,4 +413,41 @@ fn from_the_command_line_with_the_secret_in_a_file() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn notes_header_edits_authentication_and_the_client_behind_a_proxy() {
+    let mut web = WebServer::start();
+    // A nameserver that answers nothing: authentication is `temperror`,
+    // quickly (the port refuses), and still reported.
+    let dead_dns = format!("127.0.0.1:{}", harness::free_port());
+    let server = Server::start_config(&format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\nhostname = \"{HOSTNAME}\"\nplugins = [\"annotate\", \"hook\"]\nproxy_protocol = true\n\n\
+         [plugin.annotate]\ncomponent = {:?}\nargs = [\"rcpt:note-set:spam-score=1.5\", \"data:header-add:X-Checked=yes\"]\n\
+         grants = {{ notes = true, headers = true }}\n\n\
+         [plugin.hook]\ncomponent = \"webhook\"\nargs = [{:?}, \"secret={SECRET}\", \"auth=on\", \"attachments=names\"]\nhook_timeout = 5\n\n\
+         [dns]\nnameservers = [{dead_dns:?}]\ntimeout = 1\nattempts = 1\n",
+        harness::plugin_path("annotator.wasm").display().to_string(),
+        web.url("inbound/ok"),
+    ));
+    let mut c = Client::connect(server.addr());
+    c.send_raw(b"PROXY TCP4 192.0.2.7 127.0.0.1 50412 25\r\n");
+    c.expect_reply(220);
+    c.expect("EHLO client.example", 250);
+    let reply = c.send_message("anne@example.com", &["bob@example.com"], "Subject: s\r\n\r\nx\r\n");
+    assert_eq!(reply.code, 250, "{}\n{}", c.transcript(), server.stderr());
+    let r = web.one();
+    assert!(r.signature_ok);
+    let j = r.json();
+    let s = &j["session"];
+    assert_eq!(s["client"], json!({"address": "192.0.2.7", "port": 50412}));
+    assert_eq!(s["proxy_destination"], json!({"address": "127.0.0.1", "port": 25}));
+    assert_eq!(s["proxied"], true);
+    assert_eq!(j["notes"], json!({"spam-score": "1.5"}));
+    // The message as the plugins before it left it.
+    assert_eq!(j["message"]["headers"][0], json!({"name": "X-Checked", "value": "yes"}));
+    let auth = &j["authentication_results"];
+    assert!(auth["header"].as_str().unwrap().starts_with(HOSTNAME), "{auth:#}");
+    assert_eq!(auth["spf_mail_from"]["result"], "temperror", "{auth:#}");
+    assert!(auth["dkim"].is_array());
 }

@@ -429,10 +429,13 @@ impl Document<'_> {
         let client = s.proxy.as_ref().and_then(|p| p.source.as_ref()).unwrap_or(&s.peer);
         j.key("client")?;
         endpoint(&mut j, &client.address, client.port)?;
-        j.key("peer")?;
-        endpoint(&mut j, &s.peer.address, s.peer.port)?;
         j.key("proxied")?;
         j.bool(s.proxy.is_some())?;
+        j.key("proxy_destination")?;
+        match s.proxy.as_ref().and_then(|p| p.destination.as_ref()) {
+            Some(d) => endpoint(&mut j, &d.address, d.port)?,
+            None => j.null()?,
+        }
         j.key("helo")?;
         j.opt_string(s.host_name.as_deref())?;
         j.key("esmtp")?;
