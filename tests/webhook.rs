@@ -402,6 +402,15 @@ fn from_the_command_line_with_the_secret_in_a_file() {
     assert_eq!(reply.code, 250, "{}", c.transcript());
     assert!(web.one().signature_ok);
 
+    // Rotating the secret: the old and the new one both sign meanwhile.
+    let server = server_for(&web.url("inbound/ok"), &["secret=the-next-one"], "");
+    let mut c = Client::after_ehlo(server.addr());
+    assert_eq!(c.send_message("a@example.com", &["b@example.com"], "Subject: r\r\n\r\nx\r\n").code, 250);
+    let r = web.one();
+    assert!(r.signature_ok);
+    let signature = r.header("wasmtp-signature").unwrap();
+    assert_eq!(signature.matches("v1=").count(), 2, "{signature}");
+
     // The grant is the URL itself: a plugin redirected elsewhere would be refused.
     let out = harness::run_wasmtp(
         &["-c", "webhook", "ftp://example.com/"],

@@ -5,7 +5,8 @@
 //! `webhook URL [format=json|multipart] [secret=S | secret-env=NAME |
 //! secret-file=PATH] [on-4xx=CODE] [auth=on] [attachments=content|names]`
 //! (`secret-env` and `secret-file` are read by the server at load and
-//! handed over as `secret`).
+//! handed over as `secret`; given more than once, every secret signs, for
+//! rotating one without a moment when the receiver refuses).
 //!
 //! The request: `POST URL` with the message as JSON (docs/webhook.md, the
 //! schema in docs/webhook.schema.json) or as `multipart/form-data` (the
@@ -64,7 +65,8 @@ enum Format {
 struct Settings {
     url: http::Url,
     format: Format,
-    secret: Option<Vec<u8>>,
+    /// Each signs the body; two while one replaces the other.
+    secrets: Vec<Vec<u8>>,
     /// The SMTP code an HTTP 4xx without its own reply becomes.
     on_4xx: u16,
     /// Include the transaction's mail authentication results.
@@ -91,7 +93,7 @@ impl setup::Guest for Webhook {
         let mut s = Settings {
             url: http::Url::parse(url)?,
             format: Format::Json,
-            secret: None,
+            secrets: Vec::new(),
             on_4xx: 550,
             auth: false,
             attachment_contents: true,
@@ -103,7 +105,7 @@ impl setup::Guest for Webhook {
             match (key, value) {
                 ("format", "json") => s.format = Format::Json,
                 ("format", "multipart") => s.format = Format::Multipart,
-                ("secret", v) if !v.is_empty() => s.secret = Some(v.as_bytes().to_vec()),
+                ("secret", v) if !v.is_empty() => s.secrets.push(v.as_bytes().to_vec()),
                 ("on-4xx", v) => {
                     s.on_4xx = match v.parse() {
                         Ok(code @ (400..=599)) => code,
@@ -200,11 +202,16 @@ fn deliver(session: &Session, envelope: &Envelope) -> Vec<Reply> {
 
     // Pass 1: sign and measure.
     let mut signer = Signer {
-        mac: s.secret.as_ref().map(|key| {
-            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
-            mac.update(format!("{timestamp}.").as_bytes());
-            mac
-        }),
+        macs: s
+            .secrets
+            .iter()
+            .map(|key| {
+                let mut mac =
+                    hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+                mac.update(format!("{timestamp}.").as_bytes());
+                mac
+            })
+            .collect(),
         len: 0,
     };
     if let Err(e) = doc.write(&mut signer) {
@@ -223,11 +230,13 @@ fn deliver(session: &Session, envelope: &Envelope) -> Vec<Reply> {
         ("wasmtp-timestamp".to_owned(), timestamp.to_string()),
         ("wasmtp-queue-id".to_owned(), queue_id.clone()),
     ];
-    if let Some(mac) = signer.mac {
-        headers.push((
-            "wasmtp-signature".to_owned(),
-            format!("v1={}", hex(&mac.finalize().into_bytes())),
-        ));
+    if !signer.macs.is_empty() {
+        let signatures: Vec<String> = signer
+            .macs
+            .into_iter()
+            .map(|mac| format!("v1={}", hex(&mac.finalize().into_bytes())))
+            .collect();
+        headers.push(("wasmtp-signature".to_owned(), signatures.join(",")));
     }
 
     // Pass 2: send.
@@ -329,13 +338,13 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Pass 1's sink: the signature and the length.
 struct Signer {
-    mac: Option<hmac::Hmac<sha2::Sha256>>,
+    macs: Vec<hmac::Hmac<sha2::Sha256>>,
     len: u64,
 }
 
 impl Out for Signer {
     fn put(&mut self, bytes: &[u8]) -> Result<(), String> {
-        if let Some(mac) = &mut self.mac {
+        for mac in &mut self.macs {
             mac.update(bytes);
         }
         self.len += bytes.len() as u64;
