@@ -203,8 +203,10 @@ fn a_python_plugin_uses_its_own_http_client() {
 
 /// componentize-qjs 0.4.5, the JavaScript toolchain of examples/javascript:
 /// its QuickJS runtime has no `fetch`, and a world importing the wasi:http
-/// interfaces does not build (its pre-initialisation links wasi:http's types
-/// to resource types of its own). This test says so, and starts failing —
+/// interfaces does not build: its Wizer step defines the component's
+/// unknown imports as traps before it adds WASI, so the stub of
+/// `wasi:http/types` carries an `input-stream` resource of its own
+/// ("mismatched resource types"). This test says so, and starts failing —
 /// as a reminder to use it — when a release changes either.
 #[test]
 fn what_the_javascript_toolchain_offers() {
