@@ -256,7 +256,18 @@ async fn parsed(
                     let raw = view.read(0, len).map_err(|e| {
                         Error::Unavailable(format!("reading the spooled message: {e}"))
                     })?;
-                    parse(&raw).map(Arc::new)
+                    let started = std::time::Instant::now();
+                    let parsed = parse(&raw).map(Arc::new);
+                    if let Ok(p) = &parsed {
+                        tracing::debug!(
+                            bytes = raw.len(),
+                            attachments = p.summary.attachments.len(),
+                            problems = p.summary.problems.len(),
+                            "message parsed in {:?}",
+                            started.elapsed()
+                        );
+                    }
+                    parsed
                 });
                 match parse.await {
                     Ok(result) => result,
