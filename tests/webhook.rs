@@ -369,6 +369,8 @@ fn multipart_form_data_carries_the_raw_message() {
     let boundary = ctype
         .strip_prefix("multipart/form-data; boundary=")
         .unwrap_or_else(|| panic!("{ctype}"));
+    // 128 random bits: a sender can't write it into the message to forge a part.
+    assert_eq!(boundary.len(), "wasmtp-".len() + 32, "{boundary}");
     let body = String::from_utf8(r.body.clone()).unwrap();
     let parts: Vec<&str> = body.split(&format!("--{boundary}")).collect();
     assert_eq!(parts.len(), 4, "{body}");

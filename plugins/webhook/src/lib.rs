@@ -197,7 +197,9 @@ fn deliver(session: &Session, envelope: &Envelope) -> Vec<Reply> {
         timestamp,
         summary: summary.as_ref(),
         auth: auth.as_ref(),
-        boundary: format!("wasmtp-{queue_id}-{timestamp}"),
+        // Unguessable: a sender who could write the boundary into the
+        // message could add form fields (a forged `envelope`) to the post.
+        boundary: format!("wasmtp-{}", hex(&wasip2::random::random::get_random_bytes(16))),
     };
 
     // Pass 1: sign and measure.
