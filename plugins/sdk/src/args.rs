@@ -87,6 +87,32 @@ impl Args {
         Ok(found)
     }
 
+    /// Removes `name=VALUE` wherever it is (Stalwart-style settings:
+    /// `spf=strict`) and returns VALUE, the last one when given twice.
+    pub fn setting(&mut self, name: &str) -> Option<String> {
+        let prefix = format!("{name}=");
+        let mut found = None;
+        self.args.retain(|a| match a.strip_prefix(&prefix) {
+            Some(value) => {
+                found = Some(value.to_owned());
+                false
+            }
+            None => true,
+        });
+        found
+    }
+
+    /// [`setting`](Args::setting) `name`, which must be one of `choices`;
+    /// `default` when it is not given.
+    pub fn choice(&mut self, name: &str, choices: &[&'static str], default: &'static str) -> Result<&'static str, String> {
+        let Some(value) = self.setting(name) else { return Ok(default) };
+        choices
+            .iter()
+            .find(|c| c.eq_ignore_ascii_case(&value))
+            .copied()
+            .ok_or_else(|| format!("{name}={value}: {name} is one of {}", choices.join(", ")))
+    }
+
     /// Every argument not consumed yet.
     pub fn rest(self) -> Vec<String> {
         self.args.into()
@@ -127,5 +153,20 @@ mod tests {
         assert_eq!(args(&["x"]).parse::<u16>("port").unwrap_err(), "port: `x` is not valid: invalid digit found in string");
         assert_eq!(args(&["a", "b"]).finish().unwrap_err(), "unexpected argument `a` (2 too many)");
         assert!(args(&["--name"]).option("--name").is_err());
+    }
+
+    #[test]
+    fn settings_by_name_anywhere() {
+        let mut a = args(&["spf=strict", "zen.example", "dkim=off", "spf=Relaxed"]);
+        let modes = ["relaxed", "strict", "off"];
+        assert_eq!(a.choice("spf", &modes, "off").unwrap(), "relaxed");
+        assert_eq!(a.choice("dmarc", &modes, "relaxed").unwrap(), "relaxed");
+        assert_eq!(a.setting("dkim").as_deref(), Some("off"));
+        assert_eq!(a.setting("dkim"), None);
+        assert_eq!(a.rest(), ["zen.example"]);
+        assert_eq!(
+            args(&["spf=loose"]).choice("spf", &modes, "relaxed").unwrap_err(),
+            "spf=loose: spf is one of relaxed, strict, off"
+        );
     }
 }

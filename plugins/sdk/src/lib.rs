@@ -57,14 +57,17 @@
 //! - [`log`](mod@log): log lines in the server's log;
 //! - granted imports, each usable only with its grant in the server's
 //!   config (a plugin that never calls one does not import it):
-//!   [`notes`] (`grants.notes`), [`headers`] (`grants.headers`);
+//!   [`notes`] (`grants.notes`), [`headers`] (`grants.headers`),
+//!   [`mail_auth`] (`grants.mail_auth`), [`dns`] (`grants.dns`);
 //! - [`parsed`]: the message as the host parsed it (`wasmtp:smtp/message`:
 //!   decoded fields, text and HTML bodies, attachments read in chunks).
 
 mod args;
 mod content;
-pub mod log;
+pub mod dns;
 pub mod headers;
+pub mod log;
+pub mod mail_auth;
 pub mod message;
 pub mod notes;
 mod reply;
@@ -82,6 +85,8 @@ pub mod wit {
                 // Granted imports: a plugin imports one only if it calls it.
                 import wasmtp:smtp/notes@0.1.0;
                 import wasmtp:smtp/headers@0.1.0;
+                import wasmtp:smtp/mail-auth@0.1.0;
+                import wasmtp:smtp/dns@0.1.0;
                 // Free, but not in `world plugin`: imported only if called.
                 import wasmtp:smtp/message@0.1.0;
             }
@@ -91,7 +96,7 @@ pub mod wit {
         generate_all,
     });
 
-    pub use wasmtp::smtp::{content, headers, log, notes, transaction, types};
+    pub use wasmtp::smtp::{content, dns, headers, log, mail_auth, notes, transaction, types};
 }
 
 pub use args::Args;

@@ -46,6 +46,22 @@ impl Reply {
         Reply::new(550, "5.7.1", text)
     }
 
+    /// `text` made fit to quote in a reply line — a domain from the
+    /// message, a block list's reason: control characters become spaces and
+    /// it is cut to 200 bytes (a reply line may not hold CR or LF, nor pass
+    /// 506 bytes, or the host takes the reply for a plugin failure).
+    pub fn printable(text: &str) -> String {
+        let mut out = String::new();
+        for c in text.chars().map(|c| if c.is_control() { ' ' } else { c }) {
+            if out.len() + c.len_utf8() > 200 {
+                out.push_str("...");
+                break;
+            }
+            out.push(c);
+        }
+        out
+    }
+
     /// Adds a line at the end.
     pub fn with_line(mut self, line: impl Into<String>) -> Reply {
         self.lines.push(line.into());
@@ -94,5 +110,13 @@ mod tests {
         assert_eq!(Reply::new(250, "", "x").enhanced, None);
         assert_eq!(Reply::lines(250, "", ["a", "b"]).to_string(), "250-a\r\n250 b");
         assert!(Reply::temporary_failure("later").is_transient());
+    }
+
+    #[test]
+    fn quoted_text_keeps_to_one_short_line() {
+        assert_eq!(Reply::printable("listed\r\nRCPT TO:<x>\t"), "listed  RCPT TO:<x> ");
+        let long = Reply::printable(&"é".repeat(150));
+        assert!(long.len() <= 203 && long.ends_with("...") && long.starts_with("éé"));
+        assert_eq!(Reply::printable("bl.example"), "bl.example");
     }
 }
