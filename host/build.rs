@@ -12,7 +12,7 @@ use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
 /// The reference plugins embedded in the binary (plugin/builtin.rs).
-const BUILTINS: [&str; 8] = [
+const BUILTINS: [&str; 10] = [
     "sink",
     "debugging",
     "mailbox",
@@ -21,6 +21,8 @@ const BUILTINS: [&str; 8] = [
     "greylist",
     "ratelimit",
     "webhook",
+    "mailauth",
+    "dnsbl",
 ];
 
 fn main() {
@@ -43,6 +45,8 @@ fn main() {
         "plugins/greylist",
         "plugins/ratelimit",
         "plugins/webhook",
+        "plugins/mailauth",
+        "plugins/dnsbl",
         "plugins/sdk",
         "tests/plugins",
     ] {

@@ -247,7 +247,7 @@ fn bad_plugins_are_refused_at_start_with_one_sentence() {
     let out = run_wasmtp(&["-c", "no-such-plugin"], Duration::from_secs(60));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("--class: `no-such-plugin` is neither a built-in plugin (sink, debugging, mailbox, proxy, queue, greylist, ratelimit, webhook) nor a file"), "{stderr}");
+    assert!(stderr.contains("--class: `no-such-plugin` is neither a built-in plugin (sink, debugging, mailbox, proxy, queue, greylist, ratelimit, webhook, mailauth, dnsbl) nor a file"), "{stderr}");
 }
 
 #[test]

@@ -20,8 +20,9 @@ const DEFAULT_PORT: u16 = 8025;
 ///
 /// With no arguments it serves the Debugging plugin on localhost:8025, as
 /// aiosmtpd does. Built-in plugins: sink, debugging [stdout|stderr],
-/// mailbox MAILDIR, proxy HOST PORT, queue [STATE_DIR], greylist, ratelimit;
-/// or give the path of a .wasm component.
+/// mailbox MAILDIR, proxy HOST PORT, queue [STATE_DIR], greylist, ratelimit,
+/// webhook URL, mailauth [spf=strict ...], dnsbl ZONE... [mode=tag]; or give
+/// the path of a .wasm component.
 #[derive(Debug, Parser)]
 #[command(
     name = "wasmtp",
@@ -35,7 +36,7 @@ pub struct Cli {
     #[arg(short = 'n', long = "nosetuid")]
     pub nosetuid: bool,
 
-    /// The plugin: a built-in name (sink, debugging, mailbox, proxy, queue, greylist, ratelimit, webhook) or the path
+    /// The plugin: a built-in name (sink, debugging, mailbox, proxy, queue, greylist, ratelimit, webhook, mailauth, dnsbl) or the path
     /// of a WebAssembly component. Arguments after it are the plugin's.
     #[arg(
         short = 'c',

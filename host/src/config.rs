@@ -1356,7 +1356,8 @@ impl PluginSection {
 
 /// A built-in plugin with the grants it needs to do its job: Debugging its
 /// output streams, Mailbox its Maildir (created if missing, and passed to it
-/// as an absolute path, which is also where the plugin sees it).
+/// as an absolute path, which is also where the plugin sees it), Mailauth
+/// and Dnsbl what they read and the header and notes they write.
 pub fn builtin_spec(name: &str, mut args: Vec<String>, base: &Path) -> Result<PluginSpec, String> {
     let b = builtin::find(name).expect("caller checked the name");
     let mut grants = Grants::default();
@@ -1407,6 +1408,31 @@ pub fn builtin_spec(name: &str, mut args: Vec<String>, base: &Path) -> Result<Pl
                     *arg = format!("secret={}", secret.trim_end_matches(['\r', '\n']));
                 }
             }
+        }
+        // The transaction's results, and the header and notes it writes.
+        "mailauth" => {
+            grants.mail_auth = true;
+            grants.headers = true;
+            grants.notes = true;
+        }
+        // A and TXT records under its zones (the arguments that are not
+        // `mode=`), two queries per zone per hook call: it asks them all at
+        // the session's first MAIL. A `grants.dns` in the config replaces
+        // this one (to use a `[dns.resolver.NAME]`, say).
+        "dnsbl" => {
+            let zones: Vec<String> = args
+                .iter()
+                .filter(|a| !a.contains('='))
+                .map(|z| z.trim_end_matches('.').to_ascii_lowercase())
+                .collect();
+            grants.dns = Some(std::sync::Arc::new(DnsGrant {
+                budget: (2 * zones.len() as u32).max(1),
+                suffixes: zones,
+                types: vec![RecordType::A, RecordType::Txt],
+                resolver: None,
+            }));
+            grants.headers = true;
+            grants.notes = true;
         }
         "mailbox" if args.len() == 1 => {
             let dir = absolute(&base.join(&args[0]));
@@ -1543,7 +1569,7 @@ mod tests {
         );
         assert_eq!(
             error("[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"nope\"\n"),
-            "/etc/wasmtp.toml: listener[0].plugin: no plugin is named `nope` (known: sink, debugging, mailbox, proxy, queue, greylist, ratelimit, webhook)"
+            "/etc/wasmtp.toml: listener[0].plugin: no plugin is named `nope` (known: sink, debugging, mailbox, proxy, queue, greylist, ratelimit, webhook, mailauth, dnsbl)"
         );
         assert_eq!(
             error(""),
@@ -1557,7 +1583,7 @@ mod tests {
             error(
                 "[[listener]]\naddress = \"127.0.0.1:25\"\nplugin = \"p\"\n[plugin.p]\ncomponent = \"missing.wasm\"\n"
             ),
-            "/etc/wasmtp.toml: plugin.p.component: `missing.wasm` is neither a built-in plugin (sink, debugging, mailbox, proxy, queue, greylist, ratelimit, webhook) nor a file (/etc/missing.wasm does not exist)"
+            "/etc/wasmtp.toml: plugin.p.component: `missing.wasm` is neither a built-in plugin (sink, debugging, mailbox, proxy, queue, greylist, ratelimit, webhook, mailauth, dnsbl) nor a file (/etc/missing.wasm does not exist)"
         );
     }
 

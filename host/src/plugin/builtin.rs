@@ -1,6 +1,7 @@
 //! The reference plugins, compiled from `plugins/` by the build script and
 //! embedded, so `-c sink`, `-c debugging`, `-c mailbox`, `-c proxy`,
-//! `-c queue`, `-c greylist`, `-c ratelimit` and `-c webhook` need no files.
+//! `-c queue`, `-c greylist`, `-c ratelimit`, `-c webhook`, `-c mailauth`
+//! and `-c dnsbl` need no files.
 
 /// A built-in plugin: its name and component bytes.
 pub struct Builtin {
@@ -59,6 +60,16 @@ pub const BUILTINS: &[Builtin] = &[
         name: "webhook",
         wasm: include_bytes!(concat!(env!("WASMTP_PLUGIN_DIR"), "/webhook.wasm")),
         summary: "posts every message to an application over HTTP(S), signed, and answers with its decision; arguments: URL [format=json|multipart] [secret-env=NAME|secret-file=PATH|secret=S] [on-4xx=CODE] [auth=on] [attachments=names]",
+    },
+    Builtin {
+        name: "mailauth",
+        wasm: include_bytes!(concat!(env!("WASMTP_PLUGIN_DIR"), "/mailauth.wasm")),
+        summary: "SPF, DKIM, DMARC and iprev policy, and the Authentication-Results header; arguments: [spf=|dkim=|dmarc=|iprev=relaxed|strict|off] [tempfail=accept|defer] [forged=rename|remove]",
+    },
+    Builtin {
+        name: "dnsbl",
+        wasm: include_bytes!(concat!(env!("WASMTP_PLUGIN_DIR"), "/dnsbl.wasm")),
+        summary: "refuses or tags clients listed in DNS block lists; arguments: ZONE... [mode=reject|tag]",
     },
 ];
 
