@@ -957,19 +957,7 @@ fn a_silent_nameserver_costs_the_hook_its_deadline_not_the_server() {
 /// types work beyond Rust.
 #[test]
 fn a_python_plugin_reads_the_same_results() {
-    let out = std::env::temp_dir().join(format!("wasmtp-auth-reader-{}.wasm", std::process::id()));
-    let dir = harness::repo_root().join("tests/python/auth_reader");
-    let built = std::process::Command::new("componentize-py")
-        .current_dir(&dir)
-        .args(["--quiet", "-d", "wit", "-w", "test:auth-reader/reader", "componentize", "app", "-o"])
-        .arg(&out)
-        .output()
-        .expect("componentize-py is not installed: pip install -r examples/python/requirements.txt (.ci/run does)");
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+    let out = harness::python_component("auth_reader", "test:auth-reader/reader");
     let rust = harness::plugin_path("dns_probe.wasm");
     let signed = sign(
         &message("anne@pass.test", "python"),

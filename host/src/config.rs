@@ -462,6 +462,10 @@ pub struct GrantsSection {
     /// `wasi:http/outgoing-handler` and request URLs under these prefixes
     /// (same scheme, host and port; the path under the prefix's).
     pub http: Option<Vec<String>>,
+    /// `envelope = true`: the plugin may import `wasmtp:smtp/envelope`
+    /// (replace the sender, add and remove recipients).
+    #[serde(default)]
+    pub envelope: bool,
 }
 
 /// `kv = true | false | ["NAME", ...]`.
@@ -1278,6 +1282,7 @@ impl PluginSection {
         spec.grants.stderr |= g.stderr;
         spec.grants.notes |= g.notes;
         spec.grants.headers |= g.headers;
+        spec.grants.envelope |= g.envelope;
         spec.grants
             .env
             .extend(g.env.iter().map(|(k, v)| (k.clone(), v.clone())));

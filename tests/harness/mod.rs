@@ -71,6 +71,50 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A Python test plugin, `tests/python/<name>` (its `app.py` and `wit/`,
+/// world `world`), built with componentize-py once per change of its
+/// sources or of the project's WIT: the component is kept in the test
+/// target dir under a name that hashes them, so a run with nothing changed
+/// costs no build (componentize-py takes half a minute).
+#[allow(dead_code)]
+pub fn python_component(name: &str, world: &str) -> PathBuf {
+    let dir = repo_root().join("tests/python").join(name);
+    let mut sources = vec![dir.join("app.py")];
+    for wit in [dir.join("wit"), repo_root().join("wit")] {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&wit)
+            .unwrap_or_else(|e| panic!("{}: {e}", wit.display()))
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "wit"))
+            .collect();
+        files.sort();
+        sources.extend(files);
+    }
+    // FNV-1a: stable across runs and toolchains, unlike `DefaultHasher`.
+    let mut hash: u64 = 0xcbf29ce484222325;
+    for file in &sources {
+        for b in std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display())) {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x100000001b3);
+        }
+    }
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("python-{name}-{hash:016x}.wasm"));
+    if !out.exists() {
+        let partial = out.with_extension(format!("{}.partial", std::process::id()));
+        let built = Command::new("componentize-py")
+            .current_dir(&dir)
+            .args(["--quiet", "-d", "wit", "-w", world, "componentize", "app", "-o"])
+            .arg(&partial)
+            .output()
+            .expect("componentize-py is not installed: pip install -r examples/python/requirements.txt (.ci/run does)");
+        assert!(
+            built.status.success(),
+            "building tests/python/{name}: {}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        std::fs::rename(&partial, &out).unwrap();
+    }
+    out
+}
+
 /// A Python client script in `tests/clients/`.
 pub fn client_script(name: &str) -> PathBuf {
     repo_root().join("tests").join("clients").join(name)

@@ -20,6 +20,8 @@
 //!   of `grants.http`, with the server's TLS roots, timeouts and bounds.
 //! - [`message`]: `wasmtp:smtp/message`, the message parsed once (fields,
 //!   bodies, attachments); free, like `content`.
+//! - [`envelope`]: `wasmtp:smtp/envelope`, the sender replaced, recipients
+//!   added and removed (`grants.envelope`).
 //!
 //! Every capability follows one pattern:
 //! - its interface lives in `wit/<name>.wit`, is imported by the `host`
@@ -40,6 +42,7 @@
 //!   deadline.
 
 pub mod dns;
+pub mod envelope;
 pub mod headers;
 pub mod http;
 pub mod kv;
@@ -112,6 +115,12 @@ pub const CAPABILITIES: &[Capability] = &[
         grant: "http",
         granted: |g| g.http.is_some(),
         note: "outbound HTTP requests: only with `grants.http`, to the URL prefixes it names",
+    },
+    Capability {
+        interface: "envelope",
+        grant: "envelope",
+        granted: |g| g.envelope,
+        note: "the sender replaced, recipients added and removed: only with `grants.envelope`",
     },
 ];
 
@@ -263,6 +272,9 @@ pub struct State {
     /// Whether the call may edit the message or the envelope: not a
     /// tenant's plugin before `data`, whose edits would reach other tenants.
     pub edits_allowed: bool,
+    /// The envelope a plugin granted `envelope` may edit in this call
+    /// (`mail`, `rcpt`, `data`), and its edits; `None` where it may not.
+    pub envelope: Option<envelope::Editor>,
 }
 
 #[cfg(test)]

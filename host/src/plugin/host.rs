@@ -55,6 +55,8 @@ pub struct Grants {
     pub headers: bool,
     /// `wasi:http/outgoing-handler` (`grants.http`): the URL prefixes.
     pub http: Option<Arc<crate::capability::http::HttpGrant>>,
+    /// `wasmtp:smtp/envelope` (`grants.envelope`).
+    pub envelope: bool,
 }
 
 impl Grants {
@@ -66,7 +68,8 @@ impl Grants {
     /// Whether the plugin is granted an import that reads or writes the
     /// transaction's shared state (`capability::Shared`).
     pub fn shares_transaction(&self) -> bool {
-        self.notes || self.headers
+        // The queue stores the chain's notes with the message's facts.
+        self.notes || self.headers || self.queue
     }
 
     /// Whether the plugin's file calls run on the thread that calls its

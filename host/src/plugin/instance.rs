@@ -24,6 +24,7 @@ use std::time::Instant;
 use wasmtime::component::Instance;
 use wasmtime::{Store, UpdateDeadline};
 
+use crate::capability::envelope::{Editor, Op};
 use crate::capability::headers::MessageView;
 use crate::capability::mail_auth::{AuthInput, AuthSlot};
 use crate::capability::queue::Delivery;
@@ -243,6 +244,9 @@ pub struct PluginInstance {
     /// Whether the next calls may edit the message (not a tenant's plugin
     /// before `data`).
     edits_allowed: bool,
+    /// The envelope the next call may edit, handed in by the chain and
+    /// back with the call's edits when it succeeded.
+    editor: Option<Editor>,
 }
 
 impl PluginInstance {
@@ -255,6 +259,7 @@ impl PluginInstance {
             auth: None,
             shared: None,
             edits_allowed: false,
+            editor: None,
         }
     }
 
@@ -320,6 +325,7 @@ impl PluginInstance {
         }
         state.capabilities.shared.clone_from(&self.shared);
         state.capabilities.edits_allowed = self.edits_allowed;
+        state.capabilities.envelope = self.editor.take();
         Ok(live)
     }
 
@@ -364,10 +370,21 @@ impl PluginInstance {
             Ok(answer) => answer,
             Err(_) => Err(DeadlineExceeded.into()),
         };
+        // The envelope's edits come back with a call that succeeds.
+        let edited = self
+            .live
+            .as_mut()
+            .and_then(|live| live.store.data_mut().capabilities.envelope.take());
         let failure = match answer {
-            Ok(None) => return Ok(None),
+            Ok(None) => {
+                self.editor = edited;
+                return Ok(None);
+            }
             Ok(Some(reply)) => match convert::from_wit_reply(reply) {
-                Ok(reply) => return Ok(Some(reply)),
+                Ok(reply) => {
+                    self.editor = edited;
+                    return Ok(Some(reply));
+                }
                 Err(message) => Failure {
                     kind: ErrorKind::InvalidReply,
                     message,
@@ -653,6 +670,11 @@ pub struct SessionPlugin {
     /// A tenant's chain: its plugins may edit the message and the envelope
     /// only in `data` (their own delivery), not before.
     tenant: bool,
+    /// The listener's `max_recipients`, which envelope edits respect.
+    max_recipients: usize,
+    /// Envelope edits made in the last MAIL or RCPT, for the session to
+    /// apply when it accepts the command.
+    envelope_ops: Vec<Op>,
 }
 
 /// The message as the next plugin of a chain reads it: `content` with the
@@ -695,7 +717,22 @@ impl SessionPlugin {
             tenants,
             session_id,
             tenant: false,
+            max_recipients: usize::MAX,
+            envelope_ops: Vec::new(),
         }
+    }
+
+    /// Envelope edits stay within the listener's `max_recipients`.
+    pub fn with_max_recipients(mut self, max_recipients: usize) -> SessionPlugin {
+        self.max_recipients = max_recipients;
+        self
+    }
+
+    /// The envelope edits the plugins made in the last MAIL or RCPT, in
+    /// order: the session applies them ([`crate::capability::envelope::apply`])
+    /// when it accepts the command, and drops them otherwise.
+    pub fn take_envelope_edits(&mut self) -> Vec<Op> {
+        std::mem::take(&mut self.envelope_ops)
     }
 
     /// Whether any plugin exports `hook`. When none does, the session
@@ -716,9 +753,10 @@ impl SessionPlugin {
     }
 
     fn tenant(&mut self, index: usize) -> &mut SessionPlugin {
-        let (chain, id) = (&self.chain, self.session_id);
+        let (chain, id, max) = (&self.chain, self.session_id, self.max_recipients);
         self.tenants[index].get_or_insert_with(|| SessionPlugin {
             tenant: true,
+            max_recipients: max,
             ..SessionPlugin::new(chain.tenants[index].chain.clone(), id)
         })
     }
@@ -731,11 +769,36 @@ impl SessionPlugin {
         call: HookCall<'_>,
     ) -> HookResult<Option<Reply>> {
         let hook = call.hook();
-        let (s, e) = (convert::session(session), convert::envelope(envelope));
+        let (s, mut e) = (convert::session(session), convert::envelope(envelope));
         let edits_allowed = !self.tenant || hook == Hook::Data;
         let mut view = None;
+        // Envelope edits: the envelope as it will be if the command is
+        // accepted (MAIL, RCPT of the listener's chain), or as it is (DATA).
+        // Not on LMTP, whose DATA answers once per recipient accepted at RCPT.
+        let editable: Option<Envelope> = match call {
+            _ if session.lmtp => None,
+            HookCall::Mail { address, .. } if !self.tenant => Some(Envelope {
+                mail_from: Some(address.to_owned()),
+                ..envelope.clone()
+            }),
+            HookCall::Rcpt { address, options } if !self.tenant => {
+                let mut will_be = envelope.clone();
+                will_be.rcpt_tos.push(address.to_owned());
+                will_be.rcpt_options.push(options.to_vec());
+                Some(will_be)
+            }
+            HookCall::Data { .. } => Some(envelope.clone()),
+            _ => None,
+        }
+        .filter(|_| self.instances.iter().any(|i| i.plugin.grants.envelope));
+        let mut editor = editable.map(|will_be| Editor::new(will_be, self.max_recipients));
+        self.envelope_ops.clear();
         for instance in self.instances.iter_mut().filter(|i| i.has(hook)) {
             instance.enter(session, envelope, edits_allowed);
+            instance.editor = editor
+                .as_ref()
+                .filter(|_| instance.plugin.grants.envelope)
+                .cloned();
             // Each plugin reads the message with the edits made before it.
             let content;
             let call = match call {
@@ -745,7 +808,19 @@ impl SessionPlugin {
                 }
                 call => call,
             };
-            match instance.call(session, &s, &e, call).await {
+            let answer = instance.call(session, &s, &e, call).await;
+            if let Some(edited) = instance.editor.take()
+                && editor.as_ref().is_some_and(|ed| edited.ops.len() > ed.ops.len())
+            {
+                if hook == Hook::Data {
+                    // The plugins after this one deliver to the edited envelope.
+                    e = convert::envelope(&edited.view);
+                } else {
+                    self.envelope_ops.clone_from(&edited.ops);
+                }
+                editor = Some(edited);
+            }
+            match answer {
                 Ok(None) | Err(Failed::Skip) => continue,
                 Ok(Some(reply)) => return Ok(Some(reply)),
                 Err(Failed::Reply(reply)) => return Err(reply),

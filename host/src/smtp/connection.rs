@@ -47,7 +47,8 @@ pub async fn serve(
         auth_identity: None,
         proxy: None,
     };
-    let mut plugin = SessionPlugin::new(settings.plugin.clone(), id);
+    let mut plugin = SessionPlugin::new(settings.plugin.clone(), id)
+        .with_max_recipients(settings.limits.max_recipients);
     let metrics = crate::metrics::get();
     let _open = metrics.map(|m| m.open(&settings.name));
     let closed = || {
@@ -121,7 +122,8 @@ pub async fn serve(
                 info.extended_smtp = false;
                 info.authenticated = false;
                 info.auth_identity = None;
-                plugin = SessionPlugin::new(settings.plugin.clone(), id);
+                plugin = SessionPlugin::new(settings.plugin.clone(), id)
+                    .with_max_recipients(settings.limits.max_recipients);
                 match handshake(plain, &settings, &mut info, &mut plugin).await {
                     Some((tls, accepted)) => {
                         stream = tls;

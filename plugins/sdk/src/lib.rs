@@ -58,13 +58,15 @@
 //! - granted imports, each usable only with its grant in the server's
 //!   config (a plugin that never calls one does not import it):
 //!   [`notes`] (`grants.notes`), [`headers`] (`grants.headers`),
-//!   [`mail_auth`] (`grants.mail_auth`), [`dns`] (`grants.dns`);
+//!   [`mail_auth`] (`grants.mail_auth`), [`dns`] (`grants.dns`),
+//!   [`edit_envelope`] (`grants.envelope`);
 //! - [`parsed`]: the message as the host parsed it (`wasmtp:smtp/message`:
 //!   decoded fields, text and HTML bodies, attachments read in chunks).
 
 mod args;
 mod content;
 pub mod dns;
+pub mod edit_envelope;
 pub mod headers;
 pub mod log;
 pub mod mail_auth;
@@ -87,6 +89,7 @@ pub mod wit {
                 import wasmtp:smtp/headers@0.1.0;
                 import wasmtp:smtp/mail-auth@0.1.0;
                 import wasmtp:smtp/dns@0.1.0;
+                import wasmtp:smtp/envelope@0.1.0;
                 // Free, but not in `world plugin`: imported only if called.
                 import wasmtp:smtp/message@0.1.0;
             }
@@ -96,7 +99,9 @@ pub mod wit {
         generate_all,
     });
 
-    pub use wasmtp::smtp::{content, dns, headers, log, mail_auth, notes, transaction, types};
+    pub use wasmtp::smtp::{
+        content, dns, envelope, headers, log, mail_auth, notes, transaction, types,
+    };
 }
 
 pub use args::Args;

@@ -92,12 +92,14 @@ impl Session {
             Ok(None)
         };
         let reply = self.decided(decided, &reply::OK);
+        let edits = self.plugin.take_envelope_edits();
         if reply.is_positive() {
             let queue_id = crate::logging::queue_id();
             tracing::debug!(queue_id, "sender: {address}");
             self.envelope.queue_id = Some(queue_id);
             self.envelope.mail_from = Some(address);
             self.envelope.mail_options.extend(options);
+            self.apply_envelope_edits(&edits);
         }
         self.answer(&reply)
     }
@@ -160,6 +162,7 @@ impl Session {
         };
         let reply = self.decided(decided, &reply::OK);
         self.count_recipient(&address, reply.code);
+        let edits = self.plugin.take_envelope_edits();
         if reply.is_positive() {
             tracing::debug!(
                 queue_id = self.envelope.queue_id.as_deref(),
@@ -167,6 +170,7 @@ impl Session {
             );
             self.envelope.rcpt_tos.push(address);
             self.envelope.rcpt_options.push(options);
+            self.apply_envelope_edits(&edits);
         }
         self.answer(&reply)
     }
@@ -254,6 +258,17 @@ impl Session {
 }
 
 impl Session {
+    /// The envelope edits of an accepted MAIL or RCPT's plugins.
+    fn apply_envelope_edits(&mut self, edits: &[crate::capability::envelope::Op]) {
+        for op in edits {
+            tracing::debug!(
+                queue_id = self.envelope.queue_id.as_deref(),
+                "envelope edited by a plugin: {op:?}"
+            );
+            crate::capability::envelope::apply(&mut self.envelope, op);
+        }
+    }
+
     /// LMTP (RFC 2033 §4.2): one reply per accepted recipient, in RCPT
     /// order, each the plugin's decision for that recipient.
     async fn deliver_lmtp(&mut self, content: Content) -> Step {

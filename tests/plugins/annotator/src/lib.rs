@@ -10,6 +10,7 @@
 //!   the notes;
 //! - `header-add:NAME=VALUE`, `header-remove:NAME`, `header-rename:NAME=NEW`,
 //!   `header-remove-claiming:NAME=ID`, `header-rename-claiming:NAME=ID=NEW`;
+//! - `sender:ADDRESS`, `add-rcpt:ADDRESS`, `del-rcpt:ADDRESS`: envelope edits;
 //! - `reply-head` (in `data`): answer `250 head: NAME, NAME, ... (N bytes)`,
 //!   the field names of the message as this call reads it, and its size.
 //!
@@ -18,7 +19,7 @@
 
 use std::io::BufRead;
 
-use wasmtp_plugin::{Args, Content, Envelope, Plugin, Reply, Session, headers, info, notes};
+use wasmtp_plugin::{Args, Content, Envelope, Plugin, Reply, Session, edit_envelope, headers, info, notes};
 
 #[derive(Default)]
 struct Annotator {
@@ -120,6 +121,9 @@ impl Annotator {
                     );
                     counted(headers::rename_claiming(name, id, to))
                 }
+                "sender" => edit_envelope::set_sender(arg).map(|()| "ok".into()).map_err(|e| format!("{e:?}")),
+                "add-rcpt" => edit_envelope::add_recipient(arg).map(|()| "ok".into()).map_err(|e| format!("{e:?}")),
+                "del-rcpt" => edit_envelope::remove_recipient(arg).map(|found| format!("ok {found}")).map_err(|e| format!("{e:?}")),
                 "reply-head" => {
                     reply = Some(Reply::text(250, show_head(&mut content)));
                     Ok("ok".into())
