@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::plugin::bindings::types;
 use crate::plugin::bindings::wasmtp::smtp::queue::{self, Error};
 use crate::plugin::host::HostState;
-use crate::smtp::spool::Content;
+use crate::capability::headers::MessageView;
 use crate::store::{NewMessage, Queue, StoreError};
 
 /// The transaction a `data` (or `lmtp-data`) hook call is delivering:
@@ -79,7 +79,9 @@ pub struct QueueAccess {
 }
 
 impl HostState {
-    fn pending(&self) -> Result<(Arc<Content>, Delivery, Queue), Error> {
+    /// The message as this plugin reads it (with the header edits made
+    /// before its call), its delivery facts and the queue.
+    fn pending(&self) -> Result<(Arc<MessageView>, Delivery, Queue), Error> {
         let (Some(content), Some(delivery)) = (&self.content, &self.delivery) else {
             return Err(Error::NoMessage);
         };
@@ -88,9 +90,31 @@ impl HostState {
             .as_ref()
             .and_then(|q| q.queue.clone())
             .ok_or_else(|| Error::Unavailable("this server has no store".into()))?;
-        // TODO(issue 11): enqueue the edited view (header edits) rather than
-        // the message as received.
-        Ok((content.original().clone(), delivery.clone(), queue))
+        Ok((content.clone(), delivery.clone(), queue))
+    }
+}
+
+impl HostState {
+    /// The facts, with the notes the chain wrote so far (`"notes"`, an
+    /// object) when there are any.
+    fn facts_with_notes(&self, facts: String) -> String {
+        let Some(shared) = self.capabilities.shared.as_ref() else {
+            return facts;
+        };
+        let notes = shared.notes();
+        if notes.is_empty() {
+            return facts;
+        }
+        let Ok(serde_json::Value::Object(mut facts)) = serde_json::from_str(&facts) else {
+            return facts;
+        };
+        let notes: serde_json::Map<String, serde_json::Value> = notes
+            .keys()
+            .into_iter()
+            .filter_map(|k| notes.get(&k).map(|v| (k.clone(), v.into())))
+            .collect();
+        facts.insert("notes".into(), notes.into());
+        serde_json::Value::Object(facts).to_string()
     }
 }
 
@@ -114,7 +138,7 @@ impl queue::Host for HostState {
             id: id.clone(),
             mail_from: delivery.mail_from,
             rcpt_to: delivery.rcpt_to,
-            facts: delivery.facts,
+            facts: self.facts_with_notes(delivery.facts),
             message,
         };
         match tokio::time::timeout_at(self.deadline.into(), queue.enqueue(new)).await {
