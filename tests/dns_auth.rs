@@ -953,11 +953,12 @@ fn a_silent_nameserver_costs_the_hook_its_deadline_not_the_server() {
     c.expect("NOOP", 250);
 }
 
-/// The same results, read by a Python plugin (componentize-py): the WIT
-/// types work beyond Rust.
+/// The same results, read by a Python plugin (componentize-py) and a
+/// JavaScript one (componentize-qjs): the WIT types work beyond Rust.
 #[test]
-fn a_python_plugin_reads_the_same_results() {
-    let out = harness::python_component("auth_reader", "test:auth-reader/reader");
+fn python_and_javascript_plugins_read_the_same_results() {
+    let python = harness::python_component("auth_reader", "test:auth-reader/reader");
+    let javascript = harness::javascript_component("auth_reader", "reader");
     let rust = harness::plugin_path("dns_probe.wasm");
     let signed = sign(
         &message("anne@pass.test", "python"),
@@ -967,7 +968,7 @@ fn a_python_plugin_reads_the_same_results() {
         false,
     );
     let mut answers = Vec::new();
-    for component in [rust.as_path(), out.as_path()] {
+    for component in [rust.as_path(), python.as_path(), javascript.as_path()] {
         let config = probe_config(
             server().addr(),
             "mail_auth = true\ndns = { suffixes = [\".\"] }",
@@ -1005,11 +1006,12 @@ fn a_python_plugin_reads_the_same_results() {
         answers.push(c.expect_reply(250).text());
     }
     assert!(
-        answers[1].contains("dkim=pass header.d=pass.test header.s=rsa"),
+        answers[0].contains("dkim=pass header.d=pass.test header.s=rsa"),
         "{}",
-        answers[1]
+        answers[0]
     );
-    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[1], answers[0], "Python");
+    assert_eq!(answers[2], answers[0], "JavaScript");
 }
 
 /// What verification costs on a warm cache: a 9 KB message signed with

@@ -115,6 +115,32 @@ pub fn python_component(name: &str, world: &str) -> PathBuf {
     out
 }
 
+/// A JavaScript test plugin, `tests/javascript/<name>` (its `app.js` and
+/// `wit/`, world `world`), built with the example's componentize-qjs
+/// (`npm ci --prefix examples/javascript`) into the test target dir.
+#[allow(dead_code)]
+pub fn javascript_component(name: &str, world: &str) -> PathBuf {
+    let dir = repo_root().join("tests/javascript").join(name);
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("javascript-{name}-{}.wasm", std::process::id()));
+    let qjs = repo_root().join("examples/javascript/node_modules/.bin/componentize-qjs");
+    let built = Command::new(&qjs)
+        .current_dir(&dir)
+        .args(["--wit", "wit", "--world", world, "--js", "app.js", "--sync", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {}: {e} (npm ci --prefix examples/javascript; .ci/run does)", qjs.display())
+        });
+    assert!(
+        built.status.success(),
+        "building tests/javascript/{name}: {}{}",
+        String::from_utf8_lossy(&built.stdout),
+        String::from_utf8_lossy(&built.stderr)
+    );
+    out
+}
+
 /// A Python client script in `tests/clients/`.
 pub fn client_script(name: &str) -> PathBuf {
     repo_root().join("tests").join("clients").join(name)
