@@ -369,3 +369,38 @@ fn malformed_mime_parses_without_a_trap_or_unbounded_memory() {
     assert!(grown < 200 << 10, "the server's peak memory grew by {grown} KiB");
     let _ = server.wait_for_stderr("listening on");
 }
+
+/// Two plugins of a chain read the same message: it is parsed once.
+#[test]
+fn the_message_is_parsed_once_for_the_chain() {
+    let probe = harness::plugin_path("message_probe.wasm");
+    let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::fs::write(
+        file.path(),
+        format!(
+            "[[listener]]\naddress = \"127.0.0.1:0\"\nplugins = [\"first\", \"second\"]\n\
+             [plugin.first]\ncomponent = {p:?}\nargs = [\"pass\"]\n[plugin.second]\ncomponent = {p:?}\n",
+            p = probe.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(harness::WASMTP);
+    command
+        .arg("--config")
+        .arg(file.path())
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info,wasmtp::capability::message=debug");
+    let mut process = harness::Process::spawn("wasmtp", command);
+    let log = process.wait_for_stderr("listening on", Duration::from_secs(60));
+    let mut c = Client::after_ehlo(harness::listening_addrs(&log)[0]);
+    for subject in ["one", "two"] {
+        let message = format!("Subject: {subject}\r\nContent-Type: text/plain\r\n\r\nhello\r\n");
+        let reply = c.send_message("a@example.com", &["b@example.com"], &message);
+        assert!(reply.text().starts_with("parts=0 bytes=0 text=7"), "{}", c.transcript());
+    }
+    c.expect("QUIT", 221);
+    // The line of each parse is written before the reply that follows it.
+    std::thread::sleep(Duration::from_millis(300));
+    let log = process.stderr();
+    assert_eq!(log.matches("message parsed in").count(), 2, "one parse per message: {log}");
+}

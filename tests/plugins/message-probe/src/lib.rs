@@ -2,7 +2,8 @@
 //! reads the summary, both bodies and every attachment (in 64 KiB chunks)
 //! and answers `250` with `parts=N bytes=B text=T html=H problems=P`, then
 //! one line per problem (cut to 200 bytes), or `250 error=...` when the
-//! import returned an error.
+//! import returned an error. With the argument `pass` it reads the same
+//! and answers nothing, passing the hook on to the next plugin.
 
 wit_bindgen::generate!({
     inline: r#"
@@ -10,6 +11,7 @@ wit_bindgen::generate!({
         world probe {
             include wasmtp:smtp/plugin@0.1.0;
             import wasmtp:smtp/message@0.1.0;
+            export wasmtp:smtp/setup@0.1.0;
             export wasmtp:smtp/data@0.1.0;
         }
     "#,
@@ -17,11 +19,28 @@ wit_bindgen::generate!({
     generate_all,
 });
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use exports::wasmtp::smtp::data::Guest;
 use wasmtp::smtp::message::{self, Body};
 use wasmtp::smtp::types::{Envelope, Reply, Session};
 
 struct Probe;
+
+static PASS: AtomicBool = AtomicBool::new(false);
+
+impl exports::wasmtp::smtp::setup::Guest for Probe {
+    fn init(args: Vec<String>) -> Result<(), String> {
+        match args.as_slice() {
+            [] => Ok(()),
+            [pass] if pass == "pass" => {
+                PASS.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            _ => Err("the only argument is `pass`".into()),
+        }
+    }
+}
 
 fn read_all(mut read: impl FnMut(u64) -> Result<Vec<u8>, message::Error>) -> Result<u64, message::Error> {
     let mut offset = 0u64;
@@ -62,6 +81,9 @@ impl Guest for Probe {
             Ok(lines) => lines,
             Err(e) => vec![format!("error={e:?}").chars().filter(|c| !c.is_control()).take(300).collect()],
         };
+        if PASS.load(Ordering::Relaxed) {
+            return None;
+        }
         Some(Reply {
             code: 250,
             enhanced: None,
