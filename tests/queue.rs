@@ -232,6 +232,31 @@ fn commands(toml: &str) {
     assert!(cli_fails(&["ack", &b, "1"]).contains("is no longer held"));
     cli(&["ack", &b, "2"]);
 
+    // A consumer waiting for work gets a message as soon as it is
+    // committed: woken by NOTIFY on PostgreSQL (its fallback poll is every
+    // 2 s), within 0.1 s on SQLite.
+    let waiting = std::thread::spawn({
+        let file = file.to_owned();
+        move || {
+            let out = queue(&["--config", &file, "claim", "--wait", "30"]);
+            (out, std::time::Instant::now())
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let d = send(server.addr(), "d");
+    let sent = std::time::Instant::now();
+    let (out, claimed_at) = waiting.join().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let claimed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(claimed["id"].as_str(), Some(d.as_str()));
+    let woken = claimed_at.saturating_duration_since(sent);
+    assert!(woken < Duration::from_millis(1000), "claimed {woken:?} after the 250");
+    cli(&["ack", &d, "1"]);
+    // Nothing due: `--wait` answers nothing once its time is up.
+    let started = std::time::Instant::now();
+    assert_eq!(cli(&["claim", "--wait", "0.3"]).trim(), "");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
     let c = send(server.addr(), "c");
     cli(&["delete", &c]);
     assert!(cli_fails(&["delete", &c]).contains("no message"));

@@ -3,13 +3,14 @@
 message into a Maildir, through the `wasmtp queue` consumer protocol.
 
     consumer.py --wasmtp /usr/bin/wasmtp --config /etc/wasmtp/wasmtp.toml \
-        --maildir /var/mail/inbox [--once] [--lease 60] [--name NAME]
+        --maildir /var/mail/inbox [--once] [--lease 60] [--wait 30] [--name NAME]
 
 The protocol (README, "The queue: consumers"):
 1. `wasmtp queue claim --consumer NAME --lease SECONDS` prints the next due
    message as one JSON object (id, attempt, mail_from, rcpt_to, facts,
    message in base64) and leases it to NAME, or prints nothing when no
-   message is due;
+   message is due (with `--wait SECONDS`, once none became due in that
+   time: woken at once by a new message on PostgreSQL, so no polling);
 2. deliver it;
 3. `wasmtp queue ack ID ATTEMPT` once delivered (the message is removed), or
    `wasmtp queue release ID ATTEMPT --error TEXT` if not (it is offered again
@@ -25,7 +26,6 @@ import json
 import mailbox
 import subprocess
 import sys
-import time
 
 
 def queue(args, *command):
@@ -54,15 +54,16 @@ def main():
     p.add_argument("--maildir", required=True)
     p.add_argument("--name", default="maildir-consumer")
     p.add_argument("--lease", type=float, default=60)
+    p.add_argument("--wait", type=float, default=30, help="seconds a claim waits for a message")
     p.add_argument("--once", action="store_true", help="stop when no message is due")
     args = p.parse_args()
     box = mailbox.Maildir(args.maildir, create=True)
     while True:
-        out = queue(args, "claim", "--consumer", args.name, "--lease", str(args.lease))
+        wait = "0" if args.once else str(args.wait)
+        out = queue(args, "claim", "--consumer", args.name, "--lease", str(args.lease), "--wait", wait)
         if not out.strip():
             if args.once:
                 return 0
-            time.sleep(1)
             continue
         claimed = json.loads(out)
         attempt = str(claimed["attempt"])

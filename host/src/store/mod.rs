@@ -434,7 +434,18 @@ pub trait QueueBackend: Send + Sync {
     fn requeue<'a>(&'a self, id: &'a str) -> Fut<'a, bool>;
     fn delete<'a>(&'a self, id: &'a str) -> Fut<'a, bool>;
     fn stats(&self) -> Fut<'_, Stats>;
+    /// A channel that hears of new due messages as they are committed
+    /// (PostgreSQL's `LISTEN`), for consumers that wait for work; `None`
+    /// where the engine has no such signal (SQLite: the waiter polls).
+    fn notifications(&self) -> Fut<'_, Option<tokio::sync::mpsc::UnboundedReceiver<()>>> {
+        Box::pin(async { Ok(None) })
+    }
 }
+
+/// How often a consumer waiting for work asks again without a signal: for
+/// SQLite, and for messages that become due by time (a back-off ending).
+const WAIT_POLL_SQLITE: Duration = Duration::from_millis(100);
+const WAIT_POLL_SIGNALLED: Duration = Duration::from_secs(2);
 
 /// The queue as the server, consumers and `wasmtp queue` use it.
 #[derive(Clone)]
@@ -484,6 +495,44 @@ impl Queue {
         self.backend
             .claim(consumer, lease_ms, self.max_attempts)
             .await
+    }
+
+    /// [`Queue::claim`], waiting up to `wait` for a message to become due:
+    /// woken at once by a commit on PostgreSQL (`LISTEN`/`NOTIFY`), by
+    /// polling on SQLite.
+    pub async fn claim_waiting(
+        &self,
+        consumer: &str,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Option<Claimed>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        // Listen before the first claim, so a commit between the two is heard.
+        let mut signal = if wait.is_zero() {
+            None
+        } else {
+            self.backend.notifications().await?
+        };
+        loop {
+            if let Some(claimed) = self.claim(consumer, lease).await? {
+                return Ok(Some(claimed));
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let poll = if signal.is_some() { WAIT_POLL_SIGNALLED } else { WAIT_POLL_SQLITE };
+            let until = deadline.min(now + poll);
+            match signal.as_mut() {
+                Some(rx) => {
+                    if let Ok(None) = tokio::time::timeout_at(until, rx.recv()).await {
+                        // The listening connection ended: poll from here on.
+                        signal = None;
+                    }
+                }
+                None => tokio::time::sleep_until(until).await,
+            }
+        }
     }
 
     pub async fn ack(&self, lease: &Lease) -> Result<()> {

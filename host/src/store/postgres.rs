@@ -86,6 +86,8 @@ struct Inner {
     kv: Pool,
     queue: Pool,
     schema_ready: AtomicBool,
+    /// For the connections that `LISTEN` (not pooled: they wait).
+    config: tokio_postgres::Config,
     /// The group-commit task's inbox; `None` without group commit.
     batcher: Option<mpsc::UnboundedSender<(NewMessage, oneshot::Sender<Result<()>>)>>,
 }
@@ -149,6 +151,12 @@ impl Postgres {
             inner: Arc::new(Inner {
                 kv,
                 queue,
+                config: {
+                    let mut config = config.clone();
+                    config.connect_timeout(CONNECT_TIMEOUT);
+                    config.application_name("wasmtp");
+                    config
+                },
                 schema_ready: AtomicBool::new(false),
                 batcher,
             }),
@@ -446,6 +454,8 @@ impl Postgres {
                     None => Err(StoreError::Conflict(format!("queue id {} is taken", m.id))),
                 });
             }
+            // Heard by waiting consumers when, and only if, this commits.
+            txn.batch_execute("NOTIFY wasmtp_queue").await?;
             txn.commit().await?;
             Ok::<_, tokio_postgres::Error>(results)
         }
@@ -601,9 +611,11 @@ impl QueueBackend for Postgres {
         Box::pin(async move {
             let rows = self
                 .queue_query(
-                    "UPDATE wasmtp_queue SET state = 'ready', attempts = 0, not_before = wasmtp_now(),
-                         lease_until = NULL, consumer = NULL
-                     WHERE id = $1 AND state <> 'leased' RETURNING id",
+                    "WITH due AS (
+                         UPDATE wasmtp_queue SET state = 'ready', attempts = 0, not_before = wasmtp_now(),
+                             lease_until = NULL, consumer = NULL
+                         WHERE id = $1 AND state <> 'leased' RETURNING id)
+                     SELECT id, pg_notify('wasmtp_queue', '') FROM due",
                     &[&id],
                 )
                 .await?;
@@ -646,6 +658,47 @@ impl QueueBackend for Postgres {
                 bytes: r.get::<_, i64>(3) as u64,
                 oldest_age_ms: r.get(4),
             })
+        })
+    }
+
+    fn notifications(&self) -> Fut<'_, Option<mpsc::UnboundedReceiver<()>>> {
+        Box::pin(async move {
+            let (client, mut connection) = self
+                .inner
+                .config
+                .connect(NoTls)
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("PostgreSQL: {e}")))?;
+            let (tx, rx) = mpsc::unbounded_channel::<()>();
+            // The client lives as long as the receiver; dropping it closes
+            // the connection.
+            let listening = tx.clone();
+            // This task drives the connection and passes notifications on;
+            // it ends with the connection.
+            tokio::spawn(async move {
+                while let Some(message) =
+                    std::future::poll_fn(|cx| connection.poll_message(cx)).await
+                {
+                    match message {
+                        Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                            if tx.send(()).is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                }
+            });
+            client
+                .batch_execute("LISTEN wasmtp_queue")
+                .await
+                .map_err(error)?;
+            tokio::spawn(async move {
+                listening.closed().await;
+                drop(client);
+            });
+            Ok(Some(rx))
         })
     }
 }
