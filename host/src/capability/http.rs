@@ -43,9 +43,9 @@ use crate::plugin::host::HostState;
 /// The interface `grants.http` gives, as components name it (any 0.2.x).
 pub const OUTGOING_HANDLER: &str = "wasi:http/outgoing-handler";
 
-/// The most requests one plugin instance may have open at once (from the
-/// connection to the end of its response body); more fail with
-/// `connection-limit-reached`.
+/// The most requests one plugin instance may have open at once (from
+/// `handle` until the plugin drops the response, or the request fails);
+/// more fail with `connection-limit-reached`.
 pub const MAX_IN_FLIGHT: usize = 8;
 
 /// `[http]`: how plugins' requests are made.
@@ -512,22 +512,20 @@ async fn send(
             Error::Hyper(e)
         }
     })?;
-    // The request counts as open until its connection is done and its
-    // response body read or dropped.
-    let open = Arc::new(open);
-    let body_open = open.clone();
+    // The request counts as open until its response body is read or
+    // dropped (until here, `open` lived in this future). The connection
+    // may close a moment later; it ends by `end` in any case.
     let response = response.map(|incoming| {
         Bounded {
             incoming,
             read: 0,
             limit,
             end: Box::pin(tokio::time::sleep_until(end)),
-            _open: body_open,
+            _open: open,
         }
         .boxed_unsync()
     });
     let driver = async move {
-        let _open = open;
         let Some(conn) = conn else { return Ok(()) };
         match tokio::time::timeout_at(end, conn).await {
             Ok(r) => r.map_err(Error::Hyper),
@@ -556,7 +554,7 @@ struct Bounded {
     read: u64,
     limit: u64,
     end: Pin<Box<tokio::time::Sleep>>,
-    _open: Arc<InFlight>,
+    _open: InFlight,
 }
 
 impl Body for Bounded {
