@@ -435,7 +435,7 @@ fn notes_header_edits_authentication_and_the_client_behind_a_proxy() {
     let server = Server::start_config(&format!(
         "[[listener]]\naddress = \"127.0.0.1:0\"\nhostname = \"{HOSTNAME}\"\nplugins = [\"annotate\", \"hook\"]\nproxy_protocol = true\n\n\
          [plugin.annotate]\ncomponent = {:?}\nargs = [\"rcpt:note-set:spam-score=1.5\", \"data:header-add:X-Checked=yes\"]\n\
-         grants = {{ notes = true, headers = true }}\n\n\
+         grants = {{ notes = true, headers = true, envelope = true }}\n\n\
          [plugin.hook]\ncomponent = \"webhook\"\nargs = [{:?}, \"secret={SECRET}\", \"auth=on\", \"attachments=names\"]\nhook_timeout = 5\n\n\
          [dns]\nnameservers = [{dead_dns:?}]\ntimeout = 1\nattempts = 1\n",
         harness::plugin_path("annotator.wasm").display().to_string(),
