@@ -174,42 +174,6 @@ fn a_plugin_importing_an_ungranted_interface_is_refused_naming_the_grant() {
     );
 }
 
-/// Python's `email` reads every message of `maildir` back: for each, its
-/// header fields in order (`Name: value`, unfolded) and its body, as JSON.
-fn maildir_messages(maildir: &std::path::Path) -> Vec<serde_json::Value> {
-    let script = r#"
-import email, email.policy, json, mailbox, sys
-out = []
-for key, msg in sorted(mailbox.Maildir(sys.argv[1], factory=None, create=False).items()):
-    parsed = email.message_from_bytes(msg.as_bytes(), policy=email.policy.compat32)
-    out.append({
-        "headers": [[k, " ".join(v.split())] for k, v in parsed.items()],
-        "body": parsed.get_payload(),
-    })
-print(json.dumps(out))
-"#;
-    let out = std::process::Command::new(harness::python())
-        .args(["-c", script, maildir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
-}
-
-/// The header fields of a message `maildir_messages` read, as `Name: value`.
-fn fields(message: &serde_json::Value) -> Vec<String> {
-    message["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| format!("{}: {}", f[0].as_str().unwrap(), f[1].as_str().unwrap()))
-        .collect()
-}
-
 #[test]
 fn header_edits_reach_the_plugins_after_and_not_the_editor_itself() {
     let plugins = annotator(
@@ -294,9 +258,9 @@ fn mailbox_stores_the_edited_message_and_forged_results_are_renamed() {
         log.contains("X-Bcc=injected  Bcc: victim@example.com: error: Error::Invalid"),
         "the refusal is logged: {log}"
     );
-    let messages = maildir_messages(&maildir);
+    let messages = harness::maildir_messages(&maildir);
     assert_eq!(messages.len(), 1);
-    let fields = fields(&messages[0]);
+    let fields = &messages[0].fields;
     let names: Vec<&str> = fields
         .iter()
         .map(|f| f.split(':').next().unwrap())
@@ -334,7 +298,7 @@ fn mailbox_stores_the_edited_message_and_forged_results_are_renamed() {
             .iter()
             .any(|f| f.starts_with("Bcc") || f.starts_with("X-Bcc"))
     );
-    assert_eq!(messages[0]["body"], "hello\n");
+    assert_eq!(messages[0].body, "hello\n");
 }
 
 #[test]
@@ -416,27 +380,24 @@ fn envelope_edits_reach_delivery_and_an_added_archive_recipient_gets_the_message
     ] {
         assert!(log.contains(expected), "no `{expected}` in\n{log}");
     }
-    let header = |message: &serde_json::Value, name: &str| -> String {
-        fields(message)
-            .into_iter()
-            .find_map(|f| f.strip_prefix(&format!("{name}: ")).map(str::to_owned))
-            .unwrap_or_default()
+    let header = |message: &harness::Stored, name: &str| -> String {
+        message.named(name).first().map_or(String::new(), |v| (*v).to_owned())
     };
     // The listener's own recipients, less the removed one, from the new sender.
-    let stored = maildir_messages(&inbox);
+    let stored = harness::maildir_messages(&inbox);
     assert_eq!(stored.len(), 1);
     assert_eq!(header(&stored[0], "X-MailFrom"), "bounces@example.org");
     assert_eq!(header(&stored[0], "X-RcptTo"), "bart@example.com");
     // The added archive recipient was routed to its tenant, whose own
     // plugin added one more in data.
-    let stored = maildir_messages(&archive);
+    let stored = harness::maildir_messages(&archive);
     assert_eq!(stored.len(), 1, "the archive received the message");
     assert_eq!(header(&stored[0], "X-MailFrom"), "bounces@example.org");
     assert_eq!(
         header(&stored[0], "X-RcptTo"),
         "copy@archive.example, direct@archive.example, extra@archive.example"
     );
-    assert_eq!(stored[0]["body"], "hello\n");
+    assert_eq!(stored[0].body, "hello\n");
 }
 
 #[test]
@@ -501,9 +462,9 @@ fn a_python_plugin_uses_notes_and_headers() {
         c.send_message("anne@example.com", &["bart@example.com"], message).code,
         250
     );
-    let stored = maildir_messages(&maildir);
+    let stored = harness::maildir_messages(&maildir);
     assert_eq!(stored.len(), 1);
-    let fields = fields(&stored[0]);
+    let fields = &stored[0].fields;
     let names: Vec<&str> = fields.iter().map(|f| f.split(':').next().unwrap()).collect();
     assert_eq!(
         names,

@@ -174,7 +174,7 @@ args = ["bl.test", "mode=tag"]
 [plugin.reader]
 component = {reader:?}
 args = ["rcpt:reply-notes"]
-grants = {{ notes = true, headers = true }}
+grants = {{ notes = true, headers = true, envelope = true }}
 
 [plugin.inbox]
 component = "mailbox"
@@ -217,26 +217,13 @@ fn data(c: &mut Client, message: &str) -> harness::Reply {
     c.read_reply()
 }
 
-/// Every message in `maildir`, read by Python's `email`: its header fields
-/// in order, each `Name: value` unfolded.
+/// Every message in `maildir`: its header fields, as Python's `email`
+/// reads them.
 fn stored(maildir: &Path) -> Vec<Vec<String>> {
-    if !maildir.join("new").exists() {
-        return Vec::new();
-    }
-    let script = r#"
-import email, email.policy, json, mailbox, sys
-out = []
-for key, msg in sorted(mailbox.Maildir(sys.argv[1], factory=None, create=False).items()):
-    parsed = email.message_from_bytes(msg.as_bytes(), policy=email.policy.compat32)
-    out.append([k + ": " + " ".join(v.split()) for k, v in parsed.items()])
-print(json.dumps(out))
-"#;
-    let out = std::process::Command::new(harness::python())
-        .args(["-c", script, maildir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    harness::maildir_messages(maildir)
+        .into_iter()
+        .map(|m| m.fields)
+        .collect()
 }
 
 /// The fields named `name` of a stored message.

@@ -141,6 +141,66 @@ pub fn javascript_component(name: &str, world: &str) -> PathBuf {
     out
 }
 
+/// A message read back from a Maildir by Python's `mailbox` and `email`.
+#[allow(dead_code)]
+pub struct Stored {
+    /// The header fields in order, each `Name: value`, unfolded.
+    pub fields: Vec<String>,
+    pub body: String,
+}
+
+#[allow(dead_code)]
+impl Stored {
+    /// The values of the fields named `name` (case-insensitively).
+    pub fn named(&self, name: &str) -> Vec<&str> {
+        self.fields
+            .iter()
+            .filter_map(|f| f.split_once(": ").filter(|(n, _)| n.eq_ignore_ascii_case(name)))
+            .map(|(_, v)| v)
+            .collect()
+    }
+}
+
+/// Every message in `maildir` (none if it was never made), in file-name
+/// order, as a standard reader sees it: Python's `mailbox.Maildir` and
+/// `email` parser.
+#[allow(dead_code)]
+pub fn maildir_messages(maildir: &Path) -> Vec<Stored> {
+    if !maildir.join("new").exists() {
+        return Vec::new();
+    }
+    let script = r#"
+import email, email.policy, json, mailbox, sys
+out = []
+for key, msg in sorted(mailbox.Maildir(sys.argv[1], factory=None, create=False).items()):
+    parsed = email.message_from_bytes(msg.as_bytes(), policy=email.policy.compat32)
+    out.append({
+        "fields": [k + ": " + " ".join(v.split()) for k, v in parsed.items()],
+        "body": parsed.get_payload(),
+    })
+print(json.dumps(out))
+"#;
+    let out = Command::new(python())
+        .args(["-c", script])
+        .arg(maildir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python()));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let messages: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    messages
+        .into_iter()
+        .map(|m| Stored {
+            fields: m["fields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f.as_str().unwrap().to_owned())
+                .collect(),
+            body: m["body"].as_str().unwrap_or_default().to_owned(),
+        })
+        .collect()
+}
+
 /// A Python client script in `tests/clients/`.
 pub fn client_script(name: &str) -> PathBuf {
     repo_root().join("tests").join("clients").join(name)
