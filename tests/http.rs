@@ -56,10 +56,13 @@ fn noop(c: &mut Client, arg: &str) -> String {
 fn requests_outside_the_grant_are_refused_before_a_packet_leaves() {
     let mut web = WebServer::start();
     let probe = harness::plugin_path("http_probe.wasm");
-    let server = Server::start_config(&config_with(
-        &probe,
-        &format!("http = [{:?}]", web.url("inbound/")),
-        "[http]\nmax_response_bytes = 1048576",
+    let server = Server::start_config(&format!(
+        "[server]\nmetrics = \"127.0.0.1:0\"\n{}",
+        config_with(
+            &probe,
+            &format!("http = [{:?}]", web.url("inbound/")),
+            "[http]\nmax_response_bytes = 1048576",
+        )
     ));
     let mut c = Client::after_ehlo(server.addr());
 
@@ -106,6 +109,20 @@ fn requests_outside_the_grant_are_refused_before_a_packet_leaves() {
         "ok=8 ConnectionLimitReached=1"
     );
     assert_eq!(noop(&mut c, &format!("parallel 8 {}", web.url("inbound/ok"))), "ok=8");
+
+    // Each request is counted by its outcome.
+    let metrics = harness::scrape(harness::metrics_addr(&server.stderr()).unwrap());
+    let count = |outcome: &str| {
+        metrics
+            .get(&format!("wasmtp_plugin_http_requests_total{{plugin=\"p\",outcome=\"{outcome}\"}}"))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    assert_eq!(
+        (count("2xx"), count("3xx"), count("denied"), count("limited")),
+        (20.0, 2.0, 8.0, 1.0),
+        "{metrics:#?}"
+    );
 
     // Only the granted requests reached the server.
     let paths: Vec<String> = web.take().into_iter().map(|r| r.path).collect();

@@ -133,6 +133,12 @@ struct PluginLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    plugin: Arc<str>,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
 }
@@ -169,6 +175,8 @@ pub struct Metrics {
     instantiations: Family<PluginLabels, Counter>,
     instantiation_seconds: HistogramFamily<PluginLabels>,
     memory: Family<PluginLabels, Gauge>,
+    http_requests: Family<HttpLabels, Counter>,
+    http_seconds: HistogramFamily<PluginLabels>,
     generation: Gauge,
     reloads: Family<ReloadLabels, Counter>,
 }
@@ -189,6 +197,8 @@ impl Metrics {
             instantiations: Family::default(),
             instantiation_seconds: Family::new_with_constructor(instantiation_buckets),
             memory: Family::default(),
+            http_requests: Family::default(),
+            http_seconds: Family::new_with_constructor(call_buckets),
             generation: Gauge::default(),
             reloads: Family::default(),
             registry: Registry::default(),
@@ -245,6 +255,17 @@ impl Metrics {
             "Linear memory held now by the plugin's live instances",
             Unit::Bytes,
             m.memory.clone(),
+        );
+        r.register(
+            "plugin_http_requests",
+            "Plugins' outbound HTTP requests (wasi:http), by outcome: the response's status class (2xx...), denied (outside grants.http), limited (too many open), timeout, or error",
+            m.http_requests.clone(),
+        );
+        r.register_with_unit(
+            "plugin_http_duration",
+            "How long a plugin's HTTP request took to its response's head",
+            Unit::Seconds,
+            m.http_seconds.clone(),
         );
         r.register(
             "config_generation",
@@ -341,6 +362,24 @@ impl Metrics {
                 kind,
             })
             .inc();
+    }
+
+    /// One outbound HTTP request of `plugin`: `outcome` as
+    /// `plugin_http_requests` names it, `took` to the response's head.
+    pub fn http_request(&self, plugin: &Arc<str>, outcome: &'static str, took: Option<Duration>) {
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                plugin: plugin.clone(),
+                outcome,
+            })
+            .inc();
+        if let Some(took) = took {
+            self.http_seconds
+                .get_or_create(&PluginLabels {
+                    plugin: plugin.clone(),
+                })
+                .observe(took.as_secs_f64());
+        }
     }
 
     pub fn instantiation(&self, plugin: &Arc<str>, took: Duration) {

@@ -323,6 +323,9 @@ impl WasiHttpHooks for Hooks {
                 request.method(),
                 request.uri()
             );
+            if let Some(m) = crate::metrics::get() {
+                m.http_request(&plugin, "denied", None);
+            }
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
         if self.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
@@ -332,6 +335,9 @@ impl WasiHttpHooks for Hooks {
                 plugin = &*plugin,
                 "HTTP request refused: {MAX_IN_FLIGHT} requests of this instance are open"
             );
+            if let Some(m) = crate::metrics::get() {
+                m.http_request(&plugin, "limited", None);
+            }
             return Box::new(async { Err(Error::ConnectionLimitReached) });
         }
         let open = InFlight(self.in_flight.clone());
@@ -348,6 +354,19 @@ impl WasiHttpHooks for Hooks {
             let started = Instant::now();
             let (method, uri) = (request.method().clone(), request.uri().clone());
             let result = send(request, &client, connected_by, end, limit, open).await;
+            if let Some(m) = crate::metrics::get() {
+                let (outcome, took) = match &result {
+                    Ok((response, _)) => (status_class(response.status()), Some(started.elapsed())),
+                    Err(
+                        Error::DnsTimeout
+                        | Error::ConnectionTimeout
+                        | Error::ConnectionReadTimeout
+                        | Error::HttpResponseTimeout,
+                    ) => ("timeout", None),
+                    Err(_) => ("error", None),
+                };
+                m.http_request(&plugin, outcome, took);
+            }
             match &result {
                 Ok((response, _)) => tracing::debug!(
                     target: "wasmtp::plugin",
@@ -396,6 +415,17 @@ impl WasiHttpHooks for Hooks {
         } else {
             ErrorCode::HttpProtocolError
         }
+    }
+}
+
+/// `2xx`, ... for the metrics.
+fn status_class(status: http::StatusCode) -> &'static str {
+    match status.as_u16() / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
     }
 }
 
