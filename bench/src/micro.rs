@@ -175,7 +175,7 @@ async fn instantiation(plugin: &Arc<Plugin>, iterations: usize) -> Result<Instan
 
     // A session that reaches one exported hook (only for plugins whose hook
     // does no I/O: Debugging prints, Mailbox writes a file).
-    if !matches!(&*plugin.name, "sink" | "noop") {
+    if matches!(&*plugin.name, "debugging" | "mailbox") {
         return Ok(Instantiation {
             plugin: plugin.name.to_string(),
             iterations,
@@ -255,7 +255,22 @@ async fn instantiation(plugin: &Arc<Plugin>, iterations: usize) -> Result<Instan
     })
 }
 
-/// Instantiation figures for the reference plugins and the noop test plugin.
+/// The example policy (`examples/`: a recipient allowlist and a header
+/// check, the same in every language) built by `bench/run` into
+/// `$BENCH_EXAMPLES`, when it could be: `(name, component)`.
+fn examples() -> Vec<(String, std::path::PathBuf)> {
+    let Some(dir) = std::env::var_os("BENCH_EXAMPLES").map(std::path::PathBuf::from) else {
+        return Vec::new();
+    };
+    ["rust", "javascript", "python"]
+        .iter()
+        .map(|lang| (format!("{lang} example"), dir.join(format!("{lang}_policy.wasm"))))
+        .filter(|(_, path)| path.is_file())
+        .collect()
+}
+
+/// Instantiation figures for the reference plugins, the noop test plugin,
+/// and the example policy in each language `bench/run` could build.
 pub fn instantiation_all(
     wasm_dir: &Path,
     scratch: &Path,
@@ -268,29 +283,37 @@ pub fn instantiation_all(
         let runtime = Runtime::new(&RuntimeSettings::default())?;
         let maildir = scratch.join("micro-instantiate-maildir");
         let mut out = Vec::new();
-        let plugins = [
+        let mut plugins = vec![
             (
-                "sink",
+                "sink".to_owned(),
                 Source::Builtin(builtin::find("sink").unwrap()),
                 vec![],
             ),
-            ("noop", Source::File(wasm_dir.join("noop.wasm")), vec![]),
             (
-                "debugging",
+                "noop".to_owned(),
+                Source::File(wasm_dir.join("noop.wasm")),
+                vec![],
+            ),
+            (
+                "debugging".to_owned(),
                 Source::Builtin(builtin::find("debugging").unwrap()),
                 vec!["stderr".to_owned()],
             ),
             (
-                "mailbox",
+                "mailbox".to_owned(),
                 Source::Builtin(builtin::find("mailbox").unwrap()),
                 vec![maildir.to_string_lossy().into_owned()],
             ),
         ];
+        // The examples' allowlist: the benchmark's envelope passes it.
+        for (name, path) in examples() {
+            plugins.push((name, Source::File(path), vec!["example.com".to_owned()]));
+        }
         for (name, source, args) in plugins {
-            let plugin = load_plugin(&runtime, name, source, args, scratch).await?;
+            let plugin = load_plugin(&runtime, &name, source, args, scratch).await?;
             let mut figures = instantiation(
                 &plugin,
-                if matches!(name, "sink" | "noop") {
+                if matches!(&*name, "sink" | "noop") {
                     iterations
                 } else {
                     iterations / 10
