@@ -9,8 +9,9 @@
 //!   with an error value, and the server goes on;
 //! - TLS with a test CA made by the test (`[http] ca_file`), and refused
 //!   without it;
-//! - a Python plugin (componentize-py) with its own HTTP client; what the
-//!   JavaScript toolchain (componentize-qjs) offers;
+//! - a Python plugin (componentize-py) with its own HTTP client, and a
+//!   JavaScript one (ComponentizeJS) with `fetch`; what the example's
+//!   JavaScript toolchain (componentize-qjs) does not offer;
 //! - malformed MIME parses without a trap and without unbounded memory.
 
 #[path = "harness/mod.rs"]
@@ -28,8 +29,14 @@ use web::{TestCa, WebServer};
 /// A server with `component` as its only plugin, granted `grants`, given
 /// the time an 18 MB Python component takes to compile on a busy machine.
 fn slow_server(component: &Path, grants: &str) -> (harness::Process, std::net::SocketAddr, tempfile::NamedTempFile) {
+    slow_server_config(&config_with(component, grants, ""))
+}
+
+/// A server started with `config`, given the time a large component takes
+/// to compile.
+fn slow_server_config(config: &str) -> (harness::Process, std::net::SocketAddr, tempfile::NamedTempFile) {
     let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-    std::fs::write(file.path(), config_with(component, grants, "")).unwrap();
+    std::fs::write(file.path(), config).unwrap();
     let mut command = Command::new(harness::WASMTP);
     command.arg("--config").arg(file.path()).env("NO_COLOR", "1").env_remove("RUST_LOG");
     let mut process = harness::Process::spawn("wasmtp", command);
@@ -218,15 +225,74 @@ fn a_python_plugin_uses_its_own_http_client() {
     assert_eq!(paths, ["/inbound/hello"]);
 }
 
+/// tests/javascript/http_fetch, built with ComponentizeJS, posting to `url`
+/// with `grants.http` = `grant`.
+fn fetch_plugin_server(url: &str, grant: &str) -> (harness::Process, std::net::SocketAddr, tempfile::NamedTempFile) {
+    let component = harness::componentize_js_component("http_fetch", "fetch");
+    slow_server_config(&format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\nhostname = \"{HOSTNAME}\"\nplugins = [\"p\"]\n\
+         [plugin.p]\ncomponent = {:?}\nargs = [{url:?}]\nhook_timeout = 5\n\
+         [plugin.p.grants]\nhttp = [{grant:?}]\n",
+        component.display().to_string()
+    ))
+}
+
+/// A JavaScript plugin calls an app with the language's own HTTP client:
+/// ComponentizeJS's `fetch` (StarlingMonkey's, made over
+/// wasi:http/outgoing-handler) posts the envelope as JSON in `data`, and the
+/// app's answer becomes the SMTP reply.
+#[test]
+fn a_javascript_plugin_calls_an_app_with_fetch() {
+    let mut web = WebServer::start();
+    let (_server, addr, _config) = fetch_plugin_server(&web.url("inbound/hello"), &web.url("inbound/"));
+    let mut c = Client::after_ehlo(addr);
+    for to in ["b@example.com", "c@example.com"] {
+        let reply = c.send_message("a@example.com", &[to], "Subject: hi\r\n\r\nhello\r\n");
+        assert_eq!((reply.code, reply.text()), (250, "2.0.0 app said: 200 hello".to_owned()), "{}", c.transcript());
+    }
+    let requests = web.take();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    for (request, to) in requests.iter().zip(["b@example.com", "c@example.com"]) {
+        assert_eq!((request.method.as_str(), request.path.as_str()), ("POST", "/inbound/hello"));
+        assert_eq!(request.header("content-type"), Some("application/json"));
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(body, serde_json::json!({ "from": "a@example.com", "to": [to] }));
+    }
+}
+
+/// A URL outside the grant: the host refuses the request before a packet
+/// leaves, `fetch` rejects (it does not trap, though the runtime writes the
+/// POST's body after sending the request: the host reads the body of a
+/// refused request before answering), and the plugin answers with the
+/// error's text.
+#[test]
+fn a_javascript_fetch_outside_the_grant_is_refused() {
+    let mut web = WebServer::start();
+    let (server, addr, _config) = fetch_plugin_server(&web.url("admin/hello"), &web.url("inbound/"));
+    let mut c = Client::after_ehlo(addr);
+    let reply = c.send_message("a@example.com", &["b@example.com"], "Subject: hi\r\n\r\nhello\r\n");
+    // StarlingMonkey's `fetch` rejects every failure with the same
+    // TypeError; the host's log says which.
+    assert_eq!(
+        (reply.code, reply.text()),
+        (451, "4.3.0 fetch failed: TypeError: NetworkError when attempting to fetch resource".to_owned()),
+        "{}",
+        c.transcript()
+    );
+    assert!(server.stderr().contains("HTTP request refused: POST"), "{}", server.stderr());
+    assert!(web.take().is_empty());
+}
+
 /// componentize-qjs 0.4.5, the JavaScript toolchain of examples/javascript:
 /// its QuickJS runtime has no `fetch`, and a world importing the wasi:http
-/// interfaces does not build: its Wizer step defines the component's
-/// unknown imports as traps before it adds WASI, so the stub of
-/// `wasi:http/types` carries an `input-stream` resource of its own
-/// ("mismatched resource types"). This test says so, and starts failing —
-/// as a reminder to use it — when a release changes either.
+/// interfaces does not build (tests/javascript/qjs_http): its Wizer step
+/// defines the component's unknown imports as traps before it adds WASI, so
+/// the stub of `wasi:http/types` carries an `input-stream` resource of its
+/// own ("mismatched resource types"). A JavaScript plugin that makes HTTP
+/// requests is built with ComponentizeJS instead (above). This test says
+/// so, and starts failing — as a reminder — when a release changes either.
 #[test]
-fn what_the_javascript_toolchain_offers() {
+fn componentize_qjs_has_no_fetch_nor_builds_wasi_http() {
     let tool = harness::repo_root().join("examples/javascript/node_modules/.bin/componentize-qjs");
     assert!(tool.exists(), "componentize-qjs is not installed: npm ci --prefix examples/javascript (.ci/run does)");
     let dir = harness::repo_root().join("tests/javascript");
@@ -242,9 +308,9 @@ fn what_the_javascript_toolchain_offers() {
     let mut c = Client::after_ehlo(server.addr());
     assert_eq!(noop(&mut c, ""), "fetch=undefined");
 
-    let fetch = out_dir().join("http_fetch_js.wasm");
+    let fetch = out_dir().join("qjs_http.wasm");
     let built = Command::new(&tool)
-        .current_dir(dir.join("http_fetch"))
+        .current_dir(dir.join("qjs_http"))
         .args(["--wit", "wit", "--world", "fetch", "--js", "app.js", "--sync", "-o"])
         .arg(&fetch)
         .output()

@@ -89,13 +89,7 @@ pub fn python_component(name: &str, world: &str) -> PathBuf {
         files.sort();
         sources.extend(files);
     }
-    // FNV-1a: stable across runs and toolchains, unlike `DefaultHasher`.
-    let mut hash: u64 = 0xcbf29ce484222325;
-    for file in &sources {
-        for b in std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display())) {
-            hash = (hash ^ u64::from(b)).wrapping_mul(0x100000001b3);
-        }
-    }
+    let hash = hash_files(&sources);
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("python-{name}-{hash:016x}.wasm"));
     if !out.exists() {
         let partial = out.with_extension(format!("{}.partial", std::process::id()));
@@ -108,6 +102,64 @@ pub fn python_component(name: &str, world: &str) -> PathBuf {
         assert!(
             built.status.success(),
             "building tests/python/{name}: {}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        std::fs::rename(&partial, &out).unwrap();
+    }
+    out
+}
+
+/// FNV-1a over the files' bytes, in order: stable across runs and
+/// toolchains, unlike `DefaultHasher`.
+#[allow(dead_code)]
+fn hash_files(files: &[PathBuf]) -> u64 {
+    let mut hash: u64 = 0xcbf29ce484222325;
+    for file in files {
+        for b in std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display())) {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x100000001b3);
+        }
+    }
+    hash
+}
+
+/// A JavaScript test plugin, `tests/javascript/<name>`, built with
+/// ComponentizeJS (SpiderMonkey on StarlingMonkey, whose `fetch` is made
+/// over wasi:http/outgoing-handler) from its `app.js` and `wit/` (world
+/// `world`), with the componentize-js its own package-lock.json pins
+/// (`npm ci --prefix tests/javascript/<name>`; .ci/run does). A build takes
+/// twenty seconds or more, so the component is kept in the test target dir
+/// under a name that hashes the sources, the WIT the world reads (the
+/// project's and its wasi:http) and the lock file.
+#[allow(dead_code)]
+pub fn componentize_js_component(name: &str, world: &str) -> PathBuf {
+    let dir = repo_root().join("tests/javascript").join(name);
+    let mut sources = vec![dir.join("app.js"), dir.join("package-lock.json")];
+    for wit in [dir.join("wit"), repo_root().join("wit"), repo_root().join("wit/deps/http")] {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&wit)
+            .unwrap_or_else(|e| panic!("{}: {e}", wit.display()))
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "wit"))
+            .collect();
+        files.sort();
+        sources.extend(files);
+    }
+    let hash = hash_files(&sources);
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("componentize-js-{name}-{hash:016x}.wasm"));
+    if !out.exists() {
+        let tool = dir.join("node_modules/.bin/componentize-js");
+        let partial = out.with_extension(format!("{}.partial", std::process::id()));
+        let built = Command::new(&tool)
+            .current_dir(&dir)
+            .args(["app.js", "--wit", "wit", "--world-name", world, "-o"])
+            .arg(&partial)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {}: {e} (npm ci --prefix tests/javascript/{name}; .ci/run does)", tool.display())
+            });
+        assert!(
+            built.status.success(),
+            "building tests/javascript/{name}: {}{}",
+            String::from_utf8_lossy(&built.stdout),
             String::from_utf8_lossy(&built.stderr)
         );
         std::fs::rename(&partial, &out).unwrap();

@@ -8,7 +8,9 @@
 //! sender, because that is where the policy lives:
 //! - the URL must fall under one of the granted prefixes (scheme, host and
 //!   port equal, path under the prefix's path, no dot segments): anything
-//!   else is `http-request-denied`, before any name lookup;
+//!   else is `http-request-denied`, before any name lookup (given once the
+//!   guest has written the request's body, which is read and dropped:
+//!   [`refuse`]);
 //! - redirects are never followed by the host; a client that follows one
 //!   makes a new request, checked like the first;
 //! - TLS is rustls (ring, as everywhere in the server) with the system's
@@ -315,6 +317,7 @@ impl WasiHttpHooks for Hooks {
     ) -> ResponseFuture {
         let granted = self.grant.as_ref().is_some_and(|g| g.allows(request.uri()));
         let plugin = self.plugin.clone();
+        let refused_by = (Instant::now() + self.client.settings.timeout).min(super::wait_deadline(self.deadline));
         if !granted {
             tracing::warn!(
                 target: "wasmtp::plugin",
@@ -326,7 +329,7 @@ impl WasiHttpHooks for Hooks {
             if let Some(m) = crate::metrics::get() {
                 m.http_request(&plugin, "denied", None);
             }
-            return Box::new(async { Err(Error::HttpRequestDenied) });
+            return refuse(request, Error::HttpRequestDenied, refused_by);
         }
         if self.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -338,7 +341,7 @@ impl WasiHttpHooks for Hooks {
             if let Some(m) = crate::metrics::get() {
                 m.http_request(&plugin, "limited", None);
             }
-            return Box::new(async { Err(Error::ConnectionLimitReached) });
+            return refuse(request, Error::ConnectionLimitReached, refused_by);
         }
         let open = InFlight(self.in_flight.clone());
         let settings = &self.client.settings;
@@ -434,6 +437,23 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync + Unpin + 'st
 
 /// Connect, send `request`, and return the response with its body bounded
 /// by `limit` bytes and `end`, and the connection's driver.
+/// A request refused without being sent: the error comes once the guest
+/// has finished writing the request's body (read here and dropped, never
+/// sent), or at `until`. A guest may write its body after `handle` has
+/// returned, as StarlingMonkey's `fetch` (ComponentizeJS) does; answering
+/// at once would close the body's stream under it, and that runtime traps
+/// on a write to a closed stream instead of rejecting the `fetch`.
+fn refuse(request: http::Request<WasiBody>, error: Error, until: Instant) -> ResponseFuture {
+    Box::new(async move {
+        let mut body = request.into_body();
+        let _ = tokio::time::timeout_at(tokio::time::Instant::from_std(until), async {
+            while let Some(Ok(_)) = body.frame().await {}
+        })
+        .await;
+        Err(error)
+    })
+}
+
 async fn send(
     mut request: http::Request<WasiBody>,
     client: &HttpClient,

@@ -1,67 +1,31 @@
-// A JavaScript test plugin (componentize-qjs): `NOOP URL` makes a GET of
-// URL and answers `250` with `fetch=<typeof fetch>` (whether QuickJS's
-// runtime offers fetch) and `status=200 bytes=5` or `error=<code>`.
-//
-// componentize-qjs 0.4.5's runtime has no `fetch`, so the request is made
-// with the wasi:http imports themselves, which the bindings expose as ES
-// modules like any other import. With 0.4.5 this does not build (its
-// pre-initialisation links wasi:http/types to resource types of its own);
-// tests/http.rs checks that it still fails, so that a release that builds
-// it gets this plugin driven through the server.
+// A JavaScript test plugin (componentize-js): in `data` it POSTs the
+// envelope as JSON to the URL of its first argument with the language's
+// own HTTP client, `fetch`, and turns the answer into the SMTP reply:
+// `250 2.0.0 app said: <status> <body>`, or, when `fetch` rejects (a URL
+// outside `grants.http` among other causes), `451 4.3.0 fetch failed:
+// <error>`.
 
-import { handle } from 'wasi:http/outgoing-handler@0.2.12';
-import { Fields, OutgoingRequest, OutgoingBody } from 'wasi:http/types@0.2.12';
+let url = null;
 
-function get(url) {
-  const [scheme, rest] = url.split('://');
-  const slash = rest.indexOf('/');
-  const authority = slash < 0 ? rest : rest.slice(0, slash);
-  const path = slash < 0 ? '/' : rest.slice(slash);
-  const request = new OutgoingRequest(new Fields());
-  request.setMethod({ tag: 'get' });
-  request.setScheme({ tag: scheme === 'https' ? 'HTTPS' : 'HTTP' });
-  request.setAuthority(authority);
-  request.setPathWithQuery(path);
-  const body = request.body();
-  let future;
-  try {
-    future = handle(request, null);
-  } catch (e) {
-    return 'error=' + describe(e);
-  }
-  OutgoingBody.finish(body, null);
-  future.subscribe().block();
-  const got = future.get();
-  const inner = got && got.tag === 'ok' ? got.val : null;
-  if (!inner) return 'error=no-response';
-  if (inner.tag === 'err') return 'error=' + describe(inner.val);
-  const response = inner.val;
-  const status = response.status();
-  const stream = response.consume().stream();
-  let bytes = 0;
-  for (;;) {
+export const setup = {
+  init(args) {
+    if (args.length !== 1) throw 'give the URL to post the envelope to';
+    url = args[0];
+  },
+};
+
+export const data = {
+  async handleData(session, envelope) {
     try {
-      bytes += stream.blockingRead(65536).length;
+      const response = await fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ from: envelope.mailFrom, to: envelope.rcptTos }),
+      });
+      const body = (await response.text()).trim().slice(0, 400);
+      return { code: 250, enhanced: '2.0.0', lines: [`app said: ${response.status} ${body}`] };
     } catch (e) {
-      break; // closed (or cut short)
+      return { code: 451, enhanced: '4.3.0', lines: [`fetch failed: ${String(e).slice(0, 400)}`] };
     }
-  }
-  return `status=${status} bytes=${bytes}`;
-}
-
-function describe(e) {
-  if (e && typeof e === 'object' && 'tag' in e) return e.tag;
-  return String(e);
-}
-
-export const noop = {
-  handleNoop(session, envelope, arg) {
-    const lines = [`fetch=${typeof fetch}`];
-    try {
-      lines.push(get(arg.trim()));
-    } catch (e) {
-      lines.push('exception=' + String(e).slice(0, 200));
-    }
-    return { code: 250, enhanced: null, lines };
   },
 };
