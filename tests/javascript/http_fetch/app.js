@@ -22,7 +22,8 @@ export const data = {
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ from: envelope.mailFrom, to: envelope.rcptTos }),
       });
-      const body = (await response.text()).trim().slice(0, 400);
+      // One reply line: no line breaks, and not too long.
+      const body = (await response.text()).replace(/\s+/g, ' ').trim().slice(0, 400);
       return { code: 250, enhanced: '2.0.0', lines: [`app said: ${response.status} ${body}`] };
     } catch (e) {
       return { code: 451, enhanced: '4.3.0', lines: [`fetch failed: ${String(e).slice(0, 400)}`] };
