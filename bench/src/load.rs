@@ -40,6 +40,27 @@ pub struct LoadSpec {
     /// Send MAIL, RCPT and DATA in one write (RFC 2920), where the server
     /// advertises PIPELINING.
     pub pipeline: bool,
+    /// What to send instead of the generated message from the benchmark's
+    /// sender: a PROXY header, the HELO name, the envelope and the message
+    /// (a DKIM-signed one, for the mail-authentication part).
+    pub script: Option<Arc<Script>>,
+}
+
+/// A client's identity and message, for the load generator.
+#[derive(Clone, Debug)]
+pub struct Script {
+    /// Sent first on every connection (`PROXY TCP4 …\r\n`), if any.
+    pub proxy: Option<String>,
+    pub helo: String,
+    pub mail_from: String,
+    pub rcpt_to: String,
+    /// The message, dot-stuffed, CRLF line ends, ending with the `.` line.
+    pub message: Vec<u8>,
+}
+
+/// A PROXY protocol v1 header saying the client is `ip` (IPv4).
+pub fn proxy_line(ip: &str) -> String {
+    format!("PROXY TCP4 {ip} 127.0.0.1 40000 25\r\n")
 }
 
 #[derive(Clone, Debug, Default)]
@@ -110,6 +131,11 @@ pub struct Client {
 impl Client {
     /// Connect and read the greeting.
     pub async fn connect(addr: SocketAddr) -> Result<Client> {
+        Client::connect_with(addr, None).await
+    }
+
+    /// Connect, send `proxy` (a PROXY header) if given, read the greeting.
+    pub async fn connect_with(addr: SocketAddr, proxy: Option<&str>) -> Result<Client> {
         let stream = TcpStream::connect(addr)
             .await
             .with_context(|| format!("connecting to {addr}"))?;
@@ -119,6 +145,9 @@ impl Client {
             line: Vec::new(),
             pipelining: false,
         };
+        if let Some(proxy) = proxy {
+            client.send(proxy.as_bytes()).await?;
+        }
         client.expect(220).await.context("greeting")?;
         Ok(client)
     }
@@ -178,25 +207,34 @@ impl Client {
     }
 
     pub async fn ehlo(&mut self) -> Result<()> {
-        self.pipelining = false;
-        self.command("EHLO client.bench.example\r\n", 250).await
+        self.ehlo_as("client.bench.example").await
     }
 
-    /// One mail transaction; `message` ends with the `.` line.
-    pub async fn transaction(&mut self, message: &[u8], pipeline: bool) -> Result<()> {
-        const MAIL: &str = "MAIL FROM:<sender@bench.example>\r\n";
-        const RCPT: &str = "RCPT TO:<rcpt@bench.example>\r\n";
+    pub async fn ehlo_as(&mut self, helo: &str) -> Result<()> {
+        self.pipelining = false;
+        self.command(&format!("EHLO {helo}\r\n"), 250).await
+    }
+
+    /// One mail transaction from `from` to `to`; `message` ends with the
+    /// `.` line.
+    pub async fn transaction_as(
+        &mut self,
+        from: &str,
+        to: &str,
+        message: &[u8],
+        pipeline: bool,
+    ) -> Result<()> {
+        let mail = format!("MAIL FROM:<{from}>\r\n");
+        let rcpt = format!("RCPT TO:<{to}>\r\n");
         if pipeline {
-            self.send(
-                b"MAIL FROM:<sender@bench.example>\r\nRCPT TO:<rcpt@bench.example>\r\nDATA\r\n",
-            )
-            .await?;
+            self.send(format!("{mail}{rcpt}DATA\r\n").as_bytes())
+                .await?;
             self.expect(250).await.context("MAIL (pipelined)")?;
             self.expect(250).await.context("RCPT (pipelined)")?;
             self.expect(354).await.context("DATA (pipelined)")?;
         } else {
-            self.command(MAIL, 250).await?;
-            self.command(RCPT, 250).await?;
+            self.command(&mail, 250).await?;
+            self.command(&rcpt, 250).await?;
             self.command("DATA\r\n", 354).await?;
         }
         self.send(message).await?;
@@ -211,7 +249,10 @@ impl Client {
 /// Run `spec`: `sessions` concurrent sessions sending until the deadline or
 /// the message budget.
 pub async fn run(spec: &LoadSpec) -> Result<LoadResult> {
-    let message: Arc<[u8]> = message(spec.size).into();
+    let message: Arc<[u8]> = match &spec.script {
+        Some(script) => script.message.clone().into(),
+        None => message(spec.size).into(),
+    };
     let started = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + spec.duration;
@@ -255,13 +296,17 @@ async fn session(
 ) -> Result<(Vec<u32>, bool)> {
     let mut latencies = Vec::new();
     let micros = |t: Instant| t.elapsed().as_micros().min(u32::MAX as u128) as u32;
+    let script = spec.script.as_deref();
+    let proxy = script.and_then(|s| s.proxy.as_deref());
+    let helo = script.map_or("client.bench.example", |s| &s.helo);
+    let (from, to) = script.map_or((SENDER, RECIPIENT), |s| (&s.mail_from, &s.rcpt_to));
     if spec.reuse {
-        let mut client = Client::connect(spec.addr).await?;
-        client.ehlo().await?;
+        let mut client = Client::connect_with(spec.addr, proxy).await?;
+        client.ehlo_as(helo).await?;
         let pipeline = spec.pipeline && client.pipelining;
         while claim(spec, started, deadline) {
             let t = Instant::now();
-            client.transaction(message, pipeline).await?;
+            client.transaction_as(from, to, message, pipeline).await?;
             latencies.push(micros(t));
         }
         client.quit().await?;
@@ -270,11 +315,11 @@ async fn session(
         let mut refused = false;
         while claim(spec, started, deadline) {
             let t = Instant::now();
-            let mut client = Client::connect(spec.addr).await?;
-            client.ehlo().await?;
+            let mut client = Client::connect_with(spec.addr, proxy).await?;
+            client.ehlo_as(helo).await?;
             let pipeline = spec.pipeline && client.pipelining;
             refused |= spec.pipeline && !pipeline;
-            client.transaction(message, pipeline).await?;
+            client.transaction_as(from, to, message, pipeline).await?;
             latencies.push(micros(t));
             client.quit().await?;
         }
@@ -358,4 +403,27 @@ pub async fn send_large(addr: SocketAddr, size: usize) -> Result<Duration> {
         .context("end of the large message")?;
     client.quit().await?;
     Ok(t.elapsed())
+}
+
+/// Get the benchmark's one greylisting triplet (the loopback /24, its
+/// sender and recipient) past the greylist: the first RCPT is deferred
+/// (`451`), a retry after `delay` passes, and the triplet then passes until
+/// it expires. Every later message costs the greylist one `get`.
+pub async fn prime_greylist(addr: SocketAddr, delay: Duration) -> Result<()> {
+    let mut client = Client::connect(addr).await?;
+    client.ehlo().await?;
+    for attempt in 0..20 {
+        client
+            .command(&format!("MAIL FROM:<{SENDER}>\r\n"), 250)
+            .await?;
+        client.send(format!("RCPT TO:<{RECIPIENT}>\r\n").as_bytes()).await?;
+        let code = client.reply().await?;
+        client.command("RSET\r\n", 250).await?;
+        match code {
+            250 => return client.quit().await,
+            451 => tokio::time::sleep(delay * (attempt + 1)).await,
+            other => bail!("priming the greylist: RCPT got {other}"),
+        }
+    }
+    bail!("the greylist still defers the benchmark's triplet after 20 tries")
 }

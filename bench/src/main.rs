@@ -7,14 +7,19 @@
 //! - [`peers`]: starting and stopping the servers under test.
 //! - [`procfs`]: CPU time and memory of a server from `/proc`.
 //! - [`micro`]: in-process microbenchmarks (instantiation, Maildir writes).
+//! - [`state`]: PostgreSQL for the state part, key-value latency.
+//! - [`auth`]: NSD, the signed message and Haraka's configuration for the
+//!   mail-authentication part.
 //! - [`suite`]: the whole benchmark, interleaved, with medians.
 //! - [`report`]: the tables for BENCHMARKS.md.
 
+mod auth;
 mod load;
 mod micro;
 mod peers;
 mod procfs;
 mod report;
+mod state;
 mod suite;
 
 use std::net::SocketAddr;
@@ -67,7 +72,7 @@ enum Cmd {
     /// Render the tables of a results file again (and, for a full run,
     /// splice them into BENCHMARKS.md).
     Report {
-        /// bench/results/full.json or quick.json.
+        /// bench/results/full.json, full-state.json, full-auth.json (or quick*.json).
         results: PathBuf,
     },
     /// Instantiation microbenchmark (pooling allocator as the server sets it).
@@ -104,6 +109,7 @@ fn main() -> Result<()> {
                 duration: Duration::from_secs_f64(seconds.clamp(0.01, 600.0)),
                 max_messages: messages,
                 pipeline,
+                script: None,
             };
             let cpu0 = pid.map(procfs::cpu_time).transpose()?;
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -135,10 +141,11 @@ fn main() -> Result<()> {
         }
         Cmd::Report { results } => {
             let r: suite::Results = serde_json::from_str(&std::fs::read_to_string(&results)?)?;
-            let markdown = report::markdown(&r);
+            let section = report::Section::of(&r);
+            let markdown = report::section_markdown(section, &r);
             std::fs::write(results.with_extension("md"), &markdown)?;
             if r.settings.as_ref().is_some_and(|s| !s.quick) {
-                report::splice_into(&repo_root().join("BENCHMARKS.md"), &markdown)?;
+                report::splice_section(&repo_root().join("BENCHMARKS.md"), section, &markdown)?;
             }
             println!("{markdown}");
             Ok(())

@@ -31,7 +31,7 @@ pub struct Quantiles {
     pub p99_us: f64,
 }
 
-fn quantiles(mut samples: Vec<u32>) -> Quantiles {
+pub fn quantiles(mut samples: Vec<u32>) -> Quantiles {
     samples.sort_unstable();
     Quantiles {
         p50_us: load::percentile(&samples, 0.5) / 1000.0,

@@ -24,8 +24,13 @@ pub struct Tools {
     /// The Python interpreter with aiosmtpd 1.4.6 (the real binary, not a
     /// shim, so the PID measured is the server's).
     pub python: PathBuf,
-    /// Scratch space: Maildirs, configs. Removed at the end.
+    /// Scratch space: Maildirs, state directories, configs. Removed at the end.
     pub scratch: PathBuf,
+    /// Where `bench/run` installs Haraka and its plugins with npm
+    /// (`node_modules/Haraka`); only the mail-authentication part needs it.
+    pub haraka: PathBuf,
+    /// The Node.js that runs Haraka.
+    pub node: PathBuf,
 }
 
 impl Tools {
@@ -40,6 +45,11 @@ impl Tools {
     /// The Postfix programs link `libpostfix-*.so` from the package.
     pub fn postfix_libs(&self) -> PathBuf {
         self.postfix.join("usr/lib/postfix")
+    }
+
+    /// Haraka's start script.
+    pub fn haraka_bin(&self) -> PathBuf {
+        self.haraka.join("node_modules/Haraka/bin/haraka")
     }
 
     pub fn check(&self) -> Result<()> {
@@ -100,6 +110,21 @@ pub enum Peer {
     WasmtpNoop,
     SmtpSink,
     Aiosmtpd,
+    /// The built-in `queue` on the embedded SQLite store (group commit).
+    WasmtpQueue,
+    /// The built-in `queue` on PostgreSQL.
+    WasmtpQueuePg,
+    /// `greylist → ratelimit → sink`, the key-value store on SQLite.
+    WasmtpPolicy,
+    /// `greylist → ratelimit → sink` on PostgreSQL.
+    WasmtpPolicyPg,
+    /// `sink` behind the PROXY protocol, resolving at the benchmark's NSD:
+    /// the mail-authentication chain without `mailauth`.
+    WasmtpAuthSink,
+    /// `mailauth → sink` behind the PROXY protocol, at the benchmark's NSD.
+    WasmtpMailauth,
+    /// Haraka with `spf`, `dkim` (verify) and `queue/discard`.
+    Haraka,
 }
 
 impl Peer {
@@ -113,6 +138,19 @@ impl Peer {
         Peer::Aiosmtpd,
     ];
 
+    /// The peers of the state part (BENCHMARKS.md, "State").
+    pub const STATE: [Peer; 6] = [
+        Peer::WasmtpMailbox,
+        Peer::WasmtpQueue,
+        Peer::WasmtpQueuePg,
+        Peer::WasmtpSink,
+        Peer::WasmtpPolicy,
+        Peer::WasmtpPolicyPg,
+    ];
+
+    /// The peers of the mail-authentication part.
+    pub const AUTH: [Peer; 3] = [Peer::WasmtpAuthSink, Peer::WasmtpMailauth, Peer::Haraka];
+
     pub fn label(self) -> &'static str {
         match self {
             Peer::WasmtpEmpty => "wasmtp, empty plugin (floor: no wasm call)",
@@ -122,6 +160,13 @@ impl Peer {
             Peer::WasmtpNoop => "wasmtp, noop plugin",
             Peer::SmtpSink => "Postfix smtp-sink",
             Peer::Aiosmtpd => "aiosmtpd 1.4.6 Sink",
+            Peer::WasmtpQueue => "wasmtp -c queue DIR (SQLite, group commit)",
+            Peer::WasmtpQueuePg => "wasmtp, queue on PostgreSQL",
+            Peer::WasmtpPolicy => "wasmtp, greylist → ratelimit → sink (SQLite)",
+            Peer::WasmtpPolicyPg => "wasmtp, greylist → ratelimit → sink (PostgreSQL)",
+            Peer::WasmtpAuthSink => "wasmtp, sink (no verification)",
+            Peer::WasmtpMailauth => "wasmtp, mailauth → sink",
+            Peer::Haraka => "Haraka 3.3.4, spf + dkim + queue/discard",
         }
     }
 
@@ -134,12 +179,19 @@ impl Peer {
             Peer::WasmtpNoop => "wasmtp-noop",
             Peer::SmtpSink => "smtp-sink",
             Peer::Aiosmtpd => "aiosmtpd",
+            Peer::WasmtpQueue => "wasmtp-queue",
+            Peer::WasmtpQueuePg => "wasmtp-queue-pg",
+            Peer::WasmtpPolicy => "wasmtp-policy",
+            Peer::WasmtpPolicyPg => "wasmtp-policy-pg",
+            Peer::WasmtpAuthSink => "wasmtp-auth-sink",
+            Peer::WasmtpMailauth => "wasmtp-mailauth",
+            Peer::Haraka => "haraka",
         }
     }
 }
 
 /// Start-up options beyond the peer's defaults.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     /// Lift the message size limit (`-s 0`; aiosmtpd and smtp-sink have
     /// none that matters here).
@@ -147,13 +199,28 @@ pub struct Options {
     /// Concurrent sessions the server must hold (smtp-sink's `-m`; wasmtp's
     /// `max_plugin_instances` for the noop plugin).
     pub sessions: usize,
+    /// The PostgreSQL database of the `-pg` peers (a connection string).
+    pub postgres: Option<String>,
+    /// The DNS server of the mail-authentication peers (the benchmark's NSD).
+    pub nameserver: Option<SocketAddr>,
 }
+
+/// The host name the mail-authentication peers answer as.
+pub const AUTH_HOSTNAME: &str = "mx.bench.example";
 
 /// A running server; killed when dropped.
 pub struct Server {
     pub addr: SocketAddr,
     child: Child,
     maildir: Option<PathBuf>,
+    /// Removed when the server stops: its state directory (SQLite), its
+    /// config, Haraka's directory.
+    scratch: Vec<PathBuf>,
+    /// Where the queue peers queue: `--state-dir DIR` or `--postgres URL`.
+    queue_store: Option<(String, String)>,
+    wasmtp: PathBuf,
+    /// The PROXY header every connection to it starts with, if any.
+    pub proxy: Option<String>,
 }
 
 impl Server {
@@ -166,7 +233,104 @@ impl Server {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let listen = format!("127.0.0.1:{port}");
         let mut maildir = None;
+        let mut scratch = Vec::new();
+        let mut queue_store = None;
+        let config_file = |name: &str, text: String| -> Result<PathBuf> {
+            let path = tools.scratch.join(format!("{name}-{port}.toml"));
+            std::fs::write(&path, text)?;
+            Ok(path)
+        };
+        let wasmtp_with = |config: PathBuf| {
+            let mut c = Command::new(&tools.wasmtp);
+            c.arg("--config").arg(config);
+            c
+        };
+        let pg_url = || {
+            options
+                .postgres
+                .clone()
+                .context("this peer needs PostgreSQL (the benchmark starts one)")
+        };
+        let nameserver = || {
+            options
+                .nameserver
+                .context("this peer needs the benchmark's NSD")
+        };
         let mut cmd = match peer {
+            Peer::WasmtpQueue => {
+                let dir = tools.scratch.join(format!("state-{port}"));
+                scratch.push(dir.clone());
+                queue_store = Some(("--state-dir".to_owned(), dir.display().to_string()));
+                let mut c = Command::new(&tools.wasmtp);
+                c.args(["-n", "-l", &listen, "-c", "queue"]).arg(&dir);
+                c
+            }
+            Peer::WasmtpQueuePg => {
+                let url = pg_url()?;
+                queue_store = Some(("--postgres".to_owned(), url.clone()));
+                let config = config_file(
+                    "queue-pg",
+                    format!(
+                        "[store]\nbackend = \"postgres\"\nurl = \"{url}\"\n\n\
+                         [[listener]]\naddress = \"{listen}\"\nplugin = \"queue\"\n"
+                    ),
+                )?;
+                scratch.push(config.clone());
+                wasmtp_with(config)
+            }
+            Peer::WasmtpPolicy | Peer::WasmtpPolicyPg => {
+                let store = if peer == Peer::WasmtpPolicyPg {
+                    format!("backend = \"postgres\"\nurl = \"{}\"", pg_url()?)
+                } else {
+                    let dir = tools.scratch.join(format!("state-{port}"));
+                    scratch.push(dir.clone());
+                    format!("path = \"{}\"", dir.display())
+                };
+                // Every message passes both: the benchmark's one triplet is
+                // let through after the 10 ms delay (primed before the
+                // warm-up), and the limit is never reached.
+                let config = config_file(
+                    "policy",
+                    format!(
+                        "[store]\n{store}\n\n\
+                         [[listener]]\naddress = \"{listen}\"\nplugins = [\"greylist\", \"ratelimit\", \"sink\"]\n\n\
+                         [plugin.greylist]\ncomponent = \"greylist\"\nargs = [\"{GREYLIST_DELAY}\", \"86400\"]\n\n\
+                         [plugin.ratelimit]\ncomponent = \"ratelimit\"\nargs = [\"ip\", \"1000000000\", \"3600\"]\n"
+                    ),
+                )?;
+                scratch.push(config.clone());
+                wasmtp_with(config)
+            }
+            Peer::WasmtpAuthSink | Peer::WasmtpMailauth => {
+                let chain = if peer == Peer::WasmtpMailauth {
+                    "[\"mailauth\", \"sink\"]"
+                } else {
+                    "[\"sink\"]"
+                };
+                let config = config_file(
+                    "auth",
+                    format!(
+                        "[dns]\nnameservers = [\"{}\"]\n\n\
+                         [auth]\nauthserv_id = \"{AUTH_HOSTNAME}\"\n\n\
+                         [[listener]]\naddress = \"{listen}\"\nhostname = \"{AUTH_HOSTNAME}\"\n\
+                         proxy_protocol = true\nplugins = {chain}\n",
+                        nameserver()?
+                    ),
+                )?;
+                scratch.push(config.clone());
+                wasmtp_with(config)
+            }
+            Peer::Haraka => {
+                let dir = crate::auth::haraka_config(tools, port, nameserver()?)?;
+                scratch.push(dir.clone());
+                let mut c = Command::new(&tools.node);
+                c.arg(tools.haraka_bin())
+                    .arg("-c")
+                    .arg(&dir)
+                    // queue/discard drops every message (its documented switch).
+                    .env("YES_REALLY_DO_DISCARD", "1");
+                c
+            }
             Peer::SmtpSink => {
                 let mut c = Command::new(tools.smtp_sink());
                 // It refuses to run as root without a user to switch to.
@@ -235,6 +399,12 @@ impl Server {
             addr,
             child,
             maildir,
+            scratch,
+            queue_store,
+            wasmtp: tools.wasmtp.clone(),
+            proxy: peer
+                .behind_proxy()
+                .then(|| crate::load::proxy_line(crate::auth::CLIENT_IP)),
         };
         server
             .wait_ready(Duration::from_secs(120))
@@ -254,9 +424,11 @@ impl Server {
                 bail!("it exited with {status}");
             }
             let probe = rt.block_on(async {
-                let client =
-                    tokio::time::timeout(Duration::from_secs(5), Client::connect(self.addr))
-                        .await??;
+                let client = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    Client::connect_with(self.addr, self.proxy.as_deref()),
+                )
+                .await??;
                 client.quit().await
             });
             if probe.is_ok() {
@@ -291,6 +463,38 @@ impl Server {
         if let Some(dir) = self.maildir.take() {
             let _ = std::fs::remove_dir_all(dir);
         }
+        for path in self.scratch.drain(..) {
+            if path.is_dir() {
+                let _ = std::fs::remove_dir_all(path);
+            } else {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
+    /// Messages the queue peers have in their queue (`wasmtp queue stats`),
+    /// to check that they really queued what they acknowledged.
+    pub fn queued(&self) -> Option<Result<u64>> {
+        let (flag, store) = self.queue_store.as_ref()?;
+        let run = || -> Result<u64> {
+            let out = Command::new(&self.wasmtp)
+                .args(["queue", flag, store, "stats", "--json"])
+                .stdin(Stdio::null())
+                .output()
+                .context("running wasmtp queue stats")?;
+            if !out.status.success() {
+                bail!(
+                    "wasmtp queue stats failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .context("wasmtp queue stats --json printed no JSON")?;
+            v.get("ready")
+                .and_then(|r| r.as_u64())
+                .context("no `ready` in wasmtp queue stats --json")
+        };
+        Some(run())
     }
 
     /// Messages the Mailbox peer delivered (files in `new/`), to check that
@@ -313,6 +517,20 @@ impl Server {
             .map(|(_, path)| path)
     }
 }
+
+impl Peer {
+    /// Whether its connections start with a PROXY header (so that the
+    /// client it sees is [`crate::auth::CLIENT_IP`], not loopback).
+    pub fn behind_proxy(self) -> bool {
+        matches!(
+            self,
+            Peer::WasmtpAuthSink | Peer::WasmtpMailauth | Peer::Haraka
+        )
+    }
+}
+
+/// The greylist's delay in the policy peers, in seconds.
+pub const GREYLIST_DELAY: &str = "0.01";
 
 impl Drop for Server {
     fn drop(&mut self) {

@@ -26,6 +26,45 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
     Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
 }
 
+/// CPU time of a process and its children: its own user + system time,
+/// that of its children it has waited for (`cutime`, `cstime`), and that
+/// of its live children (PostgreSQL's backends, whose postmaster reaps them
+/// as they exit).
+pub fn tree_cpu_time(pid: u32) -> Result<Duration> {
+    let fields = |pid: u32| -> Result<Vec<u64>> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .with_context(|| format!("reading /proc/{pid}/stat"))?;
+        let rest = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .context("malformed /proc/PID/stat")?;
+        // state, ppid, …: ppid is index 1; utime 11, stime 12, cutime 13, cstime 14.
+        Ok(rest
+            .split_whitespace()
+            .skip(1)
+            .take(14)
+            .map(|f| f.parse::<i64>().unwrap_or(0).max(0) as u64)
+            .collect())
+    };
+    let own = fields(pid)?;
+    if own.len() < 14 {
+        bail!("malformed /proc/{pid}/stat");
+    }
+    let mut ticks = own[10] + own[11] + own[12] + own[13];
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(f) = fields(child)
+            && f.len() >= 14
+            && f[0] == pid as u64
+        {
+            ticks += f[10] + f[11] + f[12] + f[13];
+        }
+    }
+    Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
+}
+
 /// `sysconf(_SC_CLK_TCK)`: the unit of the stat counters (100 on Linux, so
 /// CPU time is known to 10 ms; the load windows are long enough for that).
 pub fn clock_ticks() -> u64 {

@@ -13,16 +13,19 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::load::{self, LoadSpec};
+use crate::auth::{self, Nsd};
+use crate::load::{self, LoadSpec, Script};
 use crate::micro;
 use crate::peers::{self, Options, Peer, Server, Tools};
 use crate::procfs;
 use crate::report;
+use crate::state::{self, KvFigures, Postgres};
 
 #[derive(Clone, Debug, clap::Args, Serialize, Deserialize)]
 pub struct Settings {
@@ -43,7 +46,10 @@ pub struct Settings {
     /// Size of the large message through Mailbox, in MiB.
     #[arg(long, default_value_t = 200)]
     pub large_mib: usize,
-    /// Only these parts (load, memory, micro); all by default.
+    /// Only these parts (load, memory, micro, state, auth); all by default.
+    /// `state` and `auth` write their own results files
+    /// (bench/results/full-state.*, full-auth.*) and BENCHMARKS.md sections,
+    /// so running one alone leaves the others' figures alone.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Only these modes, by number (1-9, in the order of BENCHMARKS.md's tables).
@@ -115,6 +121,51 @@ impl Mode {
     }
 }
 
+/// The state part's modes: 1 KiB on reused connections, 1 and 50 sessions.
+pub const STATE_MODES: [Mode; 2] = [
+    Mode {
+        reuse: true,
+        size: 1 << 10,
+        sessions: 1,
+        pipeline: false,
+    },
+    Mode {
+        reuse: true,
+        size: 1 << 10,
+        sessions: 50,
+        pipeline: false,
+    },
+];
+
+/// The mail-authentication part's modes: the 10 KiB signed message, both
+/// connection modes, 1 and 50 sessions.
+pub const AUTH_MODES: [Mode; 4] = [
+    Mode {
+        reuse: true,
+        size: auth::MESSAGE_SIZE,
+        sessions: 1,
+        pipeline: false,
+    },
+    Mode {
+        reuse: false,
+        size: auth::MESSAGE_SIZE,
+        sessions: 1,
+        pipeline: false,
+    },
+    Mode {
+        reuse: true,
+        size: auth::MESSAGE_SIZE,
+        sessions: 50,
+        pipeline: false,
+    },
+    Mode {
+        reuse: false,
+        size: auth::MESSAGE_SIZE,
+        sessions: 50,
+        pipeline: false,
+    },
+];
+
 pub const MODES: [Mode; 9] = [
     Mode {
         reuse: true,
@@ -180,6 +231,9 @@ pub struct Figures {
     pub msgs_per_s: f64,
     /// Server user+sys CPU time per message, µs.
     pub cpu_us_per_msg: f64,
+    /// The database server's CPU time per message, µs (PostgreSQL peers).
+    #[serde(default)]
+    pub db_cpu_us_per_msg: Option<f64>,
 }
 
 impl Figures {
@@ -190,6 +244,7 @@ impl Figures {
             seconds: elapsed.as_secs_f64(),
             msgs_per_s: messages as f64 / elapsed.as_secs_f64().max(1e-9),
             cpu_us_per_msg: cpu.as_secs_f64() * 1e6 / m,
+            db_cpu_us_per_msg: None,
         }
     }
 }
@@ -211,6 +266,11 @@ pub struct Cell {
     /// generator's window (other processes, the hypervisor's steal), in %
     /// of one CPU. High values mean the figures are disturbed.
     pub background_pct: Option<f64>,
+    /// Queries the benchmark's NSD answered during the warm-up (the cold
+    /// cache) and during the Rust generator's window (mail-authentication
+    /// part only).
+    pub dns_queries_warmup: Option<u64>,
+    pub dns_queries: Option<u64>,
     pub error: Option<String>,
 }
 
@@ -251,6 +311,21 @@ pub struct Results {
     pub large: Vec<LargeFigures>,
     pub instantiation: Vec<micro::Instantiation>,
     pub maildir: Option<micro::MaildirFigures>,
+    /// The state part: its modes, its cells, the key-value latency.
+    #[serde(default)]
+    pub state_modes: Vec<Mode>,
+    #[serde(default)]
+    pub state_cells: Vec<Cell>,
+    #[serde(default)]
+    pub kv: Vec<KvFigures>,
+    /// The mail-authentication part.
+    #[serde(default)]
+    pub auth_modes: Vec<Mode>,
+    #[serde(default)]
+    pub auth_cells: Vec<Cell>,
+    /// The signed message's size on the wire, bytes.
+    #[serde(default)]
+    pub auth_message_bytes: usize,
 }
 
 /// Where the programs are when nothing says otherwise: `wasmtp` next to
@@ -270,12 +345,20 @@ pub fn default_tools() -> Result<Tools> {
         .map(PathBuf::from)
         .unwrap_or_else(|| "python3".into());
     let scratch = dir.join(format!("bench-scratch-{}", std::process::id()));
+    let haraka = std::env::var_os("BENCH_HARAKA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/bench-tools/haraka"));
+    let node = std::env::var_os("BENCH_NODE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "node".into());
     Ok(Tools {
         wasmtp: dir.join("wasmtp"),
         wasm_dir: dir.join("wasm-plugins/wasm32-wasip2/release"),
         postfix,
         python: peers::resolve_python(&python)?,
         scratch,
+        haraka,
+        node,
     })
 }
 
@@ -337,6 +420,59 @@ pub fn run(settings: Settings) -> Result<()> {
         settings.runs(),
         settings.window()
     ));
+
+    // The state part's PostgreSQL, and the mail-authentication part's DNS
+    // server, key and signed message: one each for the whole run.
+    let pg = if settings.part("state") {
+        match Postgres::start() {
+            Ok(pg) => {
+                log(format!(
+                    "PostgreSQL {} on 127.0.0.1:{} ({})",
+                    pg.version,
+                    pg.port,
+                    pg.data_dir().display()
+                ));
+                results
+                    .versions
+                    .push(("postgresql".into(), pg.version.clone()));
+                Some(pg)
+            }
+            Err(e) => {
+                log(format!("PostgreSQL did not start: {e:#}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let signed = if settings.part("auth") {
+        let prepared = (|| -> Result<(Nsd, Arc<Script>)> {
+            let key = auth::keygen(&tools, &tools.scratch)?;
+            let nsd = Nsd::start(&tools.scratch, &key)?;
+            let script = auth::signed_script(&tools, &tools.scratch)?;
+            Ok((nsd, script))
+        })();
+        results
+            .versions
+            .push(("haraka".into(), auth::haraka_versions(&tools)));
+        match prepared {
+            Ok((nsd, script)) => {
+                log(format!(
+                    "NSD on {}; the signed message is {} bytes",
+                    nsd.addr,
+                    script.message.len()
+                ));
+                results.auth_message_bytes = script.message.len();
+                Some((nsd, script))
+            }
+            Err(e) => {
+                log(format!("the mail-authentication part can't run: {e:#}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
 
     for run in 0..settings.runs() {
         if settings.part("load") {
@@ -401,7 +537,86 @@ pub fn run(settings: Settings) -> Result<()> {
                 results.large.push(f);
             }
         }
+        if settings.part("state") {
+            results.state_modes = STATE_MODES.to_vec();
+            let ctx = Extras {
+                pg: pg.as_ref(),
+                ..Extras::default()
+            };
+            for (m, mode) in STATE_MODES.iter().enumerate() {
+                let mut order = Peer::STATE.to_vec();
+                let n = order.len();
+                order.rotate_left((run * STATE_MODES.len() + m) % n);
+                for peer in order {
+                    let cell = measure_in(&tools, &rt, &settings, run, m, *mode, peer, &ctx);
+                    log(format!("state: {}", describe(&cell, mode)));
+                    results.state_cells.push(cell);
+                }
+            }
+        }
+        if settings.part("auth") {
+            results.auth_modes = AUTH_MODES.to_vec();
+            let ctx = Extras {
+                nsd: signed.as_ref().map(|(nsd, _)| nsd),
+                script: signed.as_ref().map(|(_, script)| script.clone()),
+                ..Extras::default()
+            };
+            for (m, mode) in AUTH_MODES.iter().enumerate() {
+                let mut order = Peer::AUTH.to_vec();
+                let n = order.len();
+                order.rotate_left((run * AUTH_MODES.len() + m) % n);
+                for peer in order {
+                    let cell = measure_in(&tools, &rt, &settings, run, m, *mode, peer, &ctx);
+                    log(format!(
+                        "auth: {} | DNS queries: warm-up {}, window {}",
+                        describe(&cell, mode),
+                        cell.dns_queries_warmup.map_or("-".into(), |q| q.to_string()),
+                        cell.dns_queries.map_or("-".into(), |q| q.to_string())
+                    ));
+                    results.auth_cells.push(cell);
+                }
+            }
+        }
     }
+    if settings.part("state") {
+        let calls = if settings.quick { 300 } else { 2_000 };
+        let mut backends = vec![(
+            "sqlite",
+            Ok(wasmtp::store::BackendSettings::Sqlite {
+                dir: tools.scratch.join("kv-latency"),
+            }),
+        )];
+        backends.push((
+            "postgres",
+            match &pg {
+                Some(pg) => pg
+                    .database()
+                    .map(|url| wasmtp::store::BackendSettings::Postgres { url, pool_size: 16 }),
+                None => Err(anyhow::anyhow!("PostgreSQL did not start")),
+            },
+        ));
+        for (name, backend) in backends {
+            let f = backend
+                .and_then(|b| state::kv_latency(b, name, calls))
+                .unwrap_or_else(|e| KvFigures {
+                    backend: name.into(),
+                    calls,
+                    error: Some(format!("{e:#}")),
+                    ..KvFigures::default()
+                });
+            log(format!(
+                "kv {name}: get p50 {:.0} µs, set {:.0}, incr {:.0}, cas {:.0} {}",
+                f.get.p50_us,
+                f.set.p50_us,
+                f.incr.p50_us,
+                f.cas.p50_us,
+                f.error.as_deref().unwrap_or("")
+            ));
+            results.kv.push(f);
+        }
+    }
+    drop(pg);
+    drop(signed);
     if settings.part("micro") {
         let iterations = if settings.quick { 2_000 } else { 20_000 };
         results.instantiation =
@@ -431,28 +646,53 @@ pub fn run(settings: Settings) -> Result<()> {
         .unwrap_or_else(|| crate::repo_root().join("bench/results"));
     std::fs::create_dir_all(&out)?;
     let name = if settings.quick { "quick" } else { "full" };
-    std::fs::write(
-        out.join(format!("{name}.json")),
-        serde_json::to_string_pretty(&results)?,
-    )?;
-    let markdown = report::markdown(&results);
-    std::fs::write(out.join(format!("{name}.md")), &markdown)?;
-    log(format!(
-        "results: {}",
-        out.join(format!("{name}.{{json,md}}")).display()
-    ));
-    if !settings.quick
-        && !settings.no_doc
-        && settings.only.is_empty()
-        && settings.modes.is_empty()
-        && settings.peers.is_empty()
-    {
-        report::splice_into(&crate::repo_root().join("BENCHMARKS.md"), &markdown)?;
-        log("tables spliced into BENCHMARKS.md");
+    let doc = crate::repo_root().join("BENCHMARKS.md");
+    // Each part group has its own results file and its own section of
+    // BENCHMARKS.md: the load, memory and micro parts (`full.*`), the state
+    // part (`full-state.*`), the mail-authentication part (`full-auth.*`).
+    let main_ran = ["load", "memory", "micro"].iter().any(|p| settings.part(p));
+    let groups = [
+        (
+            report::Section::Main,
+            main_ran,
+            settings.only.is_empty() && settings.modes.is_empty() && settings.peers.is_empty(),
+        ),
+        (report::Section::State, settings.part("state"), true),
+        (report::Section::Auth, settings.part("auth"), true),
+    ];
+    for (section, ran, whole) in groups {
+        if !ran {
+            continue;
+        }
+        let part = section.only(&results);
+        let file = format!("{name}{}", section.suffix());
+        std::fs::write(
+            out.join(format!("{file}.json")),
+            serde_json::to_string_pretty(&part)?,
+        )?;
+        let markdown = report::section_markdown(section, &part);
+        std::fs::write(out.join(format!("{file}.md")), &markdown)?;
+        log(format!(
+            "results: {}",
+            out.join(format!("{file}.{{json,md}}")).display()
+        ));
+        if !settings.quick && !settings.no_doc && whole {
+            report::splice_section(&doc, section, &markdown)?;
+            log(format!("tables spliced into BENCHMARKS.md ({section:?})"));
+        }
+        println!("{markdown}");
     }
-    println!("{markdown}");
     log(format!("done in {:.1} min", results.minutes));
     Ok(())
+}
+
+/// What a measurement may need beyond the peer: the state part's
+/// PostgreSQL, the mail-authentication part's NSD and signed message.
+#[derive(Default)]
+pub struct Extras<'a> {
+    pub pg: Option<&'a Postgres>,
+    pub nsd: Option<&'a Nsd>,
+    pub script: Option<Arc<Script>>,
 }
 
 fn describe(cell: &Cell, mode: &Mode) -> String {
@@ -491,13 +731,36 @@ fn measure(
     mode: Mode,
     peer: Peer,
 ) -> Cell {
+    measure_in(
+        tools,
+        rt,
+        settings,
+        run,
+        m,
+        mode,
+        peer,
+        &Extras::default(),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn measure_in(
+    tools: &Tools,
+    rt: &tokio::runtime::Runtime,
+    settings: &Settings,
+    run: usize,
+    m: usize,
+    mode: Mode,
+    peer: Peer,
+    ctx: &Extras<'_>,
+) -> Cell {
     let mut cell = Cell {
         run,
         mode: m,
         peer: Some(peer),
         ..Cell::default()
     };
-    if let Err(e) = measure_into(&mut cell, tools, rt, settings, mode, peer) {
+    if let Err(e) = measure_into(&mut cell, tools, rt, settings, mode, peer, ctx) {
         cell.error = Some(format!("{e:#}"));
     }
     cell
@@ -510,16 +773,31 @@ fn measure_into(
     settings: &Settings,
     mode: Mode,
     peer: Peer,
+    ctx: &Extras<'_>,
 ) -> Result<()> {
+    let postgres = match (peer, ctx.pg) {
+        (Peer::WasmtpQueuePg | Peer::WasmtpPolicyPg, Some(pg)) => Some(pg.database()?),
+        (Peer::WasmtpQueuePg | Peer::WasmtpPolicyPg, None) => {
+            bail!("PostgreSQL did not start")
+        }
+        _ => None,
+    };
     let server = Server::start(
         tools,
         peer,
         Options {
             sessions: mode.sessions,
+            postgres,
+            nameserver: ctx.nsd.map(|n| n.addr),
             ..Options::default()
         },
     )?;
     let pid = server.pid();
+    if matches!(peer, Peer::WasmtpPolicy | Peer::WasmtpPolicyPg) {
+        let delay = Duration::from_secs_f64(peers::GREYLIST_DELAY.parse()?);
+        rt.block_on(load::prime_greylist(server.addr, delay))
+            .context("priming the greylist")?;
+    }
     let mut spec = LoadSpec {
         addr: server.addr,
         reuse: mode.reuse,
@@ -528,19 +806,31 @@ fn measure_into(
         duration: settings.warmup(),
         max_messages: 1_000_000,
         pipeline: mode.pipeline,
+        script: ctx.script.clone(),
     };
+    let queries = || ctx.nsd.map(|n| n.queries()).transpose();
+    let q0 = queries()?;
     rt.block_on(load::run(&spec)).context("warm-up")?;
+    let q1 = queries()?;
 
     spec.duration = settings.window();
     let (busy0, own0) = (
         procfs::machine_busy()?,
         procfs::cpu_time(std::process::id())?,
     );
+    // The database's own CPU, for the PostgreSQL peers.
+    let db_pid = match peer {
+        Peer::WasmtpQueuePg | Peer::WasmtpPolicyPg => ctx.pg.and_then(Postgres::pid),
+        _ => None,
+    };
+    let db_cpu = || db_pid.map(procfs::tree_cpu_time).transpose();
+    let db0 = db_cpu()?;
     let cpu0 = procfs::cpu_time(pid)?;
     let ours = rt
         .block_on(load::run(&spec))
         .context("Rust load generator")?;
     let cpu = procfs::cpu_time(pid)? - cpu0;
+    let db = db_cpu()?;
     let (busy, own) = (
         procfs::machine_busy()? - busy0,
         procfs::cpu_time(std::process::id())? - own0,
@@ -550,14 +840,25 @@ fn measure_into(
     if ours.pipelining_refused {
         bail!("the server does not advertise PIPELINING");
     }
-    cell.ours = Some(Figures::new(ours.messages, ours.elapsed, cpu));
+    let mut figures = Figures::new(ours.messages, ours.elapsed, cpu);
+    if let (Some(db0), Some(db)) = (db0, db) {
+        figures.db_cpu_us_per_msg =
+            Some(db.saturating_sub(db0).as_secs_f64() * 1e6 / ours.messages.max(1) as f64);
+    }
+    cell.ours = Some(figures);
     cell.p50_us = Some(ours.percentile(0.5));
     cell.p99_us = Some(ours.percentile(0.99));
+    if let (Some(q0), Some(q1), Some(q2)) = (q0, q1, queries()?) {
+        cell.dns_queries_warmup = Some(q1 - q0);
+        cell.dns_queries = Some(q2 - q1);
+    }
 
-    if !mode.pipeline {
+    // smtp-source can't pipeline, nor send a PROXY header or a given message.
+    if !mode.pipeline && spec.script.is_none() {
         // As many messages as our generator sent in the window, at least
         // two per session.
         let count = (ours.messages.max(2 * mode.sessions as u64)).min(5_000_000);
+        let db0 = db_cpu()?;
         let cpu0 = procfs::cpu_time(pid)?;
         let elapsed = smtp_source(
             tools,
@@ -567,13 +868,24 @@ fn measure_into(
             settings.window() * 20 + Duration::from_secs(30),
         )?;
         let cpu = procfs::cpu_time(pid)? - cpu0;
-        cell.source = Some(Figures::new(count, elapsed, cpu));
+        let mut figures = Figures::new(count, elapsed, cpu);
+        if let (Some(db0), Some(db)) = (db0, db_cpu()?) {
+            figures.db_cpu_us_per_msg =
+                Some(db.saturating_sub(db0).as_secs_f64() * 1e6 / count.max(1) as f64);
+        }
+        cell.source = Some(figures);
     }
     cell.hwm_kib = Some(procfs::memory(pid)?.hwm_kib);
-    if let Some(stored) = server.delivered() {
-        let sent = ours.messages + cell.source.as_ref().map_or(0, |s| s.messages);
-        if (stored as u64) < sent {
-            bail!("Mailbox acknowledged at least {sent} messages but stored {stored}");
+    let sent = ours.messages + cell.source.as_ref().map_or(0, |s| s.messages);
+    if let Some(stored) = server.delivered()
+        && (stored as u64) < sent
+    {
+        bail!("Mailbox acknowledged at least {sent} messages but stored {stored}");
+    }
+    if let Some(queued) = server.queued() {
+        let queued = queued?;
+        if queued < sent {
+            bail!("the queue acknowledged at least {sent} messages but holds {queued}");
         }
     }
     server.stop();
@@ -710,6 +1022,7 @@ fn large_message(
         duration: Duration::from_secs(5),
         max_messages: 2,
         pipeline: false,
+        script: None,
     };
     rt.block_on(load::run(&spec))?;
     let base = procfs::memory(pid)?;
