@@ -750,6 +750,11 @@ fn both_ratio(a: Option<f64>, b: Option<f64>, a2: Option<f64>, b2: Option<f64>) 
     )
 }
 
+/// A count (a median of counts may end in .5).
+fn count(x: Option<f64>) -> String {
+    x.map_or("–".into(), |x| format!("{}", (x * 10.0).round() / 10.0))
+}
+
 fn diff(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     Some(a? - b?)
 }
@@ -1071,8 +1076,8 @@ pub fn auth_markdown(r: &Results) -> String {
                 num(a.p50),
                 num(a.p99),
                 num(a.hwm_mib),
-                num(warm),
-                num(window),
+                count(warm),
+                count(window),
                 per.map_or("–".into(), |p| format!("{p:.2}"))
             );
         }
