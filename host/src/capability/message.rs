@@ -241,17 +241,22 @@ impl HostState {
     }
 }
 
+/// Messages up to this size are parsed on the calling thread; larger ones
+/// on the blocking pool, so a big parse never holds up a worker's sessions.
+const INLINE_PARSE_BYTES: u64 = 64 * 1024;
+
 async fn parsed(
     view: Option<Arc<crate::capability::headers::MessageView>>,
     deadline: std::time::Instant,
 ) -> Result<Arc<Parsed>, Error> {
     {
         let view = view.ok_or(Error::NoMessage)?;
+        let size = view.len();
         let cell = &view.parsed;
         let work = cell.get_or_init(|| {
             let view = view.clone();
             async move {
-                let parse = tokio::task::spawn_blocking(move || {
+                let job = move || {
                     let len = usize::try_from(view.len()).unwrap_or(usize::MAX);
                     let raw = view.read(0, len).map_err(|e| {
                         Error::Unavailable(format!("reading the spooled message: {e}"))
@@ -268,12 +273,18 @@ async fn parsed(
                         );
                     }
                     parsed
-                });
-                match parse.await {
-                    Ok(result) => result,
-                    // A panic in the parser costs this message its parse,
-                    // not the server.
-                    Err(e) => Err(Error::Malformed(format!("the MIME parser failed: {e}"))),
+                };
+                // A panic in the parser costs this message its parse, not
+                // the server.
+                let failed = |e: String| Error::Malformed(format!("the MIME parser failed: {e}"));
+                if size <= INLINE_PARSE_BYTES {
+                    // Tens of µs: less than the hop to the blocking pool.
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))
+                        .unwrap_or_else(|_| Err(failed("it panicked".into())))
+                } else {
+                    tokio::task::spawn_blocking(job)
+                        .await
+                        .unwrap_or_else(|e| Err(failed(e.to_string())))
                 }
             }
         });
