@@ -18,7 +18,7 @@ wit_bindgen::generate!({
 });
 
 use exports::wasmtp::smtp::data::Guest;
-use mail_parser::{MessageParser, MimeHeaders};
+use mail_parser::{MessageParser, MimeHeaders, PartType};
 use wasmtp::smtp::content;
 use wasmtp::smtp::types::{Envelope, Reply, Session};
 
@@ -38,8 +38,17 @@ impl Guest for Parse {
             Some(m) => {
                 let bytes: usize = m.attachments().map(|a| a.contents().len()).sum();
                 let named = m.attachments().filter(|a| a.attachment_name().is_some()).count();
-                let text = m.body_text(0).map_or(0, |t| t.len());
-                let html = m.body_html(0).map_or(0, |h| h.len());
+                // The first text and HTML parts as they are (mail-parser's
+                // `body_html` would make HTML out of a text-only message).
+                let text = m.text_part(0).and_then(|p| p.text_contents()).map_or(0, str::len);
+                let html = m
+                    .parts
+                    .iter()
+                    .find_map(|p| match &p.body {
+                        PartType::Html(h) => Some(h.len()),
+                        _ => None,
+                    })
+                    .unwrap_or(0);
                 format!(
                     "parts={} bytes={bytes} text={text} html={html} named={named}",
                     m.attachments().count()
