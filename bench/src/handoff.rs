@@ -208,6 +208,7 @@ fn deliveries(tools: &Tools, seconds: f64) -> Result<Vec<Delivery>> {
                 duration: Duration::from_secs_f64(if size > 1024 { seconds * 2.0 } else { seconds }),
                 max_messages: 1_000_000,
                 pipeline: false,
+                script: None,
             };
             // A warm-up: the compile cache, the first connection.
             rt.block_on(load::run(&load::LoadSpec {
