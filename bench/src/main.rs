@@ -12,8 +12,11 @@
 //!   mail-authentication part.
 //! - [`suite`]: the whole benchmark, interleaved, with medians.
 //! - [`report`]: the tables for BENCHMARKS.md.
+//! - [`handoff`]: mail to an application: `webhook` beside `sink`, and the
+//!   parsed-message import against a parse in the guest.
 
 mod auth;
+mod handoff;
 mod load;
 mod micro;
 mod peers;
@@ -74,6 +77,17 @@ enum Cmd {
     Report {
         /// bench/results/full.json, full-state.json, full-auth.json (or quick*.json).
         results: PathBuf,
+    },
+    /// Mail to an application: `webhook` to a receiver on loopback beside
+    /// `sink` (1 KiB and 1 MiB), and the `message` import against a parse
+    /// in the guest. Writes bench/results/handoff.{json,md}.
+    Handoff {
+        /// Seconds of load per server and size (twice that for 1 MiB).
+        #[arg(long, default_value_t = 4.0)]
+        seconds: f64,
+        /// `data` calls per parse measurement (1/20 of them for 1 MiB).
+        #[arg(long, default_value_t = 2_000)]
+        iterations: usize,
     },
     /// Instantiation microbenchmark (pooling allocator as the server sets it).
     Instantiate {
@@ -148,6 +162,20 @@ fn main() -> Result<()> {
                 report::splice_section(&repo_root().join("BENCHMARKS.md"), section, &markdown)?;
             }
             println!("{markdown}");
+            Ok(())
+        }
+        Cmd::Handoff {
+            seconds,
+            iterations,
+        } => {
+            let tools = suite::default_tools()?;
+            let r = handoff::run(&tools, seconds, iterations)?;
+            let dir = repo_root().join("bench/results");
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(dir.join("handoff.json"), serde_json::to_string_pretty(&r)?)?;
+            let md = handoff::markdown(&r);
+            std::fs::write(dir.join("handoff.md"), &md)?;
+            println!("{md}");
             Ok(())
         }
         Cmd::Instantiate { iterations } => {

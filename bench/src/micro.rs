@@ -39,7 +39,7 @@ pub fn quantiles(mut samples: Vec<u32>) -> Quantiles {
     }
 }
 
-fn nanos(t: Instant) -> u32 {
+pub(crate) fn nanos(t: Instant) -> u32 {
     t.elapsed().as_nanos().min(u32::MAX as u128) as u32
 }
 
@@ -70,7 +70,7 @@ pub struct Instantiation {
     pub convert: Quantiles,
 }
 
-fn session_info(id: u64) -> SessionInfo {
+pub(crate) fn session_info(id: u64) -> SessionInfo {
     SessionInfo {
         id,
         listener: "bench".into(),
@@ -86,7 +86,7 @@ fn session_info(id: u64) -> SessionInfo {
     }
 }
 
-fn envelope() -> Envelope {
+pub(crate) fn envelope() -> Envelope {
     Envelope {
         mail_from: Some(load::SENDER.into()),
         rcpt_tos: vec![load::RECIPIENT.into()],
@@ -95,7 +95,7 @@ fn envelope() -> Envelope {
     }
 }
 
-async fn load_plugin(
+pub(crate) async fn load_plugin(
     runtime: &Arc<Runtime>,
     name: &str,
     source: Source,
