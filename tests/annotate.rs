@@ -41,11 +41,7 @@ fn notes_written_by_one_plugin_are_read_by_the_next() {
             "data:note-set:score=7.5",
         ],
         GRANTS,
-    ) + &annotator(
-        "reader",
-        &["rcpt:reply-notes", "data:reply-notes"],
-        GRANTS,
-    );
+    ) + &annotator("reader", &["rcpt:reply-notes", "data:reply-notes"], GRANTS);
     let server = server(&["writer", "reader"], &plugins);
     let mut c = Client::after_ehlo(server.addr());
     c.expect("MAIL FROM:<anne@example.com>", 250);
@@ -71,15 +67,12 @@ fn notes_written_by_one_plugin_are_read_by_the_next() {
 
 #[test]
 fn notes_are_cleared_by_rset_and_a_new_ehlo() {
-    let plugins = annotator(
-        "writer",
-        &["rcpt:note-set:rcpt-seen=yes"],
-        GRANTS,
-    ) + &annotator(
-        "reader",
-        &["mail:reply-notes", "rcpt:reply-notes", "rset:reply-notes"],
-        GRANTS,
-    );
+    let plugins = annotator("writer", &["rcpt:note-set:rcpt-seen=yes"], GRANTS)
+        + &annotator(
+            "reader",
+            &["mail:reply-notes", "rcpt:reply-notes", "rset:reply-notes"],
+            GRANTS,
+        );
     let server = server(&["writer", "reader"], &plugins);
     let mut c = Client::after_ehlo(server.addr());
     assert_eq!(
@@ -117,11 +110,7 @@ fn notes_past_their_bounds_are_error_values_and_store_nothing() {
             "rcpt:note-set:small=1",
         ],
         GRANTS,
-    ) + &annotator(
-        "reader",
-        &["rcpt:reply-notes"],
-        GRANTS,
-    );
+    ) + &annotator("reader", &["rcpt:reply-notes"], GRANTS);
     let mut server = server(&["writer", "reader"], &plugins);
     let mut c = Client::after_ehlo(server.addr());
     c.expect("MAIL FROM:<anne@example.com>", 250);
@@ -148,7 +137,11 @@ fn a_plugin_importing_an_ungranted_interface_is_refused_naming_the_grant() {
         &config,
         format!(
             "[[listener]]\naddress = \"127.0.0.1:0\"\nplugins = [\"policy\"]\n\n{}",
-            annotator("policy", &["rcpt:reply-notes"], "headers = true, envelope = true")
+            annotator(
+                "policy",
+                &["rcpt:reply-notes"],
+                "headers = true, envelope = true"
+            )
         ),
     )
     .unwrap();
@@ -185,11 +178,7 @@ fn header_edits_reach_the_plugins_after_and_not_the_editor_itself() {
             "data:header-rename:subject=X-Original-Subject",
         ],
         GRANTS,
-    ) + &annotator(
-        "reader",
-        &["data:reply-head"],
-        GRANTS,
-    );
+    ) + &annotator("reader", &["data:reply-head"], GRANTS);
     let mut server = server(&["editor", "reader"], &plugins);
     let mut c = Client::after_ehlo(server.addr());
     let message = "Subject: hi\r\nX-Remove-Me: a\r\nX-Keep: b\r\nx-remove-me: c\r\n\tfolded\r\n\r\nbody\r\nX-Remove-Me: in the body\r\n";
@@ -365,7 +354,11 @@ fn envelope_edits_reach_delivery_and_an_added_archive_recipient_gets_the_message
     let mut c = Client::after_ehlo(server.addr());
     let reply = c.send_message(
         "anne@example.com",
-        &["bart@example.com", "drop@example.com", "direct@archive.example"],
+        &[
+            "bart@example.com",
+            "drop@example.com",
+            "direct@archive.example",
+        ],
         "Subject: envelope\n\nhello\n",
     );
     assert_eq!(reply.code, 250, "{reply}");
@@ -381,7 +374,10 @@ fn envelope_edits_reach_delivery_and_an_added_archive_recipient_gets_the_message
         assert!(log.contains(expected), "no `{expected}` in\n{log}");
     }
     let header = |message: &harness::Stored, name: &str| -> String {
-        message.named(name).first().map_or(String::new(), |v| (*v).to_owned())
+        message
+            .named(name)
+            .first()
+            .map_or(String::new(), |v| (*v).to_owned())
     };
     // The listener's own recipients, less the removed one, from the new sender.
     let stored = harness::maildir_messages(&inbox);
@@ -459,16 +455,27 @@ fn a_python_plugin_uses_notes_and_headers() {
     let second = server.wait_for_listeners(2)[1];
     let mut c = Client::after_ehlo(second);
     assert_eq!(
-        c.send_message("anne@example.com", &["bart@example.com"], message).code,
+        c.send_message("anne@example.com", &["bart@example.com"], message)
+            .code,
         250
     );
     let stored = harness::maildir_messages(&maildir);
     assert_eq!(stored.len(), 1);
     let fields = &stored[0].fields;
-    let names: Vec<&str> = fields.iter().map(|f| f.split(':').next().unwrap()).collect();
+    let names: Vec<&str> = fields
+        .iter()
+        .map(|f| f.split(':').next().unwrap())
+        .collect();
     assert_eq!(
         names,
-        ["Received", "X-Python-Score", "Subject", "X-Peer", "X-MailFrom", "X-RcptTo"],
+        [
+            "Received",
+            "X-Python-Score",
+            "Subject",
+            "X-Peer",
+            "X-MailFrom",
+            "X-RcptTo"
+        ],
         "{fields:#?}"
     );
     assert_eq!(fields[1], "X-Python-Score: 7.5");

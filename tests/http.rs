@@ -28,17 +28,34 @@ use web::{TestCa, WebServer};
 
 /// A server with `component` as its only plugin, granted `grants`, given
 /// the time an 18 MB Python component takes to compile on a busy machine.
-fn slow_server(component: &Path, grants: &str) -> (harness::Process, std::net::SocketAddr, tempfile::NamedTempFile) {
+fn slow_server(
+    component: &Path,
+    grants: &str,
+) -> (
+    harness::Process,
+    std::net::SocketAddr,
+    tempfile::NamedTempFile,
+) {
     slow_server_config(&config_with(component, grants, ""))
 }
 
 /// A server started with `config`, given the time a large component takes
 /// to compile.
-fn slow_server_config(config: &str) -> (harness::Process, std::net::SocketAddr, tempfile::NamedTempFile) {
+fn slow_server_config(
+    config: &str,
+) -> (
+    harness::Process,
+    std::net::SocketAddr,
+    tempfile::NamedTempFile,
+) {
     let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
     std::fs::write(file.path(), config).unwrap();
     let mut command = Command::new(harness::WASMTP);
-    command.arg("--config").arg(file.path()).env("NO_COLOR", "1").env_remove("RUST_LOG");
+    command
+        .arg("--config")
+        .arg(file.path())
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG");
     let mut process = harness::Process::spawn("wasmtp", command);
     let log = process.wait_for_stderr("listening on", Duration::from_secs(180));
     let addr = harness::listening_addrs(&log)[0];
@@ -73,7 +90,10 @@ fn requests_outside_the_grant_are_refused_before_a_packet_leaves() {
     ));
     let mut c = Client::after_ehlo(server.addr());
 
-    assert_eq!(noop(&mut c, &web.url("inbound/hello")), "status=200 bytes=5");
+    assert_eq!(
+        noop(&mut c, &web.url("inbound/hello")),
+        "status=200 bytes=5"
+    );
     let port = web.port;
     for refused in [
         // Another host (no name lookup is made for it either).
@@ -88,16 +108,26 @@ fn requests_outside_the_grant_are_refused_before_a_packet_leaves() {
         web.url("inbound/hello").replace("http://", "https://"),
         format!("http://localhost:{}/inbound/hello", harness::free_port()),
     ] {
-        assert_eq!(noop(&mut c, &refused), "error=HttpRequestDenied", "{refused}");
+        assert_eq!(
+            noop(&mut c, &refused),
+            "error=HttpRequestDenied",
+            "{refused}"
+        );
     }
     // A redirect out of the grant: the client follows it, the host refuses it.
     assert_eq!(
-        noop(&mut c, &format!("follow {}", web.url("inbound/redirect-out"))),
+        noop(
+            &mut c,
+            &format!("follow {}", web.url("inbound/redirect-out"))
+        ),
         "status=302 bytes=0\nerror=HttpRequestDenied"
     );
     // Within the grant it is followed.
     assert_eq!(
-        noop(&mut c, &format!("follow {}", web.url("inbound/redirect-in"))),
+        noop(
+            &mut c,
+            &format!("follow {}", web.url("inbound/redirect-in"))
+        ),
         "status=307 bytes=0\nstatus=200 bytes=2"
     );
     // A body over the bound (2 MiB > 1 MiB) ends in an error value.
@@ -105,28 +135,49 @@ fn requests_outside_the_grant_are_refused_before_a_packet_leaves() {
     assert!(big.starts_with("status=200 bytes="), "{big}");
     // (wasmtime-wasi-http 48 hands a body's error over as text: its
     // `http-error-code` knows only the errors of the response head.)
-    assert!(big.ends_with("body-error=HTTP response body size exceeds limit: 1048576 bytes"), "{big}");
-    let read: u64 = big["status=200 bytes=".len()..].split(' ').next().unwrap().parse().unwrap();
+    assert!(
+        big.ends_with("body-error=HTTP response body size exceeds limit: 1048576 bytes"),
+        "{big}"
+    );
+    let read: u64 = big["status=200 bytes=".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(read <= 1 << 20, "{read} bytes were handed over");
     // The server and the session go on.
-    assert_eq!(noop(&mut c, &web.url("inbound/hello")), "status=200 bytes=5");
+    assert_eq!(
+        noop(&mut c, &web.url("inbound/hello")),
+        "status=200 bytes=5"
+    );
     // At most 8 requests of one instance are open at once.
     assert_eq!(
         noop(&mut c, &format!("parallel 9 {}", web.url("inbound/ok"))),
         "ok=8 ConnectionLimitReached=1"
     );
-    assert_eq!(noop(&mut c, &format!("parallel 8 {}", web.url("inbound/ok"))), "ok=8");
+    assert_eq!(
+        noop(&mut c, &format!("parallel 8 {}", web.url("inbound/ok"))),
+        "ok=8"
+    );
 
     // Each request is counted by its outcome.
     let metrics = harness::scrape(harness::metrics_addr(&server.stderr()).unwrap());
     let count = |outcome: &str| {
         metrics
-            .get(&format!("wasmtp_plugin_http_requests_total{{plugin=\"p\",outcome=\"{outcome}\"}}"))
+            .get(&format!(
+                "wasmtp_plugin_http_requests_total{{plugin=\"p\",outcome=\"{outcome}\"}}"
+            ))
             .copied()
             .unwrap_or(0.0)
     };
     assert_eq!(
-        (count("2xx"), count("3xx"), count("denied"), count("limited")),
+        (
+            count("2xx"),
+            count("3xx"),
+            count("denied"),
+            count("limited")
+        ),
         (20.0, 2.0, 8.0, 1.0),
         "{metrics:#?}"
     );
@@ -166,13 +217,20 @@ fn a_plugin_importing_the_handler_needs_the_grant() {
         "{stderr}"
     );
     // A grant that is not a URL prefix is refused with its key.
-    std::fs::write(file.path(), config_with(&probe, "http = [\"ftp://x/\"]", "")).unwrap();
+    std::fs::write(
+        file.path(),
+        config_with(&probe, "http = [\"ftp://x/\"]", ""),
+    )
+    .unwrap();
     let out = harness::run_wasmtp(
         &["check", "--config", file.path().to_str().unwrap()],
         Duration::from_secs(60),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("plugin.p.grants.http[0]: `ftp://x/` is not an https:// or http:// URL"), "{stderr}");
+    assert!(
+        stderr.contains("plugin.p.grants.http[0]: `ftp://x/` is not an https:// or http:// URL"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -187,13 +245,19 @@ fn https_is_checked_against_the_system_roots_and_the_ca_file() {
         &format!("[http]\nca_file = {:?}", ca.ca().display().to_string()),
     ));
     let mut c = Client::after_ehlo(trusted.addr());
-    assert_eq!(noop(&mut c, &web.url("inbound/hello")), "status=200 bytes=5");
+    assert_eq!(
+        noop(&mut c, &web.url("inbound/hello")),
+        "status=200 bytes=5"
+    );
     assert_eq!(web.take().len(), 1);
 
     // Without the test CA the certificate is not trusted.
     let untrusted = Server::start_config(&config_with(&probe, &grant, ""));
     let mut c = Client::after_ehlo(untrusted.addr());
-    assert_eq!(noop(&mut c, &web.url("inbound/hello")), "error=TlsCertificateError");
+    assert_eq!(
+        noop(&mut c, &web.url("inbound/hello")),
+        "error=TlsCertificateError"
+    );
     assert!(web.take().is_empty());
 }
 
@@ -212,11 +276,19 @@ fn a_python_plugin_uses_its_own_http_client() {
         .arg(&out)
         .output()
         .expect("componentize-py is not installed: pip install -r examples/python/requirements.txt (.ci/run does)");
-    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
     let mut web = WebServer::start();
-    let (_server, addr, _config) = slow_server(&out, &format!("http = [{:?}]", web.url("inbound/")));
+    let (_server, addr, _config) =
+        slow_server(&out, &format!("http = [{:?}]", web.url("inbound/")));
     let mut c = Client::after_ehlo(addr);
-    assert_eq!(noop(&mut c, &web.url("inbound/hello")), "status=200 bytes=5");
+    assert_eq!(
+        noop(&mut c, &web.url("inbound/hello")),
+        "status=200 bytes=5"
+    );
     assert_eq!(
         noop(&mut c, &web.url("admin/hello")),
         "error=ErrorCode_HttpRequestDenied"
@@ -227,7 +299,14 @@ fn a_python_plugin_uses_its_own_http_client() {
 
 /// tests/javascript/http_fetch, built with ComponentizeJS, posting to `url`
 /// with `grants.http` = `grant`.
-fn fetch_plugin_server(url: &str, grant: &str) -> (harness::Process, std::net::SocketAddr, tempfile::NamedTempFile) {
+fn fetch_plugin_server(
+    url: &str,
+    grant: &str,
+) -> (
+    harness::Process,
+    std::net::SocketAddr,
+    tempfile::NamedTempFile,
+) {
     let component = harness::componentize_js_component("http_fetch", "fetch");
     slow_server_config(&format!(
         "[[listener]]\naddress = \"127.0.0.1:0\"\nhostname = \"{HOSTNAME}\"\nplugins = [\"p\"]\n\
@@ -244,19 +323,31 @@ fn fetch_plugin_server(url: &str, grant: &str) -> (harness::Process, std::net::S
 #[test]
 fn a_javascript_plugin_calls_an_app_with_fetch() {
     let mut web = WebServer::start();
-    let (_server, addr, _config) = fetch_plugin_server(&web.url("inbound/hello"), &web.url("inbound/"));
+    let (_server, addr, _config) =
+        fetch_plugin_server(&web.url("inbound/hello"), &web.url("inbound/"));
     let mut c = Client::after_ehlo(addr);
     for to in ["b@example.com", "c@example.com"] {
         let reply = c.send_message("a@example.com", &[to], "Subject: hi\r\n\r\nhello\r\n");
-        assert_eq!((reply.code, reply.text()), (250, "2.0.0 app said: 200 hello".to_owned()), "{}", c.transcript());
+        assert_eq!(
+            (reply.code, reply.text()),
+            (250, "2.0.0 app said: 200 hello".to_owned()),
+            "{}",
+            c.transcript()
+        );
     }
     let requests = web.take();
     assert_eq!(requests.len(), 2, "{requests:?}");
     for (request, to) in requests.iter().zip(["b@example.com", "c@example.com"]) {
-        assert_eq!((request.method.as_str(), request.path.as_str()), ("POST", "/inbound/hello"));
+        assert_eq!(
+            (request.method.as_str(), request.path.as_str()),
+            ("POST", "/inbound/hello")
+        );
         assert_eq!(request.header("content-type"), Some("application/json"));
         let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
-        assert_eq!(body, serde_json::json!({ "from": "a@example.com", "to": [to] }));
+        assert_eq!(
+            body,
+            serde_json::json!({ "from": "a@example.com", "to": [to] })
+        );
     }
 }
 
@@ -268,18 +359,31 @@ fn a_javascript_plugin_calls_an_app_with_fetch() {
 #[test]
 fn a_javascript_fetch_outside_the_grant_is_refused() {
     let mut web = WebServer::start();
-    let (server, addr, _config) = fetch_plugin_server(&web.url("admin/hello"), &web.url("inbound/"));
+    let (server, addr, _config) =
+        fetch_plugin_server(&web.url("admin/hello"), &web.url("inbound/"));
     let mut c = Client::after_ehlo(addr);
-    let reply = c.send_message("a@example.com", &["b@example.com"], "Subject: hi\r\n\r\nhello\r\n");
+    let reply = c.send_message(
+        "a@example.com",
+        &["b@example.com"],
+        "Subject: hi\r\n\r\nhello\r\n",
+    );
     // StarlingMonkey's `fetch` rejects every failure with the same
     // TypeError; the host's log says which.
     assert_eq!(
         (reply.code, reply.text()),
-        (451, "4.3.0 fetch failed: TypeError: NetworkError when attempting to fetch resource".to_owned()),
+        (
+            451,
+            "4.3.0 fetch failed: TypeError: NetworkError when attempting to fetch resource"
+                .to_owned()
+        ),
         "{}",
         c.transcript()
     );
-    assert!(server.stderr().contains("HTTP request refused: POST"), "{}", server.stderr());
+    assert!(
+        server.stderr().contains("HTTP request refused: POST"),
+        "{}",
+        server.stderr()
+    );
     assert!(web.take().is_empty());
 }
 
@@ -294,16 +398,25 @@ fn a_javascript_fetch_outside_the_grant_is_refused() {
 #[test]
 fn componentize_qjs_has_no_fetch_nor_builds_wasi_http() {
     let tool = harness::repo_root().join("examples/javascript/node_modules/.bin/componentize-qjs");
-    assert!(tool.exists(), "componentize-qjs is not installed: npm ci --prefix examples/javascript (.ci/run does)");
+    assert!(
+        tool.exists(),
+        "componentize-qjs is not installed: npm ci --prefix examples/javascript (.ci/run does)"
+    );
     let dir = harness::repo_root().join("tests/javascript");
     let probe = out_dir().join("fetch_probe.wasm");
     let built = Command::new(&tool)
         .current_dir(dir.join("fetch_probe"))
-        .args(["--wit", "wit", "--world", "probe", "--js", "app.js", "--sync", "-o"])
+        .args([
+            "--wit", "wit", "--world", "probe", "--js", "app.js", "--sync", "-o",
+        ])
         .arg(&probe)
         .output()
         .unwrap();
-    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
     let server = Server::start_config(&config_with(&probe, "", ""));
     let mut c = Client::after_ehlo(server.addr());
     assert_eq!(noop(&mut c, ""), "fetch=undefined");
@@ -311,14 +424,18 @@ fn componentize_qjs_has_no_fetch_nor_builds_wasi_http() {
     let fetch = out_dir().join("qjs_http.wasm");
     let built = Command::new(&tool)
         .current_dir(dir.join("qjs_http"))
-        .args(["--wit", "wit", "--world", "fetch", "--js", "app.js", "--sync", "-o"])
+        .args([
+            "--wit", "wit", "--world", "fetch", "--js", "app.js", "--sync", "-o",
+        ])
         .arg(&fetch)
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&built.stderr).into_owned()
         + &String::from_utf8_lossy(&built.stdout);
     assert!(
-        !built.status.success() && said.contains("wasi:http/types") && said.contains("mismatched resource types"),
+        !built.status.success()
+            && said.contains("wasi:http/types")
+            && said.contains("mismatched resource types"),
         "componentize-qjs now builds a component importing wasi:http: test it through the server\n{said}"
     );
 }
@@ -372,20 +489,29 @@ fn corpus() -> Vec<(&'static str, String)> {
             "bad base64",
             format!(
                 "{head}Subject: bad base64\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n{}",
-                multipart("b", &[attachment("@@@@ not base64 !!!\r\n====\r\nQUJD*&^%")])
+                multipart(
+                    "b",
+                    &[attachment("@@@@ not base64 !!!\r\n====\r\nQUJD*&^%")]
+                )
             ),
         ),
         (
             "missing boundary parameter",
-            format!("{head}Subject: no boundary\r\nContent-Type: multipart/mixed\r\n\r\n--x\r\nContent-Type: text/plain\r\n\r\nhello\r\n--x--\r\n"),
+            format!(
+                "{head}Subject: no boundary\r\nContent-Type: multipart/mixed\r\n\r\n--x\r\nContent-Type: text/plain\r\n\r\nhello\r\n--x--\r\n"
+            ),
         ),
         (
             "boundary never used",
-            format!("{head}Subject: unused\r\nContent-Type: multipart/mixed; boundary=\"zzz\"\r\n\r\njust text, no parts\r\n"),
+            format!(
+                "{head}Subject: unused\r\nContent-Type: multipart/mixed; boundary=\"zzz\"\r\n\r\njust text, no parts\r\n"
+            ),
         ),
         (
             "unknown charset and bad quoted-printable",
-            format!("{head}Subject: =?x-unknown?Q?=FF=FE?=\r\nContent-Type: text/plain; charset=x-unknown\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=ZZ=\r\n=4\r\n"),
+            format!(
+                "{head}Subject: =?x-unknown?Q?=FF=FE?=\r\nContent-Type: text/plain; charset=x-unknown\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=ZZ=\r\n=4\r\n"
+            ),
         ),
         (
             "1000 nested multiparts",
@@ -393,19 +519,25 @@ fn corpus() -> Vec<(&'static str, String)> {
         ),
         (
             "3000 parts",
-            format!("{head}Subject: many\r\nContent-Type: multipart/mixed; boundary=\"m\"\r\n\r\n{many}"),
+            format!(
+                "{head}Subject: many\r\nContent-Type: multipart/mixed; boundary=\"m\"\r\n\r\n{many}"
+            ),
         ),
         ("no header at all", "\r\n\r\n".to_owned()),
         (
             "binary noise",
-            String::from_utf8_lossy(&(0..4096u32).map(|i| (i * 7919 % 251) as u8).collect::<Vec<_>>())
-                .replace(['\r', '\n'], " ")
-                .chars()
-                .collect::<Vec<_>>()
-                .chunks(60)
-                .map(|l| l.iter().collect::<String>())
-                .collect::<Vec<_>>()
-                .join("\r\n"),
+            String::from_utf8_lossy(
+                &(0..4096u32)
+                    .map(|i| (i * 7919 % 251) as u8)
+                    .collect::<Vec<_>>(),
+            )
+            .replace(['\r', '\n'], " ")
+            .chars()
+            .collect::<Vec<_>>()
+            .chunks(60)
+            .map(|l| l.iter().collect::<String>())
+            .collect::<Vec<_>>()
+            .join("\r\n"),
         ),
     ]
 }
@@ -431,7 +563,8 @@ fn malformed_mime_parses_without_a_trap_or_unbounded_memory() {
         let text = reply.text();
         eprintln!("{name}: {}", text.replace('\n', " | "));
         assert!(
-            text.starts_with("parts=") || text == "error=Malformed(\"no header fields and no body could be read\")",
+            text.starts_with("parts=")
+                || text == "error=Malformed(\"no header fields and no body could be read\")",
             "{name}: {text}"
         );
         match name {
@@ -439,17 +572,27 @@ fn malformed_mime_parses_without_a_trap_or_unbounded_memory() {
             "1000 nested multiparts" => assert!(text.starts_with("parts="), "{name}: {text}"),
             "3000 parts" => {
                 assert!(text.starts_with("parts=1000 "), "{name}: {text}");
-                assert!(text.contains("3000 attachments; only the first 1000 are listed"), "{name}: {text}");
+                assert!(
+                    text.contains("3000 attachments; only the first 1000 are listed"),
+                    "{name}: {text}"
+                );
             }
             _ => {}
         }
     }
     // The session and the server are still there.
     c.expect("NOOP", 250);
-    assert!(!server.stderr().contains("plugin failed"), "{}", server.stderr());
+    assert!(
+        !server.stderr().contains("plugin failed"),
+        "{}",
+        server.stderr()
+    );
     let grown = peak_rss_kib(server.pid()).saturating_sub(before);
     eprintln!("peak RSS grew by {grown} KiB over the corpus");
-    assert!(grown < 200 << 10, "the server's peak memory grew by {grown} KiB");
+    assert!(
+        grown < 200 << 10,
+        "the server's peak memory grew by {grown} KiB"
+    );
     let _ = server.wait_for_stderr("listening on");
 }
 
@@ -479,11 +622,19 @@ fn the_message_is_parsed_once_for_the_chain() {
     for subject in ["one", "two"] {
         let message = format!("Subject: {subject}\r\nContent-Type: text/plain\r\n\r\nhello\r\n");
         let reply = c.send_message("a@example.com", &["b@example.com"], &message);
-        assert!(reply.text().starts_with("parts=0 bytes=0 text=7"), "{}", c.transcript());
+        assert!(
+            reply.text().starts_with("parts=0 bytes=0 text=7"),
+            "{}",
+            c.transcript()
+        );
     }
     c.expect("QUIT", 221);
     // The line of each parse is written before the reply that follows it.
     std::thread::sleep(Duration::from_millis(300));
     let log = process.stderr();
-    assert_eq!(log.matches("message parsed in").count(), 2, "one parse per message: {log}");
+    assert_eq!(
+        log.matches("message parsed in").count(),
+        2,
+        "one parse per message: {log}"
+    );
 }

@@ -250,7 +250,10 @@ fn commands(toml: &str) {
     let claimed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(claimed["id"].as_str(), Some(d.as_str()));
     let woken = claimed_at.saturating_duration_since(sent);
-    assert!(woken < Duration::from_millis(1000), "claimed {woken:?} after the 250");
+    assert!(
+        woken < Duration::from_millis(1000),
+        "claimed {woken:?} after the 250"
+    );
     cli(&["ack", &d, "1"]);
     // Nothing due: `--wait` answers nothing once its time is up.
     let started = std::time::Instant::now();

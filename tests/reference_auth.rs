@@ -41,7 +41,11 @@ fn keys() -> &'static (PathBuf, String) {
     KEYS.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("wasmtp-refauth-keys-{}", std::process::id()));
         let out = harness::run_client_script("dkim_sign.py", &["keygen", dir.to_str().unwrap()]);
-        let rsa = out.lines().find_map(|l| l.strip_prefix("rsa ")).unwrap().to_owned();
+        let rsa = out
+            .lines()
+            .find_map(|l| l.strip_prefix("rsa "))
+            .unwrap()
+            .to_owned();
         (dir, rsa)
     })
 }
@@ -112,15 +116,32 @@ fn signed(message: &str, domain: &str) -> String {
     use std::process::{Command, Stdio};
     let mut child = Command::new(harness::python())
         .arg(harness::client_script("dkim_sign.py"))
-        .args(["sign", keys().0.to_str().unwrap(), "rsa", domain, "rsa", "relaxed/relaxed", "-"])
+        .args([
+            "sign",
+            keys().0.to_str().unwrap(),
+            "rsa",
+            domain,
+            "rsa",
+            "relaxed/relaxed",
+            "-",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(message.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(message.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "dkim_sign.py: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "dkim_sign.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -198,7 +219,14 @@ fn mx() -> Mx {
     let maildir = dir.path().join("Maildir");
     let mut server = Server::start_config(&config(nsd().addr(), &maildir, STRICT));
     let addrs = server.wait_for_listeners(3);
-    Mx { _server: server, relaxed: addrs[0], strict: addrs[1], tag: addrs[2], maildir, _dir: dir }
+    Mx {
+        _server: server,
+        relaxed: addrs[0],
+        strict: addrs[1],
+        tag: addrs[2],
+        maildir,
+        _dir: dir,
+    }
 }
 
 /// A session whose PROXY header says it comes from `client`, after EHLO `helo`.
@@ -230,7 +258,10 @@ fn stored(maildir: &Path) -> Vec<Vec<String>> {
 fn named<'a>(fields: &'a [String], name: &str) -> Vec<&'a str> {
     fields
         .iter()
-        .filter_map(|f| f.split_once(": ").filter(|(n, _)| n.eq_ignore_ascii_case(name)))
+        .filter_map(|f| {
+            f.split_once(": ")
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        })
         .map(|(_, v)| v)
         .collect()
 }
@@ -255,7 +286,13 @@ fn an_authenticated_message_is_stored_with_one_authentication_results_of_ours() 
     let forged = "Authentication-Results: MX.wasmtp.test; dkim=pass (forged)\r\n\
                   Authentication-Results: other.example; spf=fail\r\n\
                   X-Wasmtp-Quarantine: dmarc\r\n";
-    let reply = data(&mut c, &signed(&message("anne@pass.test", "authenticated", forged), "pass.test"));
+    let reply = data(
+        &mut c,
+        &signed(
+            &message("anne@pass.test", "authenticated", forged),
+            "pass.test",
+        ),
+    );
     assert_eq!(reply.code, 250, "{reply}");
 
     let messages = stored(&mx.maildir);
@@ -277,16 +314,27 @@ fn an_authenticated_message_is_stored_with_one_authentication_results_of_ours() 
             "header.from=pass.test",
         ],
     );
-    assert_eq!(named(fields, "Authentication-Results"), [ours[0], "other.example; spf=fail"]);
+    assert_eq!(
+        named(fields, "Authentication-Results"),
+        [ours[0], "other.example; spf=fail"]
+    );
     assert_eq!(
         named(fields, "X-Original-Authentication-Results"),
         ["MX.wasmtp.test; dkim=pass (forged)"]
     );
-    assert!(named(fields, "X-Wasmtp-Quarantine").is_empty(), "{fields:#?}");
+    assert!(
+        named(fields, "X-Wasmtp-Quarantine").is_empty(),
+        "{fields:#?}"
+    );
     assert!(named(fields, "X-DNSBL").is_empty(), "{fields:#?}");
     // The stored file, as the README shows it.
     let new = mx.maildir.join("new");
-    let file = std::fs::read_dir(&new).unwrap().next().unwrap().unwrap().path();
+    let file = std::fs::read_dir(&new)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     println!("{}", std::fs::read_to_string(file).unwrap());
 }
 
@@ -299,7 +347,10 @@ fn a_dmarc_reject_policy_is_refused_and_nothing_is_stored() {
     c.expect("RCPT TO:<bart@example.net>", 250);
     let reply = data(&mut c, &message("anne@pass.test", "forged", ""));
     assert_eq!(reply.code, 550, "{reply}");
-    assert_eq!(reply.text(), "5.7.1 Rejected by the DMARC policy of pass.test");
+    assert_eq!(
+        reply.text(),
+        "5.7.1 Rejected by the DMARC policy of pass.test"
+    );
     assert!(stored(&mx.maildir).is_empty());
 }
 
@@ -314,7 +365,10 @@ fn a_dmarc_quarantine_policy_marks_the_message() {
     let messages = stored(&mx.maildir);
     assert_eq!(named(&messages[0], "X-Wasmtp-Quarantine"), ["dmarc"]);
     let results = named(&messages[0], "Authentication-Results");
-    assert_contains(results[0], &["spf=fail", "dmarc=fail", "header.from=quarantine.test"]);
+    assert_contains(
+        results[0],
+        &["spf=fail", "dmarc=fail", "header.from=quarantine.test"],
+    );
 }
 
 #[test]
@@ -341,21 +395,31 @@ fn strict_checks_refuse_what_fails() {
     let mut c = client_as(mx.strict, GOOD_CLIENT, "mail.pass.test");
     c.expect("MAIL FROM:<anne@pass.test>", 250);
     c.expect("RCPT TO:<bart@example.net>", 250);
-    let tampered = signed(&message("anne@pass.test", "tampered", ""), "pass.test").replace("Hello", "Pay");
+    let tampered =
+        signed(&message("anne@pass.test", "tampered", ""), "pass.test").replace("Hello", "Pay");
     let reply = data(&mut c, &tampered);
     assert_eq!(reply.code, 550, "{reply}");
-    assert_eq!(reply.text(), "5.7.20 DKIM validation failed: no signature of the message verifies");
+    assert_eq!(
+        reply.text(),
+        "5.7.20 DKIM validation failed: no signature of the message verifies"
+    );
     assert!(stored(&mx.maildir).is_empty());
     // What passes is stored, a forged result removed (`forged=remove`).
     let forged = "Authentication-Results: mx.wasmtp.test; dkim=pass\r\n";
     c.expect("MAIL FROM:<anne@pass.test>", 250);
     c.expect("RCPT TO:<bart@example.net>", 250);
-    let reply = data(&mut c, &signed(&message("anne@pass.test", "strict", forged), "pass.test"));
+    let reply = data(
+        &mut c,
+        &signed(&message("anne@pass.test", "strict", forged), "pass.test"),
+    );
     assert_eq!(reply.code, 250, "{reply}");
     let messages = stored(&mx.maildir);
     let results = named(&messages[0], "Authentication-Results");
     assert_eq!(results.len(), 1, "{messages:#?}");
-    assert_contains(results[0], &["iprev=pass", "spf=pass", "dkim=pass", "dmarc=pass"]);
+    assert_contains(
+        results[0],
+        &["iprev=pass", "spf=pass", "dkim=pass", "dmarc=pass"],
+    );
     assert!(named(&messages[0], "X-Original-Authentication-Results").is_empty());
 }
 
@@ -373,7 +437,10 @@ fn dns_failures_are_accepted_or_deferred_as_tempfail_says() {
     let mut c = client_as(addrs[1], GOOD_CLIENT, "mail.pass.test");
     c.expect("MAIL FROM:<anne@pass.test>", 250);
     let reply = c.expect("RCPT TO:<bart@example.net>", 451);
-    assert_eq!(reply.text(), "4.7.5 Temporary DNS failure checking iprev; try again later");
+    assert_eq!(
+        reply.text(),
+        "4.7.5 Temporary DNS failure checking iprev; try again later"
+    );
 
     let mut c = client_as(addrs[0], LISTED_CLIENT, "mail.pass.test");
     c.expect("MAIL FROM:<anne@pass.test>", 250);
@@ -382,9 +449,16 @@ fn dns_failures_are_accepted_or_deferred_as_tempfail_says() {
     assert_eq!(reply.code, 250, "{reply}");
     let messages = stored(&maildir);
     let results = named(&messages[0], "Authentication-Results");
-    assert_contains(results[0], &["iprev=temperror", "spf=temperror", "dmarc=temperror"]);
-    let log = server.wait_for_stderr("bl.test: timeout asking about 192.0.2.20; counted as not listed");
-    assert!(log.contains("iprev: temperror; accepted (tempfail=accept)"), "{log}");
+    assert_contains(
+        results[0],
+        &["iprev=temperror", "spf=temperror", "dmarc=temperror"],
+    );
+    let log =
+        server.wait_for_stderr("bl.test: timeout asking about 192.0.2.20; counted as not listed");
+    assert!(
+        log.contains("iprev: temperror; accepted (tempfail=accept)"),
+        "{log}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -422,13 +496,27 @@ fn tag_mode_adds_a_header_and_notes_for_the_plugins_after() {
         reply.text(),
         "notes: dnsbl.bl.test=127.0.0.2, mailauth.iprev=permerror, mailauth.spf=pass"
     );
-    let reply = data(&mut c, &message("anne@pass.test", "tagged", "X-DNSBL: zone=forged.example; code=127.0.0.1\r\n"));
+    let reply = data(
+        &mut c,
+        &message(
+            "anne@pass.test",
+            "tagged",
+            "X-DNSBL: zone=forged.example; code=127.0.0.1\r\n",
+        ),
+    );
     assert_eq!(reply.code, 250, "{reply}");
     // Not listed: no header.
     let mut c = client_as(mx.tag, GOOD_CLIENT, "mail.pass.test");
     c.expect("MAIL FROM:<anne@pass.test>", 250);
     c.expect("RCPT TO:<bart@example.net>", 250);
-    let reply = data(&mut c, &message("anne@pass.test", "clean", "X-DNSBL: zone=forged.example; code=127.0.0.1\r\n"));
+    let reply = data(
+        &mut c,
+        &message(
+            "anne@pass.test",
+            "clean",
+            "X-DNSBL: zone=forged.example; code=127.0.0.1\r\n",
+        ),
+    );
     assert_eq!(reply.code, 250, "{reply}");
 
     let messages = stored(&mx.maildir);
@@ -438,7 +526,10 @@ fn tag_mode_adds_a_header_and_notes_for_the_plugins_after() {
             .find(|m| m.contains(&format!("Subject: {subject}")))
             .unwrap_or_else(|| panic!("no message `{subject}` in {messages:#?}"))
     };
-    assert_eq!(named(by_subject("tagged"), "X-DNSBL"), ["zone=bl.test; code=127.0.0.2"]);
+    assert_eq!(
+        named(by_subject("tagged"), "X-DNSBL"),
+        ["zone=bl.test; code=127.0.0.2"]
+    );
     assert!(named(by_subject("clean"), "X-DNSBL").is_empty());
 }
 
@@ -450,7 +541,16 @@ fn the_command_line_takes_the_same_arguments_and_names_a_bad_one() {
     // Each loads with the grants it needs (its imports are refused without
     // them) and its arguments, and serves.
     for args in [
-        &["-c", "mailauth", "spf=strict", "dkim=strict", "dmarc=relaxed", "iprev=off", "tempfail=defer", "forged=remove"][..],
+        &[
+            "-c",
+            "mailauth",
+            "spf=strict",
+            "dkim=strict",
+            "dmarc=relaxed",
+            "iprev=off",
+            "tempfail=defer",
+            "forged=remove",
+        ][..],
         &["-c", "dnsbl", "bl.test", "zen.example", "mode=tag"][..],
     ] {
         let server = Server::start(args);
@@ -459,14 +559,26 @@ fn the_command_line_takes_the_same_arguments_and_names_a_bad_one() {
         c.expect("QUIT", 221);
     }
     for (args, message) in [
-        (&["mailauth", "spf=loose"][..], "plugin `mailauth`: spf=loose: spf is one of relaxed, strict, off"),
+        (
+            &["mailauth", "spf=loose"][..],
+            "plugin `mailauth`: spf=loose: spf is one of relaxed, strict, off",
+        ),
         (
             &["mailauth", "dkim=strict", "colour=red"][..],
             "plugin `mailauth`: unknown argument `colour=red` (known: spf=, dkim=, dmarc=, iprev=, tempfail=, forged=)",
         ),
-        (&["mailauth", "tempfail=retry"][..], "plugin `mailauth`: tempfail=retry: tempfail is one of accept, defer"),
-        (&["dnsbl"][..], "plugin `dnsbl`: missing argument: a block list zone (zen.example)"),
-        (&["dnsbl", "mode=block", "zen.example"][..], "plugin `dnsbl`: mode=block: mode is one of reject, tag"),
+        (
+            &["mailauth", "tempfail=retry"][..],
+            "plugin `mailauth`: tempfail=retry: tempfail is one of accept, defer",
+        ),
+        (
+            &["dnsbl"][..],
+            "plugin `dnsbl`: missing argument: a block list zone (zen.example)",
+        ),
+        (
+            &["dnsbl", "mode=block", "zen.example"][..],
+            "plugin `dnsbl`: mode=block: mode is one of reject, tag",
+        ),
         (
             &["dnsbl", "zen.example", "zen example"][..],
             "plugin `dnsbl`: `zen example` is not a DNS zone (zen.example) nor mode=reject|tag",
@@ -477,6 +589,9 @@ fn the_command_line_takes_the_same_arguments_and_names_a_bad_one() {
         let out = run_wasmtp(&all, Duration::from_secs(60));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(&format!("wasmtp: error: {message}")), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("wasmtp: error: {message}")),
+            "{args:?}: {stderr}"
+        );
     }
 }

@@ -60,17 +60,30 @@ fn a_plain_message_arrives_as_signed_json_field_by_field() {
     assert_eq!(reply.code, 250, "{}", c.transcript());
 
     let r = web.one();
-    assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/inbound/ok"));
-    assert!(r.signature_ok, "the signature does not verify: {:?}", r.headers);
+    assert_eq!(
+        (r.method.as_str(), r.path.as_str()),
+        ("POST", "/inbound/ok")
+    );
+    assert!(
+        r.signature_ok,
+        "the signature does not verify: {:?}",
+        r.headers
+    );
     assert_eq!(r.header("content-type"), Some("application/json"));
-    assert_eq!(r.header("content-length"), Some(r.body.len().to_string().as_str()));
+    assert_eq!(
+        r.header("content-length"),
+        Some(r.body.len().to_string().as_str())
+    );
     let j = r.json();
     assert_eq!(j["version"], 1);
     let queue_id = j["queue_id"].as_str().unwrap();
     assert!(!queue_id.is_empty());
     assert_eq!(r.header("wasmtp-queue-id"), Some(queue_id));
     assert!(reply.text().contains(queue_id), "{}", reply.text());
-    assert_eq!(j["timestamp"].as_u64().unwrap().to_string(), r.header("wasmtp-timestamp").unwrap());
+    assert_eq!(
+        j["timestamp"].as_u64().unwrap().to_string(),
+        r.header("wasmtp-timestamp").unwrap()
+    );
 
     assert_eq!(
         j["envelope"],
@@ -101,10 +114,16 @@ fn a_plain_message_arrives_as_signed_json_field_by_field() {
     let m = &j["message"];
     // Dot-unstuffed, as received.
     assert_eq!(m["size"], message.len());
-    assert_eq!(addresses(&m["from"]), [(Some("Anne Example"), Some("anne@example.com"))]);
+    assert_eq!(
+        addresses(&m["from"]),
+        [(Some("Anne Example"), Some("anne@example.com"))]
+    );
     assert_eq!(
         addresses(&m["to"]),
-        [(None, Some("bob@example.com")), (Some("Carol"), Some("carol@example.org"))]
+        [
+            (None, Some("bob@example.com")),
+            (Some("Carol"), Some("carol@example.org"))
+        ]
     );
     assert_eq!(addresses(&m["cc"]), [(None, Some("dave@example.net"))]);
     assert_eq!(m["bcc"], json!([]));
@@ -219,7 +238,10 @@ fn a_multipart_message_with_html_and_two_attachments_over_tls() {
     let m = &j["message"];
     // The line break before a boundary belongs to the boundary (RFC 2046 §5.1.1).
     assert_eq!(m["text"], "The report, \u{20ac} 12.");
-    assert_eq!(m["html"], "<p>The report, \u{20ac} 12. <img src=\"cid:logo@x\"></p>");
+    assert_eq!(
+        m["html"],
+        "<p>The report, \u{20ac} 12. <img src=\"cid:logo@x\"></p>"
+    );
     let attachments = m["attachments"].as_array().unwrap();
     assert_eq!(attachments.len(), 2, "{m:#}");
     let decode = |a: &Value| {
@@ -242,7 +264,11 @@ fn a_multipart_message_with_html_and_two_attachments_over_tls() {
     assert_eq!(a["content_id"], "logo@x");
     assert_eq!(decode(a), small);
     assert_eq!(m["problems"], json!([]));
-    assert_eq!(j["session"]["tls"], Value::Null, "the SMTP session itself was plain");
+    assert_eq!(
+        j["session"]["tls"],
+        Value::Null,
+        "the SMTP session itself was plain"
+    );
 }
 
 #[test]
@@ -271,11 +297,20 @@ fn non_ascii_headers_and_an_smtputf8_address() {
     assert_eq!(j["envelope"]["mail_options"], json!(["SMTPUTF8"]));
     assert_eq!(j["envelope"]["recipients"][0]["address"], "zoë@exämple.de");
     let m = &j["message"];
-    assert_eq!(addresses(&m["from"]), [(Some("Renée Müller"), Some("renee@example.com"))]);
-    assert_eq!(addresses(&m["to"]), [(Some("Éloise"), Some("zoë@exämple.de"))]);
+    assert_eq!(
+        addresses(&m["from"]),
+        [(Some("Renée Müller"), Some("renee@example.com"))]
+    );
+    assert_eq!(
+        addresses(&m["to"]),
+        [(Some("Éloise"), Some("zoë@exämple.de"))]
+    );
     assert_eq!(m["subject"], "Café and müsli");
     assert_eq!(m["headers"][2]["value"], "Café and müsli");
-    assert_eq!(m["headers"][3], json!({"name": "X-Note", "value": "plain ascii"}));
+    assert_eq!(
+        m["headers"][3],
+        json!({"name": "X-Note", "value": "plain ascii"})
+    );
     assert_eq!(m["text"], "Grüße\r\n");
 }
 
@@ -323,7 +358,11 @@ fn the_application_answer_is_the_smtp_reply() {
     let started = std::time::Instant::now();
     let reply = send(&server);
     assert_eq!(reply.code, 451, "{reply:?}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     // The application saw the request, but said nothing: not acknowledged.
     web.one();
 
@@ -362,7 +401,11 @@ fn multipart_form_data_carries_the_raw_message() {
     let server = server_for(&web.url("inbound/ok"), &["format=multipart"], "");
     let message = "Subject: raw\r\n\r\nas sent\r\n";
     let mut c = Client::after_ehlo(server.addr());
-    assert_eq!(c.send_message("anne@example.com", &["bob@example.com"], message).code, 250);
+    assert_eq!(
+        c.send_message("anne@example.com", &["bob@example.com"], message)
+            .code,
+        250
+    );
     let r = web.one();
     assert!(r.signature_ok);
     let ctype = r.header("content-type").unwrap();
@@ -381,7 +424,10 @@ fn multipart_form_data_carries_the_raw_message() {
     assert!(j.get("message").is_none());
     assert!(parts[2].contains("name=\"message\"; filename=\"message.eml\""));
     assert!(parts[2].contains("Content-Type: message/rfc822"));
-    assert_eq!(parts[2].split_once("\r\n\r\n").unwrap().1, format!("{message}\r\n"));
+    assert_eq!(
+        parts[2].split_once("\r\n\r\n").unwrap().1,
+        format!("{message}\r\n")
+    );
     assert_eq!(parts[3], "--\r\n");
 }
 
@@ -400,14 +446,26 @@ fn from_the_command_line_with_the_secret_in_a_file() {
         &format!("secret-file={}", secret.display()),
     ]);
     let mut c = Client::after_ehlo(server.addr());
-    let reply = c.send_message("anne@example.com", &["bob@example.com"], "Subject: cli\r\n\r\nx\r\n");
+    let reply = c.send_message(
+        "anne@example.com",
+        &["bob@example.com"],
+        "Subject: cli\r\n\r\nx\r\n",
+    );
     assert_eq!(reply.code, 250, "{}", c.transcript());
     assert!(web.one().signature_ok);
 
     // Rotating the secret: the old and the new one both sign meanwhile.
     let server = server_for(&web.url("inbound/ok"), &["secret=the-next-one"], "");
     let mut c = Client::after_ehlo(server.addr());
-    assert_eq!(c.send_message("a@example.com", &["b@example.com"], "Subject: r\r\n\r\nx\r\n").code, 250);
+    assert_eq!(
+        c.send_message(
+            "a@example.com",
+            &["b@example.com"],
+            "Subject: r\r\n\r\nx\r\n"
+        )
+        .code,
+        250
+    );
     let r = web.one();
     assert!(r.signature_ok);
     let signature = r.header("wasmtp-signature").unwrap();
@@ -445,20 +503,33 @@ fn notes_header_edits_authentication_and_the_client_behind_a_proxy() {
     c.send_raw(b"PROXY TCP4 192.0.2.7 127.0.0.1 50412 25\r\n");
     c.expect_reply(220);
     c.expect("EHLO client.example", 250);
-    let reply = c.send_message("anne@example.com", &["bob@example.com"], "Subject: s\r\n\r\nx\r\n");
+    let reply = c.send_message(
+        "anne@example.com",
+        &["bob@example.com"],
+        "Subject: s\r\n\r\nx\r\n",
+    );
     assert_eq!(reply.code, 250, "{}\n{}", c.transcript(), server.stderr());
     let r = web.one();
     assert!(r.signature_ok);
     let j = r.json();
     let s = &j["session"];
     assert_eq!(s["client"], json!({"address": "192.0.2.7", "port": 50412}));
-    assert_eq!(s["proxy_destination"], json!({"address": "127.0.0.1", "port": 25}));
+    assert_eq!(
+        s["proxy_destination"],
+        json!({"address": "127.0.0.1", "port": 25})
+    );
     assert_eq!(s["proxied"], true);
     assert_eq!(j["notes"], json!({"spam-score": "1.5"}));
     // The message as the plugins before it left it.
-    assert_eq!(j["message"]["headers"][0], json!({"name": "X-Checked", "value": "yes"}));
+    assert_eq!(
+        j["message"]["headers"][0],
+        json!({"name": "X-Checked", "value": "yes"})
+    );
     let auth = &j["authentication_results"];
-    assert!(auth["header"].as_str().unwrap().starts_with(HOSTNAME), "{auth:#}");
+    assert!(
+        auth["header"].as_str().unwrap().starts_with(HOSTNAME),
+        "{auth:#}"
+    );
     assert_eq!(auth["spf_mail_from"]["result"], "temperror", "{auth:#}");
     assert!(auth["dkim"].is_array());
 }

@@ -1407,9 +1407,8 @@ pub fn builtin_spec(name: &str, mut args: Vec<String>, base: &Path) -> Result<Pl
                     *arg = format!("secret={secret}");
                 } else if let Some(path) = arg.strip_prefix("secret-file=") {
                     let file = base.join(path);
-                    let secret = std::fs::read_to_string(&file).map_err(|e| {
-                        format!("secret-file: cannot read {}: {e}", file.display())
-                    })?;
+                    let secret = std::fs::read_to_string(&file)
+                        .map_err(|e| format!("secret-file: cannot read {}: {e}", file.display()))?;
                     *arg = format!("secret={}", secret.trim_end_matches(['\r', '\n']));
                 }
             }

@@ -90,7 +90,8 @@ pub fn python_component(name: &str, world: &str) -> PathBuf {
         sources.extend(files);
     }
     let hash = hash_files(&sources);
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("python-{name}-{hash:016x}.wasm"));
+    let out =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("python-{name}-{hash:016x}.wasm"));
     if !out.exists() {
         let partial = out.with_extension(format!("{}.partial", std::process::id()));
         let built = Command::new("componentize-py")
@@ -134,7 +135,11 @@ fn hash_files(files: &[PathBuf]) -> u64 {
 pub fn componentize_js_component(name: &str, world: &str) -> PathBuf {
     let dir = repo_root().join("tests/javascript").join(name);
     let mut sources = vec![dir.join("app.js"), dir.join("package-lock.json")];
-    for wit in [dir.join("wit"), repo_root().join("wit"), repo_root().join("wit/deps/http")] {
+    for wit in [
+        dir.join("wit"),
+        repo_root().join("wit"),
+        repo_root().join("wit/deps/http"),
+    ] {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&wit)
             .unwrap_or_else(|e| panic!("{}: {e}", wit.display()))
             .map(|e| e.unwrap().path())
@@ -144,7 +149,8 @@ pub fn componentize_js_component(name: &str, world: &str) -> PathBuf {
         sources.extend(files);
     }
     let hash = hash_files(&sources);
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("componentize-js-{name}-{hash:016x}.wasm"));
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("componentize-js-{name}-{hash:016x}.wasm"));
     if !out.exists() {
         let tool = dir.join("node_modules/.bin/componentize-js");
         let partial = out.with_extension(format!("{}.partial", std::process::id()));
@@ -154,7 +160,10 @@ pub fn componentize_js_component(name: &str, world: &str) -> PathBuf {
             .arg(&partial)
             .output()
             .unwrap_or_else(|e| {
-                panic!("cannot run {}: {e} (npm ci --prefix tests/javascript/{name}; .ci/run does)", tool.display())
+                panic!(
+                    "cannot run {}: {e} (npm ci --prefix tests/javascript/{name}; .ci/run does)",
+                    tool.display()
+                )
             });
         assert!(
             built.status.success(),
@@ -178,11 +187,16 @@ pub fn javascript_component(name: &str, world: &str) -> PathBuf {
     let qjs = repo_root().join("examples/javascript/node_modules/.bin/componentize-qjs");
     let built = Command::new(&qjs)
         .current_dir(&dir)
-        .args(["--wit", "wit", "--world", world, "--js", "app.js", "--sync", "-o"])
+        .args([
+            "--wit", "wit", "--world", world, "--js", "app.js", "--sync", "-o",
+        ])
         .arg(&out)
         .output()
         .unwrap_or_else(|e| {
-            panic!("cannot run {}: {e} (npm ci --prefix examples/javascript; .ci/run does)", qjs.display())
+            panic!(
+                "cannot run {}: {e} (npm ci --prefix examples/javascript; .ci/run does)",
+                qjs.display()
+            )
         });
     assert!(
         built.status.success(),
@@ -207,7 +221,10 @@ impl Stored {
     pub fn named(&self, name: &str) -> Vec<&str> {
         self.fields
             .iter()
-            .filter_map(|f| f.split_once(": ").filter(|(n, _)| n.eq_ignore_ascii_case(name)))
+            .filter_map(|f| {
+                f.split_once(": ")
+                    .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            })
             .map(|(_, v)| v)
             .collect()
     }
@@ -237,7 +254,11 @@ print(json.dumps(out))
         .arg(maildir)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", python()));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let messages: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     messages
         .into_iter()

@@ -75,13 +75,35 @@ impl TestCa {
             );
         };
         run(&[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-            "/CN=wasmtp test CA", "-keyout", "ca.key", "-out", "ca.pem", "-addext",
-            "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=wasmtp test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
         ]);
         run(&[
-            "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout",
-            "server.key", "-out", "server.csr",
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
         ]);
         std::fs::write(
             dir.path().join("ext.cnf"),
@@ -89,8 +111,21 @@ impl TestCa {
         )
         .unwrap();
         run(&[
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-out", "server.pem", "-extfile", "ext.cnf",
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            "server.pem",
+            "-extfile",
+            "ext.cnf",
         ]);
         TestCa { dir }
     }
@@ -128,7 +163,9 @@ impl WebServer {
             .arg(record.path())
             .arg(SECRET);
         if let Some(dir) = tls {
-            command.arg(dir.join("server.pem")).arg(dir.join("server.key"));
+            command
+                .arg(dir.join("server.pem"))
+                .arg(dir.join("server.key"));
         }
         let mut process = Process::spawn("webhook_server.py", command);
         let out = process.wait_for_stdout("listening on", Duration::from_secs(10));
@@ -149,7 +186,11 @@ impl WebServer {
     /// `http://localhost:PORT/PATH` (or https).
     pub fn url(&self, path: &str) -> String {
         let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://localhost:{}/{}", self.port, path.trim_start_matches('/'))
+        format!(
+            "{scheme}://localhost:{}/{}",
+            self.port,
+            path.trim_start_matches('/')
+        )
     }
 
     /// The same, by the loopback IP literal.

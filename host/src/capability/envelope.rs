@@ -23,7 +23,11 @@ pub fn apply(envelope: &mut Envelope, op: &Op) {
     match op {
         Op::Sender(address) => envelope.mail_from = Some(address.clone()),
         Op::Add(address) => {
-            if !envelope.rcpt_tos.iter().any(|r| r.eq_ignore_ascii_case(address)) {
+            if !envelope
+                .rcpt_tos
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(address))
+            {
                 envelope.rcpt_tos.push(address.clone());
                 envelope.rcpt_options.push(Vec::new());
             }
@@ -159,10 +163,16 @@ mod tests {
             ..Envelope::default()
         };
         let mut ed = Editor::new(e.clone(), 2);
-        assert!(matches!(ed.parse("not an address", false), Err(Error::Invalid(_))));
+        assert!(matches!(
+            ed.parse("not an address", false),
+            Err(Error::Invalid(_))
+        ));
         assert!(matches!(ed.parse("a@b>", false), Err(Error::Invalid(_))));
         assert!(matches!(ed.parse("<>", false), Err(Error::Invalid(_))));
-        assert!(matches!(ed.parse("jörg@example.com", false), Err(Error::Invalid(_))));
+        assert!(matches!(
+            ed.parse("jörg@example.com", false),
+            Err(Error::Invalid(_))
+        ));
         assert_eq!(ed.parse("<x@example.com>", false).unwrap(), "x@example.com");
         assert_eq!(ed.parse("<>", true).unwrap(), "<>");
         ed.push(Op::Add("c@example.com".into()));

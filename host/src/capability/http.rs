@@ -77,9 +77,7 @@ impl Default for HttpSettings {
 impl HttpSettings {
     /// The extra roots of `ca_file`, read now: a config naming a missing or
     /// empty file is refused at load, not at the first request.
-    pub fn extra_roots(
-        &self,
-    ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    pub fn extra_roots(&self) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
         use rustls::pki_types::CertificateDer;
         use rustls::pki_types::pem::PemObject;
         let Some(path) = &self.ca_file else {
@@ -230,10 +228,14 @@ pub struct HttpGrant {
 }
 
 impl HttpGrant {
-    pub fn parse<'a>(urls: impl IntoIterator<Item = &'a str>) -> Result<HttpGrant, (usize, String)> {
+    pub fn parse<'a>(
+        urls: impl IntoIterator<Item = &'a str>,
+    ) -> Result<HttpGrant, (usize, String)> {
         let mut grant = HttpGrant::default();
         for (i, url) in urls.into_iter().enumerate() {
-            grant.prefixes.push(UrlPrefix::parse(url).map_err(|m| (i, m))?);
+            grant
+                .prefixes
+                .push(UrlPrefix::parse(url).map_err(|m| (i, m))?);
             grant.urls.push(url.to_owned());
         }
         Ok(grant)
@@ -317,7 +319,8 @@ impl WasiHttpHooks for Hooks {
     ) -> ResponseFuture {
         let granted = self.grant.as_ref().is_some_and(|g| g.allows(request.uri()));
         let plugin = self.plugin.clone();
-        let refused_by = (Instant::now() + self.client.settings.timeout).min(super::wait_deadline(self.deadline));
+        let refused_by = (Instant::now() + self.client.settings.timeout)
+            .min(super::wait_deadline(self.deadline));
         if !granted {
             tracing::warn!(
                 target: "wasmtp::plugin",
@@ -349,7 +352,9 @@ impl WasiHttpHooks for Hooks {
         let end = (now + settings.timeout).min(super::wait_deadline(self.deadline));
         let connect = options
             .and_then(|o| o.connect_timeout)
-            .map_or(settings.connect_timeout, |t| t.min(settings.connect_timeout));
+            .map_or(settings.connect_timeout, |t| {
+                t.min(settings.connect_timeout)
+            });
         let connected_by = (now + connect).min(end);
         let limit = settings.max_response_bytes;
         let client = self.client.clone();
@@ -471,7 +476,10 @@ async fn send(
     let uri = request.uri().clone();
     let https = uri.scheme_str() == Some("https");
     let authority = uri.authority().ok_or(Error::HttpRequestUriInvalid)?;
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
     let until = tokio::time::Instant::from_std(connected_by);
 
@@ -685,7 +693,10 @@ mod tests {
         assert!(!allows(p, "http://127.0.0.1:8080/hooks"));
         assert!(!allows(p, "http://localhost:8080/hook"));
         // A host alone grants the whole host.
-        assert!(allows("https://app.example.com", "https://app.example.com/x"));
+        assert!(allows(
+            "https://app.example.com",
+            "https://app.example.com/x"
+        ));
         assert!(allows("http://[::1]:80/", "http://[::1]/x"));
     }
 

@@ -75,9 +75,7 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, Error> {
     }
     let list_fields = headers
         .iter()
-        .filter(|f| {
-            f.name.len() > 5 && f.name.as_bytes()[..5].eq_ignore_ascii_case(b"list-")
-        })
+        .filter(|f| f.name.len() > 5 && f.name.as_bytes()[..5].eq_ignore_ascii_case(b"list-"))
         .cloned()
         .collect();
 
@@ -144,9 +142,13 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, Error> {
             name: part.attachment_name().map(|n| cut(n.to_owned())),
             content_type,
             size: content.len() as u64,
-            content_id: part
-                .content_id()
-                .map(|c| cut(c.trim().trim_start_matches('<').trim_end_matches('>').to_owned())),
+            content_id: part.content_id().map(|c| {
+                cut(c
+                    .trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_owned())
+            }),
             inline: part.content_disposition().is_some_and(|d| d.is_inline()),
         });
         attachments.push(content);
@@ -224,7 +226,9 @@ fn cut(mut s: String) -> String {
 }
 
 fn chunk(bytes: &[u8], offset: u64, len: u32) -> Vec<u8> {
-    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
     let end = start
         .saturating_add(len.min(MAX_CHUNK) as usize)
         .min(bytes.len());

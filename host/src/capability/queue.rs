@@ -10,10 +10,10 @@
 
 use std::sync::Arc;
 
+use crate::capability::headers::MessageView;
 use crate::plugin::bindings::types;
 use crate::plugin::bindings::wasmtp::smtp::queue::{self, Error};
 use crate::plugin::host::HostState;
-use crate::capability::headers::MessageView;
 use crate::store::{NewMessage, Queue, StoreError};
 
 /// The transaction a `data` (or `lmtp-data`) hook call is delivering:

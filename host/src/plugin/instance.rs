@@ -810,7 +810,9 @@ impl SessionPlugin {
             };
             let answer = instance.call(session, &s, &e, call).await;
             if let Some(edited) = instance.editor.take()
-                && editor.as_ref().is_some_and(|ed| edited.ops.len() > ed.ops.len())
+                && editor
+                    .as_ref()
+                    .is_some_and(|ed| edited.ops.len() > ed.ops.len())
             {
                 if hook == Hook::Data {
                     // The plugins after this one deliver to the edited envelope.

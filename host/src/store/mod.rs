@@ -521,7 +521,11 @@ impl Queue {
             if now >= deadline {
                 return Ok(None);
             }
-            let poll = if signal.is_some() { WAIT_POLL_SIGNALLED } else { WAIT_POLL_SQLITE };
+            let poll = if signal.is_some() {
+                WAIT_POLL_SIGNALLED
+            } else {
+                WAIT_POLL_SQLITE
+            };
             let until = deadline.min(now + poll);
             match signal.as_mut() {
                 Some(rx) => {

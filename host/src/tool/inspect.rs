@@ -116,7 +116,9 @@ pub fn import_note(import: &str) -> &'static str {
         "wasmtp:smtp/content" => "the message, during the data hook",
         "wasmtp:smtp/log" => "lines in the server's log",
         "wasmtp:smtp/transaction" => "the transaction's queue id",
-        "wasmtp:smtp/message" => "the message parsed (fields, bodies, attachments), during the data hook",
+        "wasmtp:smtp/message" => {
+            "the message parsed (fields, bodies, attachments), during the data hook"
+        }
         "wasi:http/types" if wasi_02 => "HTTP's types: nothing is sent without `grants.http`",
         p if let Some(c) = crate::capability::capability_of(p) => c.note,
         p if p.starts_with("wasmtp:smtp/") => "not provided: the server refuses this plugin",

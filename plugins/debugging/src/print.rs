@@ -23,7 +23,11 @@ pub fn dump<W: Write>(
     // aiosmtpd keeps one flat list of every recipient's options; print that
     // list, so the output is the same as aiosmtpd's.
     if rcpt_options.iter().any(|options| !options.is_empty()) {
-        writeln!(out, "rcpt options: {}", list_repr(rcpt_options.iter().flatten()))?;
+        writeln!(
+            out,
+            "rcpt options: {}",
+            list_repr(rcpt_options.iter().flatten())
+        )?;
         add_separator = true;
     }
     if add_separator {
@@ -69,7 +73,11 @@ fn list_repr<'a>(items: impl IntoIterator<Item = &'a String>) -> String {
 /// quote and no double quote; escapes for the backslash, the quote and the
 /// characters Python does not consider printable.
 fn push_str_repr(out: &mut String, s: &str) {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     out.push(quote);
     for c in s.chars() {
         match c {
@@ -229,8 +237,10 @@ mod tests {
     /// Runs `dump` with the content handed over `chunk` bytes at a time.
     fn dumped(content: &[u8], chunk: usize, mail: &[&str], rcpt: &[&[&str]]) -> String {
         let mail: Vec<String> = mail.iter().map(|s| s.to_string()).collect();
-        let rcpt: Vec<Vec<String>> =
-            rcpt.iter().map(|r| r.iter().map(|s| s.to_string()).collect()).collect();
+        let rcpt: Vec<Vec<String>> = rcpt
+            .iter()
+            .map(|r| r.iter().map(|s| s.to_string()).collect())
+            .collect();
         let mut out = Vec::new();
         dump(&mut out, &mail, &rcpt, PEER, |offset| {
             let start = (offset as usize).min(content.len());
@@ -243,7 +253,11 @@ mod tests {
     fn every_chunking(content: &[u8]) -> String {
         let whole = dumped(content, usize::MAX / 2, &[], &[]);
         for chunk in 1..8 {
-            assert_eq!(dumped(content, chunk, &[], &[]), whole, "chunk size {chunk}");
+            assert_eq!(
+                dumped(content, chunk, &[], &[]),
+                whole,
+                "chunk size {chunk}"
+            );
         }
         whole
     }
@@ -283,9 +297,13 @@ mod tests {
 
     #[test]
     fn decodes_with_replacement_across_chunks() {
-        let content = b"S: caf\xc3\xa9 \xe2\x82\xac \xe2\x82 \xed\xa0\x80 \xf0\x9f\x98\x80\xff\n\nb\xe2";
+        let content =
+            b"S: caf\xc3\xa9 \xe2\x82\xac \xe2\x82 \xed\xa0\x80 \xf0\x9f\x98\x80\xff\n\nb\xe2";
         let out = every_chunking(content);
-        assert!(out.contains("S: café € \u{FFFD} \u{FFFD}\u{FFFD}\u{FFFD} 😀\u{FFFD}\n"), "{out}");
+        assert!(
+            out.contains("S: café € \u{FFFD} \u{FFFD}\u{FFFD}\u{FFFD} 😀\u{FFFD}\n"),
+            "{out}"
+        );
         assert!(out.contains("\nb\u{FFFD}\n---"), "{out}");
     }
 
@@ -293,12 +311,18 @@ mod tests {
     fn no_peer_without_empty_line() {
         let out = every_chunking(b"no headers here");
         assert!(!out.contains("X-Peer"));
-        assert_eq!(every_chunking(b""), "---------- MESSAGE FOLLOWS ----------\n------------ END MESSAGE ------------\n");
+        assert_eq!(
+            every_chunking(b""),
+            "---------- MESSAGE FOLLOWS ----------\n------------ END MESSAGE ------------\n"
+        );
     }
 
     #[test]
     fn reprs_as_python() {
-        assert_eq!(list_repr(&["it's".to_string(), "a\"'\\\x01é\u{a0}".to_string()]), r#"["it's", 'a"\'\\\x01é\xa0']"#);
+        assert_eq!(
+            list_repr(&["it's".to_string(), "a\"'\\\x01é\u{a0}".to_string()]),
+            r#"["it's", 'a"\'\\\x01é\xa0']"#
+        );
         assert_eq!(peer_repr("::1", 25), "('::1', 25)");
     }
 }

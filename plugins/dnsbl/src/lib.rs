@@ -38,7 +38,9 @@ impl Plugin for Dnsbl {
         self.tag = args.choice("mode", &["reject", "tag"], "reject")? == "tag";
         self.zones = args.rest();
         if let Some(bad) = self.zones.iter().find(|z| !is_zone(z)) {
-            return Err(format!("`{bad}` is not a DNS zone (zen.example) nor mode=reject|tag"));
+            return Err(format!(
+                "`{bad}` is not a DNS zone (zen.example) nor mode=reject|tag"
+            ));
         }
         if self.zones.is_empty() {
             return Err("missing argument: a block list zone (zen.example)".into());
@@ -62,9 +64,17 @@ impl Plugin for Dnsbl {
             return None;
         }
         let (zone, listing) = self.listed.as_ref()?.first()?;
-        let reason = listing.reason.as_deref().map(|r| format!(": {}", Reply::printable(r))).unwrap_or_default();
+        let reason = listing
+            .reason
+            .as_deref()
+            .map(|r| format!(": {}", Reply::printable(r)))
+            .unwrap_or_default();
         let client = Reply::printable(&session.peer.address);
-        Some(Reply::new(554, "5.7.1", format!("Service unavailable; client [{client}] blocked using {zone}{reason}")))
+        Some(Reply::new(
+            554,
+            "5.7.1",
+            format!("Service unavailable; client [{client}] blocked using {zone}{reason}"),
+        ))
     }
 }
 
@@ -75,7 +85,10 @@ fn ask(ip: &str, zones: &[String]) -> Vec<(String, Listing)> {
         .filter_map(|zone| match dns::dnsbl(ip, zone) {
             Ok(listing) => listing.listed().then(|| (zone.clone(), listing)),
             Err(e) => {
-                wasmtp_plugin::warn!("{zone}: {} asking about {ip}; counted as not listed", e.name());
+                wasmtp_plugin::warn!(
+                    "{zone}: {} asking about {ip}; counted as not listed",
+                    e.name()
+                );
                 None
             }
         })
@@ -102,6 +115,10 @@ fn is_zone(zone: &str) -> bool {
     !zone.is_empty()
         && zone.len() <= 200
         && zone.split('.').all(|label| {
-            !label.is_empty() && label.len() <= 63 && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }

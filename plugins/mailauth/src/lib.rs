@@ -60,11 +60,13 @@ struct MailAuth {
 }
 
 fn mode(args: &mut Args, name: &str) -> Result<Mode, String> {
-    Ok(match args.choice(name, &["relaxed", "strict", "off"], "relaxed")? {
-        "strict" => Mode::Strict,
-        "off" => Mode::Off,
-        _ => Mode::Relaxed,
-    })
+    Ok(
+        match args.choice(name, &["relaxed", "strict", "off"], "relaxed")? {
+            "strict" => Mode::Strict,
+            "off" => Mode::Off,
+            _ => Mode::Relaxed,
+        },
+    )
 }
 
 #[wasmtp_plugin::plugin]
@@ -88,17 +90,30 @@ impl Plugin for MailAuth {
         let client = Reply::printable(&session.peer.address);
         let iprev = self.checked(self.iprev, "iprev", mail_auth::iprev);
         let spf = self.checked(self.spf, "spf", mail_auth::spf_mail_from);
-        if self.iprev == Mode::Strict && iprev.as_ref().is_some_and(|r| r.failed() || r.is("permerror")) {
+        if self.iprev == Mode::Strict
+            && iprev
+                .as_ref()
+                .is_some_and(|r| r.failed() || r.is("permerror"))
+        {
             return Some(Reply::new(
                 550,
                 "5.7.25",
-                format!("Reverse DNS validation failed: {client} has no name that resolves back to it"),
+                format!(
+                    "Reverse DNS validation failed: {client} has no name that resolves back to it"
+                ),
             ));
         }
         if self.spf == Mode::Strict && spf.as_ref().is_some_and(MethodResult::failed) {
             // The null sender's identity is the HELO name (postmaster@HELO).
-            let sender = spf.as_ref().and_then(|r| r.property("smtp.mailfrom")).unwrap_or_default();
-            let domain = Reply::printable(sender.rsplit_once('@').map_or(session.helo_name(), |(_, d)| d));
+            let sender = spf
+                .as_ref()
+                .and_then(|r| r.property("smtp.mailfrom"))
+                .unwrap_or_default();
+            let domain = Reply::printable(
+                sender
+                    .rsplit_once('@')
+                    .map_or(session.helo_name(), |(_, d)| d),
+            );
             return Some(Reply::new(
                 550,
                 "5.7.23",
@@ -123,19 +138,42 @@ impl Plugin for MailAuth {
                 note(name, &result.result);
             }
         }
-        let policy = if dmarc_on { results.dmarc_policy } else { DmarcPolicy::None };
+        let policy = if dmarc_on {
+            results.dmarc_policy
+        } else {
+            DmarcPolicy::None
+        };
         if dmarc_on {
             note("dmarc-policy", policy_name(policy));
         }
 
         // Permanent refusals first: a message that fails for good is not
         // deferred only to be refused later.
-        if policy == DmarcPolicy::Reject || (policy == DmarcPolicy::Quarantine && self.dmarc == Mode::Strict) {
-            let domain = Reply::printable(results.dmarc.property("header.from").unwrap_or("the author domain"));
-            return Some(Reply::new(550, "5.7.1", format!("Rejected by the DMARC policy of {domain}")));
+        if policy == DmarcPolicy::Reject
+            || (policy == DmarcPolicy::Quarantine && self.dmarc == Mode::Strict)
+        {
+            let domain = Reply::printable(
+                results
+                    .dmarc
+                    .property("header.from")
+                    .unwrap_or("the author domain"),
+            );
+            return Some(Reply::new(
+                550,
+                "5.7.1",
+                format!("Rejected by the DMARC policy of {domain}"),
+            ));
         }
-        if self.dkim == Mode::Strict && !results.dkim.is_empty() && !dkim.passed() && !dkim.is_temporary() {
-            return Some(Reply::new(550, "5.7.20", "DKIM validation failed: no signature of the message verifies"));
+        if self.dkim == Mode::Strict
+            && !results.dkim.is_empty()
+            && !dkim.passed()
+            && !dkim.is_temporary()
+        {
+            return Some(Reply::new(
+                550,
+                "5.7.20",
+                "DKIM validation failed: no signature of the message verifies",
+            ));
         }
         let dkim = (self.dkim != Mode::Off).then_some(dkim);
         let dmarc = dmarc_on.then(|| results.dmarc.clone());
@@ -146,7 +184,9 @@ impl Plugin for MailAuth {
         if let Err(e) = self.mark(&results, policy == DmarcPolicy::Quarantine) {
             // Delivering it unmarked could pass a forged result off as ours.
             wasmtp_plugin::error!("cannot edit the message's header: {e:?}");
-            return Some(Reply::temporary_failure("Error: cannot record the authentication results"));
+            return Some(Reply::temporary_failure(
+                "Error: cannot record the authentication results",
+            ));
         }
         None
     }
@@ -154,7 +194,12 @@ impl Plugin for MailAuth {
 
 impl MailAuth {
     /// `check()`'s result, noted, unless the method is off.
-    fn checked(&self, mode: Mode, name: &str, check: fn() -> Option<MethodResult>) -> Option<MethodResult> {
+    fn checked(
+        &self,
+        mode: Mode,
+        name: &str,
+        check: fn() -> Option<MethodResult>,
+    ) -> Option<MethodResult> {
         let result = (mode != Mode::Off).then(check).flatten()?;
         note(name, &result.result);
         Some(result)
@@ -168,7 +213,11 @@ impl MailAuth {
             wasmtp_plugin::info!("{method}: temperror; accepted (tempfail=accept)");
             return None;
         }
-        Some(Reply::new(451, "4.7.5", format!("Temporary DNS failure checking {method}; try again later")))
+        Some(Reply::new(
+            451,
+            "4.7.5",
+            format!("Temporary DNS failure checking {method}; try again later"),
+        ))
     }
 
     /// The header edits of an accepted message (see the crate docs).

@@ -65,7 +65,10 @@ impl Plugin for Mailbox {
         let error = Message::prepare(session, envelope, content)
             .and_then(|message| deliver(maildir, session, message))
             .err()?;
-        wasmtp_plugin::error!("cannot deliver to the Maildir {}: {error}", maildir.display());
+        wasmtp_plugin::error!(
+            "cannot deliver to the Maildir {}: {error}",
+            maildir.display()
+        );
         Some(not_delivered(&error.to_string()))
     }
 }
@@ -159,7 +162,10 @@ fn preopen_of(path: &Path) -> io::Result<(Descriptor, PathBuf)> {
         .ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::PermissionDenied,
-                format!("{} is not in a directory granted to the plugin", path.display()),
+                format!(
+                    "{} is not in a directory granted to the plugin",
+                    path.display()
+                ),
             )
         })
 }
@@ -184,24 +190,37 @@ fn wasi_error(code: ErrorCode) -> io::Error {
 fn received(session: &Session, now: SystemTime) -> String {
     let helo = session.host_name.as_deref().unwrap_or("unknown");
     // RFC 3848's protocol names: S for TLS, A for an authenticated client.
-    let mut with = if session.lmtp { "LMTP" } else if session.extended_smtp { "ESMTP" } else { "SMTP" }.to_owned();
+    let mut with = if session.lmtp {
+        "LMTP"
+    } else if session.extended_smtp {
+        "ESMTP"
+    } else {
+        "SMTP"
+    }
+    .to_owned();
     if session.tls.is_some() {
         with.push('S');
     }
     if session.authenticated && !session.lmtp {
         with.push('A');
     }
-    let id = wasmtp_plugin::queue_id().map(|id| format!(" id {id}")).unwrap_or_default();
+    let id = wasmtp_plugin::queue_id()
+        .map(|id| format!(" id {id}"))
+        .unwrap_or_default();
     format!(
         "Received: from {helo} ({})\n\tby {} (wasmtp) with {with}{id};\n\t{}\n",
-        session.peer.address, session.server_hostname, rfc5322_date(now)
+        session.peer.address,
+        session.server_hostname,
+        rfc5322_date(now)
     )
 }
 
 /// `Fri, 27 Nov 2026 00:15:03 +0000` (UTC; a plugin has no time zone).
 fn rfc5322_date(now: SystemTime) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
@@ -216,7 +235,11 @@ fn rfc5322_date(now: SystemTime) -> String {
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
         "{}, {day:02} {} {year} {:02}:{:02}:{:02} +0000",
-        DAYS[(days % 7) as usize], MONTHS[(month - 1) as usize], rem / 3600, rem % 3600 / 60, rem % 60
+        DAYS[(days % 7) as usize],
+        MONTHS[(month - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
     )
 }
 
@@ -226,9 +249,18 @@ mod tests {
 
     #[test]
     fn dates_as_rfc_5322_writes_them() {
-        assert_eq!(super::rfc5322_date(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 +0000");
-        assert_eq!(super::rfc5322_date(UNIX_EPOCH + Duration::from_secs(1_795_738_503)), "Fri, 27 Nov 2026 00:15:03 +0000");
-        assert_eq!(super::rfc5322_date(UNIX_EPOCH + Duration::from_secs(951_782_400)), "Tue, 29 Feb 2000 00:00:00 +0000");
+        assert_eq!(
+            super::rfc5322_date(UNIX_EPOCH),
+            "Thu, 01 Jan 1970 00:00:00 +0000"
+        );
+        assert_eq!(
+            super::rfc5322_date(UNIX_EPOCH + Duration::from_secs(1_795_738_503)),
+            "Fri, 27 Nov 2026 00:15:03 +0000"
+        );
+        assert_eq!(
+            super::rfc5322_date(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "Tue, 29 Feb 2000 00:00:00 +0000"
+        );
     }
 }
 
@@ -237,10 +269,16 @@ mod tests {
 /// A guest has no process id; the session id stands in for it, and the
 /// random part keeps names unique across server processes.
 fn unique_name(hostname: &str, session_id: u64) -> io::Result<String> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let count = DELIVERIES.fetch_add(1, Ordering::Relaxed);
     let random = getrandom::u64().map_err(|error| io::Error::other(error.to_string()))?;
     // `/` would make a path and `:` starts a Maildir name's info part.
     let hostname = hostname.replace('/', "\\057").replace(':', "\\072");
-    Ok(format!("{}.M{}P{session_id}Q{count}R{random:016x}.{hostname}", now.as_secs(), now.subsec_micros()))
+    Ok(format!(
+        "{}.M{}P{session_id}Q{count}R{random:016x}.{hostname}",
+        now.as_secs(),
+        now.subsec_micros()
+    ))
 }

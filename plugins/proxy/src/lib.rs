@@ -25,7 +25,9 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use wasip2::io::streams::{InputStream, OutputStream};
-use wasip2::sockets::network::{ErrorCode, IpAddressFamily, IpSocketAddress, Ipv4SocketAddress, Ipv6SocketAddress, Network};
+use wasip2::sockets::network::{
+    ErrorCode, IpAddressFamily, IpSocketAddress, Ipv4SocketAddress, Ipv6SocketAddress, Network,
+};
 use wasip2::sockets::tcp::TcpSocket;
 
 use wasmtp_plugin::{Args, Content, Envelope, Plugin, Reply, Session};
@@ -61,20 +63,34 @@ impl Plugin for Proxy {
         Ok(())
     }
 
-    fn mail(&mut self, session: &Session, _envelope: &Envelope, address: &str, options: &[String]) -> Option<Reply> {
+    fn mail(
+        &mut self,
+        session: &Session,
+        _envelope: &Envelope,
+        address: &str,
+        options: &[String],
+    ) -> Option<Reply> {
         let relay = self.relay?;
         if self.conn.is_none() {
             match Relay::connect(relay, &session.server_hostname) {
                 Ok(conn) => self.conn = Some(conn),
                 Err(error) => {
                     wasmtp_plugin::warn!("cannot reach the relay {relay}: {error}");
-                    return Some(Reply::new(451, "4.4.1", format!("relay {relay} unreachable")));
+                    return Some(Reply::new(
+                        451,
+                        "4.4.1",
+                        format!("relay {relay} unreachable"),
+                    ));
                 }
             }
         }
         let conn = self.conn.as_mut()?;
         // Only the parameters the relay announced.
-        let options: Vec<&str> = options.iter().map(String::as_str).filter(|o| conn.supports(o)).collect();
+        let options: Vec<&str> = options
+            .iter()
+            .map(String::as_str)
+            .filter(|o| conn.supports(o))
+            .collect();
         let mut command = format!("MAIL FROM:<{address}>");
         for option in options {
             command.push(' ');
@@ -83,7 +99,13 @@ impl Plugin for Proxy {
         self.command(&command)
     }
 
-    fn rcpt(&mut self, _session: &Session, _envelope: &Envelope, address: &str, options: &[String]) -> Option<Reply> {
+    fn rcpt(
+        &mut self,
+        _session: &Session,
+        _envelope: &Envelope,
+        address: &str,
+        options: &[String],
+    ) -> Option<Reply> {
         let conn = self.conn.as_ref()?;
         let mut command = format!("RCPT TO:<{address}>");
         for option in options.iter().filter(|o| conn.supports(o)) {
@@ -157,7 +179,11 @@ impl RelayReply {
     /// The reply for the client: the relay's code and text, its enhanced
     /// status code kept when its class matches, nothing the host would refuse.
     fn to_client(&self) -> Reply {
-        let code = if (200..600).contains(&self.code) { self.code } else { 451 };
+        let code = if (200..600).contains(&self.code) {
+            self.code
+        } else {
+            451
+        };
         let mut enhanced = "";
         let lines: Vec<String> = self
             .lines
@@ -174,7 +200,10 @@ impl RelayReply {
                     }
                     text = rest;
                 }
-                let mut clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+                let mut clean: String = text
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
                 if clean.len() > MAX_TEXT {
                     let mut cut = MAX_TEXT;
                     while !clean.is_char_boundary(cut) {
@@ -194,7 +223,9 @@ fn is_enhanced(text: &str, code: u16) -> bool {
     let parts: Vec<&str> = text.split('.').collect();
     parts.len() == 3
         && parts[0] == (code / 100).to_string()
-        && parts[1..].iter().all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+        && parts[1..]
+            .iter()
+            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// An SMTP client connection to the relay, through wasi:sockets. The
@@ -216,16 +247,33 @@ impl Relay {
         let (family, remote) = match addr {
             SocketAddr::V4(a) => {
                 let [a0, a1, a2, a3] = a.ip().octets();
-                (IpAddressFamily::Ipv4, IpSocketAddress::Ipv4(Ipv4SocketAddress { port: a.port(), address: (a0, a1, a2, a3) }))
+                (
+                    IpAddressFamily::Ipv4,
+                    IpSocketAddress::Ipv4(Ipv4SocketAddress {
+                        port: a.port(),
+                        address: (a0, a1, a2, a3),
+                    }),
+                )
             }
             SocketAddr::V6(a) => {
                 let s = a.ip().segments();
                 let address = (s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]);
-                (IpAddressFamily::Ipv6, IpSocketAddress::Ipv6(Ipv6SocketAddress { port: a.port(), flow_info: 0, address, scope_id: 0 }))
+                (
+                    IpAddressFamily::Ipv6,
+                    IpSocketAddress::Ipv6(Ipv6SocketAddress {
+                        port: a.port(),
+                        flow_info: 0,
+                        address,
+                        scope_id: 0,
+                    }),
+                )
             }
         };
-        let socket = wasip2::sockets::tcp_create_socket::create_tcp_socket(family).map_err(|c| failed("socket", c))?;
-        socket.start_connect(&network, remote).map_err(|c| failed("connect", c))?;
+        let socket = wasip2::sockets::tcp_create_socket::create_tcp_socket(family)
+            .map_err(|c| failed("socket", c))?;
+        socket
+            .start_connect(&network, remote)
+            .map_err(|c| failed("connect", c))?;
         let ready = socket.subscribe();
         let (input, output) = loop {
             match socket.finish_connect() {
@@ -248,7 +296,13 @@ impl Relay {
         }
         let ehlo = relay.command(&format!("EHLO {hostname}"))?;
         if ehlo.code == 250 {
-            relay.extensions = ehlo.lines.iter().skip(1).filter_map(|l| l.split_whitespace().next()).map(str::to_ascii_uppercase).collect();
+            relay.extensions = ehlo
+                .lines
+                .iter()
+                .skip(1)
+                .filter_map(|l| l.split_whitespace().next())
+                .map(str::to_ascii_uppercase)
+                .collect();
         } else {
             let helo = relay.command(&format!("HELO {hostname}"))?;
             if helo.code != 250 {
@@ -260,7 +314,11 @@ impl Relay {
 
     /// Whether the relay announced the extension of a MAIL/RCPT parameter.
     fn supports(&self, parameter: &str) -> bool {
-        let keyword = parameter.split('=').next().unwrap_or_default().to_ascii_uppercase();
+        let keyword = parameter
+            .split('=')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase();
         let extension = match keyword.as_str() {
             "BODY" => "8BITMIME",
             other => other,
@@ -279,12 +337,22 @@ impl Relay {
         loop {
             let mut raw = Vec::new();
             if self.reader.read_until(b'\n', &mut raw)? == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the relay closed the connection"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the relay closed the connection",
+                ));
             }
             let line = String::from_utf8_lossy(&raw);
             let line = line.trim_end_matches(['\r', '\n']);
-            let code = line.get(..3).and_then(|c| c.parse::<u16>().ok())
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("not an SMTP reply: {line:?}")))?;
+            let code = line
+                .get(..3)
+                .and_then(|c| c.parse::<u16>().ok())
+                .ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("not an SMTP reply: {line:?}"),
+                    )
+                })?;
             lines.push(line.get(4..).unwrap_or_default().to_owned());
             if line.as_bytes().get(3) != Some(&b'-') {
                 return Ok(RelayReply { code, lines });
@@ -355,7 +423,9 @@ struct LineSplitter<R> {
 
 impl<R: Read> LineSplitter<R> {
     fn new(reader: R) -> Self {
-        LineSplitter { reader: BufReader::with_capacity(64 * 1024, reader) }
+        LineSplitter {
+            reader: BufReader::with_capacity(64 * 1024, reader),
+        }
     }
 
     fn next_line(&mut self) -> io::Result<Option<Vec<u8>>> {

@@ -41,7 +41,8 @@ impl Args {
 
     /// The next argument; `Err("missing argument: WHAT")` when there is none.
     pub fn required(&mut self, what: &str) -> Result<String, String> {
-        self.next().ok_or_else(|| format!("missing argument: {what}"))
+        self.next()
+            .ok_or_else(|| format!("missing argument: {what}"))
     }
 
     /// The next argument parsed as `T`; an error names `what` and the value.
@@ -50,7 +51,9 @@ impl Args {
         T::Err: Display,
     {
         let value = self.required(what)?;
-        value.parse().map_err(|e| format!("{what}: `{value}` is not valid: {e}"))
+        value
+            .parse()
+            .map_err(|e| format!("{what}: `{value}` is not valid: {e}"))
     }
 
     /// The next argument parsed as `T`, or `default` when there is none.
@@ -58,7 +61,11 @@ impl Args {
     where
         T::Err: Display,
     {
-        if self.is_empty() { Ok(default) } else { self.parse(what) }
+        if self.is_empty() {
+            Ok(default)
+        } else {
+            self.parse(what)
+        }
     }
 
     /// Removes `--name` wherever it is; true if it was there.
@@ -76,8 +83,15 @@ impl Args {
         while i < self.args.len() {
             if self.args[i] == name {
                 self.args.remove(i);
-                found = Some(self.args.remove(i).ok_or_else(|| format!("{name} needs a value"))?);
-            } else if let Some(value) = self.args[i].strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
+                found = Some(
+                    self.args
+                        .remove(i)
+                        .ok_or_else(|| format!("{name} needs a value"))?,
+                );
+            } else if let Some(value) = self.args[i]
+                .strip_prefix(name)
+                .and_then(|r| r.strip_prefix('='))
+            {
                 found = Some(value.to_owned());
                 self.args.remove(i);
             } else {
@@ -104,8 +118,15 @@ impl Args {
 
     /// [`setting`](Args::setting) `name`, which must be one of `choices`;
     /// `default` when it is not given.
-    pub fn choice(&mut self, name: &str, choices: &[&'static str], default: &'static str) -> Result<&'static str, String> {
-        let Some(value) = self.setting(name) else { return Ok(default) };
+    pub fn choice(
+        &mut self,
+        name: &str,
+        choices: &[&'static str],
+        default: &'static str,
+    ) -> Result<&'static str, String> {
+        let Some(value) = self.setting(name) else {
+            return Ok(default);
+        };
         choices
             .iter()
             .find(|c| c.eq_ignore_ascii_case(&value))
@@ -122,7 +143,10 @@ impl Args {
     pub fn finish(self) -> Result<(), String> {
         match self.args.front() {
             None => Ok(()),
-            Some(extra) => Err(format!("unexpected argument `{extra}` ({} too many)", self.args.len())),
+            Some(extra) => Err(format!(
+                "unexpected argument `{extra}` ({} too many)",
+                self.args.len()
+            )),
         }
     }
 }
@@ -137,7 +161,14 @@ mod tests {
 
     #[test]
     fn positional_and_options() {
-        let mut a = args(&["relay.example", "--tls", "2525", "--timeout=5", "--name", "x"]);
+        let mut a = args(&[
+            "relay.example",
+            "--tls",
+            "2525",
+            "--timeout=5",
+            "--name",
+            "x",
+        ]);
         assert!(a.flag("--tls"));
         assert_eq!(a.option("--timeout").unwrap().as_deref(), Some("5"));
         assert_eq!(a.option("--name").unwrap().as_deref(), Some("x"));
@@ -149,9 +180,18 @@ mod tests {
 
     #[test]
     fn errors_are_sentences() {
-        assert_eq!(args(&[]).required("the Maildir").unwrap_err(), "missing argument: the Maildir");
-        assert_eq!(args(&["x"]).parse::<u16>("port").unwrap_err(), "port: `x` is not valid: invalid digit found in string");
-        assert_eq!(args(&["a", "b"]).finish().unwrap_err(), "unexpected argument `a` (2 too many)");
+        assert_eq!(
+            args(&[]).required("the Maildir").unwrap_err(),
+            "missing argument: the Maildir"
+        );
+        assert_eq!(
+            args(&["x"]).parse::<u16>("port").unwrap_err(),
+            "port: `x` is not valid: invalid digit found in string"
+        );
+        assert_eq!(
+            args(&["a", "b"]).finish().unwrap_err(),
+            "unexpected argument `a` (2 too many)"
+        );
         assert!(args(&["--name"]).option("--name").is_err());
     }
 
@@ -165,7 +205,9 @@ mod tests {
         assert_eq!(a.setting("dkim"), None);
         assert_eq!(a.rest(), ["zen.example"]);
         assert_eq!(
-            args(&["spf=loose"]).choice("spf", &modes, "relaxed").unwrap_err(),
+            args(&["spf=loose"])
+                .choice("spf", &modes, "relaxed")
+                .unwrap_err(),
             "spf=loose: spf is one of relaxed, strict, off"
         );
     }

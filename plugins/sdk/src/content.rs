@@ -27,7 +27,12 @@ pub struct Content {
 impl Content {
     /// The message of the running `data` hook, from its start.
     pub fn new() -> Content {
-        Content { offset: 0, size: content::size(), buffer: Vec::new(), pos: 0 }
+        Content {
+            offset: 0,
+            size: content::size(),
+            buffer: Vec::new(),
+            pos: 0,
+        }
     }
 
     /// The content's size in bytes (not what remains to be read).

@@ -56,14 +56,32 @@ mod tests {
     #[test]
     fn only_an_unanswered_query_is_temporary() {
         assert!(Error::Timeout.is_temporary() && Error::Servfail.is_temporary());
-        for e in [Error::Nxdomain, Error::Nodata, Error::Denied, Error::Budget, Error::Invalid] {
+        for e in [
+            Error::Nxdomain,
+            Error::Nodata,
+            Error::Denied,
+            Error::Budget,
+            Error::Invalid,
+        ] {
             assert!(!e.is_temporary(), "{}", e.name());
         }
     }
 
     #[test]
     fn listed_means_a_code() {
-        assert!(!Listing { codes: vec![], reason: None }.listed());
-        assert!(Listing { codes: vec!["127.0.0.2".into()], reason: None }.listed());
+        assert!(
+            !Listing {
+                codes: vec![],
+                reason: None
+            }
+            .listed()
+        );
+        assert!(
+            Listing {
+                codes: vec!["127.0.0.2".into()],
+                reason: None
+            }
+            .listed()
+        );
     }
 }

@@ -128,7 +128,8 @@ pub use content::Content;
 pub use message::Message;
 pub use wasmtp_plugin_macros::plugin;
 pub use wit::types::{
-    Envelope, Error, ErrorKind, ProxyCommand, ProxyData, ProxyTlv, Reply, Session, SocketAddress, TlsInfo,
+    Envelope, Error, ErrorKind, ProxyCommand, ProxyData, ProxyTlv, Reply, Session, SocketAddress,
+    TlsInfo,
 };
 
 /// What an AUTH client presented (the `auth` hook's argument).

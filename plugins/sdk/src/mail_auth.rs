@@ -57,7 +57,12 @@ impl MethodResult {
     /// A result of this method with no reason or properties: what DKIM's
     /// summary is made of.
     pub fn new(method: Method, result: &str) -> MethodResult {
-        MethodResult { method, result: result.to_owned(), reason: None, properties: Vec::new() }
+        MethodResult {
+            method,
+            result: result.to_owned(),
+            reason: None,
+            properties: Vec::new(),
+        }
     }
 
     /// Whether the result is `name` (`pass`, `fail`, ...), in any case.
@@ -83,7 +88,10 @@ impl MethodResult {
 
     /// The value of a property: `smtp.mailfrom`, `header.d`, `policy.iprev`...
     pub fn property(&self, key: &str) -> Option<&str> {
-        self.properties.iter().find(|p| p.key.eq_ignore_ascii_case(key)).map(|p| p.value.as_str())
+        self.properties
+            .iter()
+            .find(|p| p.key.eq_ignore_ascii_case(key))
+            .map(|p| p.value.as_str())
     }
 }
 
@@ -113,7 +121,10 @@ mod tests {
             iprev: none(Method::Iprev),
             spf_helo: none(Method::Spf),
             spf_mail_from: none(Method::Spf),
-            dkim: results.iter().map(|r| MethodResult::new(Method::Dkim, r)).collect(),
+            dkim: results
+                .iter()
+                .map(|r| MethodResult::new(Method::Dkim, r))
+                .collect(),
             arc: none(Method::Arc),
             dmarc: none(Method::Dmarc),
             dmarc_policy: DmarcPolicy::None,
@@ -125,15 +136,24 @@ mod tests {
     fn one_passing_signature_is_enough_and_an_unchecked_one_is_temporary() {
         assert_eq!(dkim(&[]).dkim_summary().result, "none");
         assert_eq!(dkim(&["fail", "pass"]).dkim_summary().result, "pass");
-        assert_eq!(dkim(&["fail", "temperror"]).dkim_summary().result, "temperror");
-        assert_eq!(dkim(&["permerror", "fail"]).dkim_summary().result, "permerror");
+        assert_eq!(
+            dkim(&["fail", "temperror"]).dkim_summary().result,
+            "temperror"
+        );
+        assert_eq!(
+            dkim(&["permerror", "fail"]).dkim_summary().result,
+            "permerror"
+        );
         assert!(dkim(&["FAIL"]).dkim_summary().failed());
     }
 
     #[test]
     fn results_and_properties_compare_without_case() {
         let mut spf = MethodResult::new(Method::Spf, "TempError");
-        spf.properties.push(Property { key: "smtp.mailfrom".into(), value: "anne@example.com".into() });
+        spf.properties.push(Property {
+            key: "smtp.mailfrom".into(),
+            value: "anne@example.com".into(),
+        });
         assert!(spf.is_temporary() && !spf.passed() && !spf.failed());
         assert_eq!(spf.property("SMTP.MailFrom"), Some("anne@example.com"));
         assert_eq!(spf.property("smtp.helo"), None);

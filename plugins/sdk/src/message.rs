@@ -83,10 +83,17 @@ impl Message<Content> {
     /// - `X-Peer`: `str(session.peer)`, the Python tuple: `('192.0.2.7', 4567)`;
     /// - `X-MailFrom`: the envelope's sender (empty for `<>`);
     /// - `X-RcptTo`: the recipients, joined with `, `.
-    pub fn prepare(session: &Session, envelope: &Envelope, content: Content) -> io::Result<Message> {
+    pub fn prepare(
+        session: &Session,
+        envelope: &Envelope,
+        content: Content,
+    ) -> io::Result<Message> {
         let mut message = Message::parse(content)?;
         message.add_header("X-Peer", &session.peer.python_tuple());
-        message.add_header("X-MailFrom", envelope.mail_from.as_deref().unwrap_or_default());
+        message.add_header(
+            "X-MailFrom",
+            envelope.mail_from.as_deref().unwrap_or_default(),
+        );
         message.add_header("X-RcptTo", &envelope.rcpt_tos.join(", "));
         Ok(message)
     }
@@ -104,7 +111,11 @@ impl<R: Read> Message<R> {
         loop {
             match next_line(&buf[pos..], eof) {
                 Some((text_len, break_len)) => {
-                    let line = Line { start: pos, text_end: pos + text_len, end: pos + text_len + break_len };
+                    let line = Line {
+                        start: pos,
+                        text_end: pos + text_len,
+                        end: pos + text_len + break_len,
+                    };
                     let text = &buf[line.start..line.text_end];
                     if text.is_empty() {
                         // The separator; the body follows it.
@@ -153,7 +164,11 @@ impl<R: Read> Message<R> {
         }
         body.extend_from_slice(&buf[body_start..]);
         buf.truncate(lines.last().map_or(0, |l| l.end));
-        Ok(Message { header_block: buf, headers, body: Cursor::new(body).chain(source) })
+        Ok(Message {
+            header_block: buf,
+            headers,
+            body: Cursor::new(body).chain(source),
+        })
     }
 
     /// The header fields, in order (added ones last).
@@ -163,17 +178,28 @@ impl<R: Read> Message<R> {
 
     /// The first header named `name` (case-insensitive), unfolded.
     pub fn get(&self, name: &str) -> Option<String> {
-        self.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(Header::value)
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(Header::value)
     }
 
     /// Every header named `name` (case-insensitive), unfolded.
     pub fn get_all(&self, name: &str) -> Vec<String> {
-        self.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).map(Header::value).collect()
+        self.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .map(Header::value)
+            .collect()
     }
 
     /// Adds a header after the others, as Python's `message[name] = value`.
     pub fn add_header(&mut self, name: &str, value: &str) {
-        self.headers.push(Header { name: name.to_owned(), value: value.as_bytes().to_vec(), added: true });
+        self.headers.push(Header {
+            name: name.to_owned(),
+            value: value.as_bytes().to_vec(),
+            added: true,
+        });
     }
 
     /// Removes every header named `name`, as Python's `del message[name]`.
@@ -254,7 +280,11 @@ fn write_lf(out: &mut impl Write, mut bytes: &[u8], after_cr: &mut bool) -> io::
     while let Some(at) = bytes.iter().position(|&b| b == b'\r' || b == b'\n') {
         out.write_all(&bytes[..at])?;
         out.write_all(b"\n")?;
-        let len = if bytes[at..].starts_with(b"\r\n") { 2 } else { 1 };
+        let len = if bytes[at..].starts_with(b"\r\n") {
+            2
+        } else {
+            1
+        };
         if bytes[at] == b'\r' && at + 1 == bytes.len() {
             *after_cr = true;
         }
@@ -279,7 +309,14 @@ fn next_line(bytes: &[u8], eof: bool) -> Option<(usize, usize)> {
     match bytes.iter().position(|&b| b == b'\r' || b == b'\n') {
         // A `\r` may be the first half of `\r\n`.
         Some(at) if bytes[at] == b'\r' && at + 1 == bytes.len() && !eof => None,
-        Some(at) => Some((at, if bytes[at..].starts_with(b"\r\n") { 2 } else { 1 })),
+        Some(at) => Some((
+            at,
+            if bytes[at..].starts_with(b"\r\n") {
+                2
+            } else {
+                1
+            },
+        )),
         None if eof && !bytes.is_empty() => Some((bytes.len(), 0)),
         None => None,
     }
@@ -296,7 +333,11 @@ fn lines(value: &[u8]) -> impl Iterator<Item = &[u8]> {
                 Some(bytes)
             }
             Some(at) => {
-                let len = if bytes[at..].starts_with(b"\r\n") { 2 } else { 1 };
+                let len = if bytes[at..].starts_with(b"\r\n") {
+                    2
+                } else {
+                    1
+                };
                 rest = Some(&bytes[at + len..]);
                 Some(&bytes[..at])
             }
@@ -307,8 +348,13 @@ fn lines(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// The `email.feedparser` test for a header line: `From `, a name of
 /// printable ASCII but `:` followed by `:`, or a continuation.
 fn is_header_line(text: &[u8]) -> bool {
-    let name_len = text.iter().take_while(|&&b| matches!(b, 0x21..=0x39 | 0x3b..=0x7e)).count();
-    text.starts_with(b"From ") || text.get(name_len) == Some(&b':') || matches!(text.first(), Some(b' ' | b'\t'))
+    let name_len = text
+        .iter()
+        .take_while(|&&b| matches!(b, 0x21..=0x39 | 0x3b..=0x7e))
+        .count();
+    text.starts_with(b"From ")
+        || text.get(name_len) == Some(&b':')
+        || matches!(text.first(), Some(b' ' | b'\t'))
 }
 
 /// The headers as `email.feedparser._parse_headers` takes them from the
@@ -319,8 +365,14 @@ fn gather_headers(bytes: &[u8], lines: &[Line]) -> (Vec<Header>, Option<Line>) {
     let mut current: Option<(usize, usize)> = None;
     let finish = |first: usize, last: usize, headers: &mut Vec<Header>| {
         let text = &bytes[lines[first].start..lines[first].text_end];
-        let colon = text.iter().position(|&b| b == b':').expect("a header line has a colon");
-        let blanks = text[colon + 1..].iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+        let colon = text
+            .iter()
+            .position(|&b| b == b':')
+            .expect("a header line has a colon");
+        let blanks = text[colon + 1..]
+            .iter()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
         let value_start = lines[first].start + colon + 1 + blanks;
         headers.push(Header {
             name: String::from_utf8_lossy(&text[..colon]).into_owned(),
@@ -386,8 +438,16 @@ fn write_header(out: &mut impl Write, value: &[u8]) -> io::Result<()> {
     }
     let mut folded: Vec<Vec<u8>> = Vec::with_capacity(pieces.len());
     for (i, piece) in pieces.into_iter().enumerate() {
-        let blanks = piece.iter().rev().take_while(|&&b| b == b' ' || b == b'\t').count();
-        let piece = if blanks == 1 && piece.ends_with(b" ") { &piece[..piece.len() - 1] } else { piece };
+        let blanks = piece
+            .iter()
+            .rev()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
+        let piece = if blanks == 1 && piece.ends_with(b" ") {
+            &piece[..piece.len() - 1]
+        } else {
+            piece
+        };
         if i == 0 {
             folded.push(piece.to_vec());
         } else if piece.is_empty() {
@@ -432,7 +492,10 @@ fn encode_value(out: &mut Vec<u8>, value: &str) {
 fn base64(out: &mut Vec<u8>, bytes: &[u8]) {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     for group in bytes.chunks(3) {
-        let n = group.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        let n = group
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
         for i in 0..4 {
             if i <= group.len() {
                 out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]);
@@ -447,9 +510,13 @@ fn base64(out: &mut Vec<u8>, bytes: &[u8]) {
 mod tests {
     use super::*;
 
-    const ADDED: &[(&str, &str)] =
-        &[("X-Peer", "('127.0.0.1', 54321)"), ("X-MailFrom", "anne@example.com"), ("X-RcptTo", "bart@example.com")];
-    const ADDED_TEXT: &str = "X-Peer: ('127.0.0.1', 54321)\nX-MailFrom: anne@example.com\nX-RcptTo: bart@example.com\n";
+    const ADDED: &[(&str, &str)] = &[
+        ("X-Peer", "('127.0.0.1', 54321)"),
+        ("X-MailFrom", "anne@example.com"),
+        ("X-RcptTo", "bart@example.com"),
+    ];
+    const ADDED_TEXT: &str =
+        "X-Peer: ('127.0.0.1', 54321)\nX-MailFrom: anne@example.com\nX-RcptTo: bart@example.com\n";
 
     /// Hands out `content` at most `chunk` bytes per read.
     struct Chunked<'a> {
@@ -467,7 +534,11 @@ mod tests {
     }
 
     fn parsed(content: &[u8], chunk: usize) -> Message<Chunked<'_>> {
-        let mut message = Message::parse(Chunked { content, chunk: chunk.max(1) }).unwrap();
+        let mut message = Message::parse(Chunked {
+            content,
+            chunk: chunk.max(1),
+        })
+        .unwrap();
         for (name, value) in ADDED {
             message.add_header(name, value);
         }
@@ -493,31 +564,63 @@ mod tests {
         let out = file(b"From: Anne Person <anne@example.com>\r\nSubject: A test\r\nMessage-ID: <ant>\r\nHi Bart, this is Anne.\r\n");
         assert_eq!(
             out,
-            format!("From: Anne Person <anne@example.com>\nSubject: A test\nMessage-ID: <ant>\n{ADDED_TEXT}\nHi Bart, this is Anne.\n")
+            format!(
+                "From: Anne Person <anne@example.com>\nSubject: A test\nMessage-ID: <ant>\n{ADDED_TEXT}\nHi Bart, this is Anne.\n"
+            )
         );
     }
 
     #[test]
     fn line_breaks_become_lf() {
         let out = file(b"Subject: x\r\n\r\nbody\r\nline2\rline3\n\r\n");
-        assert_eq!(out, format!("Subject: x\n{ADDED_TEXT}\nbody\nline2\nline3\n\n"));
+        assert_eq!(
+            out,
+            format!("Subject: x\n{ADDED_TEXT}\nbody\nline2\nline3\n\n")
+        );
     }
 
     #[test]
     fn headers_rewritten_as_python() {
         // Expected outputs are Python 3.11's.
-        assert_eq!(file(b"Subject:nospace\r\nX-A:   lots  \r\n\r\nb"), format!("Subject: nospace\nX-A: lots  \n{ADDED_TEXT}\nb"));
-        assert_eq!(file(b"Subject: a \r\n\tb \r\n\r\nb"), format!("Subject: a\n\tb\n{ADDED_TEXT}\nb"));
-        assert_eq!(file(b"Subject: a\r\n\t \r\nX: y\r\n\r\nb"), format!("Subject: a\t \nX: y\n{ADDED_TEXT}\nb"));
-        assert_eq!(file(b"Subject:\r\n\tfoo\r\n\r\nb"), format!("Subject: \n\tfoo\n{ADDED_TEXT}\nb"));
-        assert_eq!(file(b"Subject: caf\xc3\xa9\r\n\tmore\r\n\r\nb"), format!("Subject: café\r\n\tmore\n{ADDED_TEXT}\nb"));
-        assert_eq!(file(b"From bob Mon\r\nSubject: a\r\n\r\nbody"), format!("Subject: a\n{ADDED_TEXT}\nbody"));
-        assert_eq!(file(b"Subject: a\r\nFrom bob\r\n\r\nbody"), format!("Subject: a\n{ADDED_TEXT}\nFrom bob\nbody"));
-        assert_eq!(file(b": noname\r\n cont\r\n leading\r\nSubject: a\r\n\r\nbody"), format!("Subject: a\n{ADDED_TEXT}\nbody"));
+        assert_eq!(
+            file(b"Subject:nospace\r\nX-A:   lots  \r\n\r\nb"),
+            format!("Subject: nospace\nX-A: lots  \n{ADDED_TEXT}\nb")
+        );
+        assert_eq!(
+            file(b"Subject: a \r\n\tb \r\n\r\nb"),
+            format!("Subject: a\n\tb\n{ADDED_TEXT}\nb")
+        );
+        assert_eq!(
+            file(b"Subject: a\r\n\t \r\nX: y\r\n\r\nb"),
+            format!("Subject: a\t \nX: y\n{ADDED_TEXT}\nb")
+        );
+        assert_eq!(
+            file(b"Subject:\r\n\tfoo\r\n\r\nb"),
+            format!("Subject: \n\tfoo\n{ADDED_TEXT}\nb")
+        );
+        assert_eq!(
+            file(b"Subject: caf\xc3\xa9\r\n\tmore\r\n\r\nb"),
+            format!("Subject: café\r\n\tmore\n{ADDED_TEXT}\nb")
+        );
+        assert_eq!(
+            file(b"From bob Mon\r\nSubject: a\r\n\r\nbody"),
+            format!("Subject: a\n{ADDED_TEXT}\nbody")
+        );
+        assert_eq!(
+            file(b"Subject: a\r\nFrom bob\r\n\r\nbody"),
+            format!("Subject: a\n{ADDED_TEXT}\nFrom bob\nbody")
+        );
+        assert_eq!(
+            file(b": noname\r\n cont\r\n leading\r\nSubject: a\r\n\r\nbody"),
+            format!("Subject: a\n{ADDED_TEXT}\nbody")
+        );
         assert_eq!(file(b"Subject: a"), format!("Subject: a\n{ADDED_TEXT}\n"));
         assert_eq!(file(b""), format!("{ADDED_TEXT}\n"));
         assert_eq!(file(b"Subject: a\r"), format!("Subject: a\n{ADDED_TEXT}\n"));
-        assert_eq!(file(b"Subject: a\r\n\r"), format!("Subject: a\n{ADDED_TEXT}\n"));
+        assert_eq!(
+            file(b"Subject: a\r\n\r"),
+            format!("Subject: a\n{ADDED_TEXT}\n")
+        );
     }
 
     #[test]
@@ -550,9 +653,13 @@ mod tests {
 
     #[test]
     fn headers_and_body_are_readable() {
-        let content = b"Subject: =?utf-8?q?caf=C3=A9?=\r\nTo: a@x,\r\n b@y\r\n\r\nline 1\r\nline 2\r\n";
+        let content =
+            b"Subject: =?utf-8?q?caf=C3=A9?=\r\nTo: a@x,\r\n b@y\r\n\r\nline 1\r\nline 2\r\n";
         let mut message = parsed(content, 7);
-        assert_eq!(message.get("subject").as_deref(), Some("=?utf-8?q?caf=C3=A9?="));
+        assert_eq!(
+            message.get("subject").as_deref(),
+            Some("=?utf-8?q?caf=C3=A9?=")
+        );
         assert_eq!(message.get("TO").as_deref(), Some("a@x, b@y"));
         assert_eq!(message.get("x-rcptto").as_deref(), Some("bart@example.com"));
         assert_eq!(message.parsed_headers().unwrap().subject(), Some("café"));

@@ -18,11 +18,19 @@ impl Reply {
 
     /// A one-line reply without an enhanced status code: `250 OK`.
     pub fn text(code: u16, text: impl Into<String>) -> Reply {
-        Reply { code, enhanced: None, lines: vec![text.into()] }
+        Reply {
+            code,
+            enhanced: None,
+            lines: vec![text.into()],
+        }
     }
 
     /// A reply of several lines (`250-first`, `250 last` on the wire).
-    pub fn lines(code: u16, enhanced: &str, lines: impl IntoIterator<Item = impl Into<String>>) -> Reply {
+    pub fn lines(
+        code: u16,
+        enhanced: &str,
+        lines: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Reply {
         Reply {
             code,
             enhanced: (!enhanced.is_empty()).then(|| enhanced.to_owned()),
@@ -84,7 +92,11 @@ impl Reply {
 /// As the client sees it, lines joined with CRLF: `250-a\r\n250 b`.
 impl fmt::Display for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let enhanced = self.enhanced.as_deref().map(|e| format!("{e} ")).unwrap_or_default();
+        let enhanced = self
+            .enhanced
+            .as_deref()
+            .map(|e| format!("{e} "))
+            .unwrap_or_default();
         if self.lines.is_empty() {
             return write!(f, "{}", self.code);
         }
@@ -105,16 +117,25 @@ mod tests {
 
     #[test]
     fn constructors() {
-        assert_eq!(Reply::new(550, "5.1.1", "no such user").to_string(), "550 5.1.1 no such user");
+        assert_eq!(
+            Reply::new(550, "5.1.1", "no such user").to_string(),
+            "550 5.1.1 no such user"
+        );
         assert_eq!(Reply::ok().to_string(), "250 OK");
         assert_eq!(Reply::new(250, "", "x").enhanced, None);
-        assert_eq!(Reply::lines(250, "", ["a", "b"]).to_string(), "250-a\r\n250 b");
+        assert_eq!(
+            Reply::lines(250, "", ["a", "b"]).to_string(),
+            "250-a\r\n250 b"
+        );
         assert!(Reply::temporary_failure("later").is_transient());
     }
 
     #[test]
     fn quoted_text_keeps_to_one_short_line() {
-        assert_eq!(Reply::printable("listed\r\nRCPT TO:<x>\t"), "listed  RCPT TO:<x> ");
+        assert_eq!(
+            Reply::printable("listed\r\nRCPT TO:<x>\t"),
+            "listed  RCPT TO:<x> "
+        );
         let long = Reply::printable(&"é".repeat(150));
         assert!(long.len() <= 203 && long.ends_with("...") && long.starts_with("éé"));
         assert_eq!(Reply::printable("bl.example"), "bl.example");

@@ -48,7 +48,11 @@ impl Envelope {
 
     /// The domain part of each recipient, lower-cased, in order.
     pub fn recipient_domains(&self) -> impl Iterator<Item = String> + '_ {
-        self.rcpt_tos.iter().map(|r| r.rsplit_once('@').map_or("", |(_, d)| d).to_ascii_lowercase())
+        self.rcpt_tos.iter().map(|r| {
+            r.rsplit_once('@')
+                .map_or("", |(_, d)| d)
+                .to_ascii_lowercase()
+        })
     }
 }
 
@@ -58,11 +62,24 @@ mod tests {
 
     #[test]
     fn peers() {
-        let v4 = SocketAddress { address: "192.0.2.7".into(), port: 4567 };
+        let v4 = SocketAddress {
+            address: "192.0.2.7".into(),
+            port: 4567,
+        };
         assert_eq!(v4.python_tuple(), "('192.0.2.7', 4567)");
         assert_eq!(v4.to_string(), "192.0.2.7:4567");
-        let v6 = SocketAddress { address: "2001:db8::1".into(), port: 25 };
+        let v6 = SocketAddress {
+            address: "2001:db8::1".into(),
+            port: 25,
+        };
         assert_eq!(v6.to_string(), "[2001:db8::1]:25");
-        assert_eq!(SocketAddress { address: "unix:/run/lmtp".into(), port: 0 }.ip(), None);
+        assert_eq!(
+            SocketAddress {
+                address: "unix:/run/lmtp".into(),
+                port: 0
+            }
+            .ip(),
+            None
+        );
     }
 }

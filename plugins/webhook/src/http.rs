@@ -4,9 +4,7 @@
 //! as an error value.
 
 use wasip2::http::outgoing_handler;
-use wasip2::http::types::{
-    ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, Scheme,
-};
+use wasip2::http::types::{ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
 use wasip2::io::streams::StreamError;
 
 use crate::json::Out;
@@ -97,11 +95,17 @@ fn attempt(
     let fields = Fields::from_list(&fields).map_err(|e| format!("a request header: {e:?}"))?;
     let request = OutgoingRequest::new(fields);
     let _ = request.set_method(&Method::Post);
-    let _ = request.set_scheme(Some(&if url.https { Scheme::Https } else { Scheme::Http }));
+    let _ = request.set_scheme(Some(&if url.https {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    }));
     let _ = request.set_authority(Some(&url.authority));
     let _ = request.set_path_with_query(Some(&url.path_with_query));
     let body = request.body().map_err(|()| "no request body".to_owned())?;
-    let stream = body.write().map_err(|()| "no request body stream".to_owned())?;
+    let stream = body
+        .write()
+        .map_err(|()| "no request body stream".to_owned())?;
     // Sent first, so that the host reads the body as it is written.
     let future = outgoing_handler::handle(request, None).map_err(|e| describe(&e))?;
     let mut writer = Writer {
@@ -165,15 +169,17 @@ struct Writer<'a> {
 impl Writer<'_> {
     fn flush(&mut self) -> Result<(), String> {
         for piece in self.buf.chunks(4096) {
-            self.stream.blocking_write_and_flush(piece).map_err(|e| match e {
-                StreamError::Closed => "the connection closed while sending".to_owned(),
-                StreamError::LastOperationFailed(e) => {
-                    match wasip2::http::types::http_error_code(&e) {
-                        Some(code) => describe(&code),
-                        None => e.to_debug_string(),
+            self.stream
+                .blocking_write_and_flush(piece)
+                .map_err(|e| match e {
+                    StreamError::Closed => "the connection closed while sending".to_owned(),
+                    StreamError::LastOperationFailed(e) => {
+                        match wasip2::http::types::http_error_code(&e) {
+                            Some(code) => describe(&code),
+                            None => e.to_debug_string(),
+                        }
                     }
-                }
-            })?;
+                })?;
         }
         self.buf.clear();
         Ok(())

@@ -80,7 +80,9 @@ thread_local! {
 }
 
 fn settings() -> Settings {
-    SETTINGS.with(|s| s.borrow().clone()).expect("setup.init ran")
+    SETTINGS
+        .with(|s| s.borrow().clone())
+        .expect("setup.init ran")
 }
 
 struct Webhook;
@@ -148,7 +150,10 @@ fn reply(code: u16, enhanced: &str, text: &str) -> Reply {
 }
 
 fn try_again(why: &str) -> Reply {
-    log(Level::Warn, &format!("not delivered to the application: {why}"));
+    log(
+        Level::Warn,
+        &format!("not delivered to the application: {why}"),
+    );
     reply(
         451,
         "4.3.0",
@@ -176,7 +181,10 @@ fn deliver(session: &Session, envelope: &Envelope) -> Vec<Reply> {
     let summary = match message::summary() {
         Ok(summary) => Some(summary),
         Err(message::Error::Malformed(why)) => {
-            log(Level::Info, &format!("posting a message that does not parse: {why}"));
+            log(
+                Level::Info,
+                &format!("posting a message that does not parse: {why}"),
+            );
             None
         }
         Err(e) => return vec![try_again(&format!("the message could not be read: {e:?}")); n],
@@ -199,7 +207,10 @@ fn deliver(session: &Session, envelope: &Envelope) -> Vec<Reply> {
         auth: auth.as_ref(),
         // Unguessable: a sender who could write the boundary into the
         // message could add form fields (a forged `envelope`) to the post.
-        boundary: format!("wasmtp-{}", hex(&wasip2::random::random::get_random_bytes(16))),
+        boundary: format!(
+            "wasmtp-{}",
+            hex(&wasip2::random::random::get_random_bytes(16))
+        ),
     };
 
     // Pass 1: sign and measure.
@@ -265,25 +276,40 @@ fn answers(status: u16, body: &[u8], rcpts: &[String], queue_id: &str, on_4xx: u
     match status {
         200..=299 => {
             let accepted = top.unwrap_or_else(|| {
-                reply(250, "2.0.0", &format!("Ok: delivered to the application as {queue_id}"))
+                reply(
+                    250,
+                    "2.0.0",
+                    &format!("Ok: delivered to the application as {queue_id}"),
+                )
             });
             if rcpts.is_empty() {
                 return vec![accepted];
             }
-            rcpts.iter().map(|r| per(r).unwrap_or_else(|| accepted.clone())).collect()
+            rcpts
+                .iter()
+                .map(|r| per(r).unwrap_or_else(|| accepted.clone()))
+                .collect()
         }
         400..=499 => {
             // A refusal stays a refusal: a 2xx reply in its body is ignored.
             let refused = top.filter(|r| r.code >= 400).unwrap_or_else(|| {
                 let enhanced = if on_4xx < 500 { "4.0.0" } else { "5.0.0" };
-                reply(on_4xx, enhanced, &format!("Error: refused by the application (HTTP {status})"))
+                reply(
+                    on_4xx,
+                    enhanced,
+                    &format!("Error: refused by the application (HTTP {status})"),
+                )
             });
             if rcpts.is_empty() {
                 return vec![refused];
             }
             rcpts
                 .iter()
-                .map(|r| per(r).filter(|r| r.code >= 400).unwrap_or_else(|| refused.clone()))
+                .map(|r| {
+                    per(r)
+                        .filter(|r| r.code >= 400)
+                        .unwrap_or_else(|| refused.clone())
+                })
                 .collect()
         }
         _ => vec![try_again(&format!("HTTP {status}")); n],
@@ -310,7 +336,10 @@ fn smtp_reply(v: &serde_json::Value) -> Option<Reply> {
         })
         .map(str::to_owned);
     let clean = |s: &str| -> String {
-        let mut line: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        let mut line: String = s
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
         if line.len() > 400 {
             let mut end = 400;
             while !line.is_char_boundary(end) {
@@ -322,9 +351,12 @@ fn smtp_reply(v: &serde_json::Value) -> Option<Reply> {
     };
     let lines = match v.get("message") {
         Some(serde_json::Value::String(s)) => vec![clean(s)],
-        Some(serde_json::Value::Array(a)) => {
-            a.iter().filter_map(|l| l.as_str()).take(10).map(clean).collect()
-        }
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|l| l.as_str())
+            .take(10)
+            .map(clean)
+            .collect(),
         _ => Vec::new(),
     };
     Some(Reply {
@@ -417,7 +449,12 @@ impl Document<'_> {
         j.key("envelope")?;
         j.begin_object()?;
         j.key("mail_from")?;
-        j.string(e.mail_from.as_deref().unwrap_or("").trim_matches(['<', '>']))?;
+        j.string(
+            e.mail_from
+                .as_deref()
+                .unwrap_or("")
+                .trim_matches(['<', '>']),
+        )?;
         j.key("mail_options")?;
         j.strings(&e.mail_options)?;
         j.key("smtputf8")?;
@@ -437,7 +474,11 @@ impl Document<'_> {
 
         j.key("session")?;
         j.begin_object()?;
-        let client = s.proxy.as_ref().and_then(|p| p.source.as_ref()).unwrap_or(&s.peer);
+        let client = s
+            .proxy
+            .as_ref()
+            .and_then(|p| p.source.as_ref())
+            .unwrap_or(&s.peer);
         j.key("client")?;
         endpoint(&mut j, &client.address, client.port)?;
         j.key("proxied")?;
@@ -565,7 +606,8 @@ impl Document<'_> {
             j.begin_string()?;
             let mut offset = 0;
             loop {
-                let chunk = message::read_body(which, offset, CHUNK).map_err(|e| format!("{e:?}"))?;
+                let chunk =
+                    message::read_body(which, offset, CHUNK).map_err(|e| format!("{e:?}"))?;
                 if chunk.is_empty() {
                     break;
                 }

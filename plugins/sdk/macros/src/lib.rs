@@ -59,9 +59,12 @@ const HOOKS: &[(&str, &str)] = &[
 #[proc_macro_attribute]
 pub fn plugin(attr: TokenStream, item: TokenStream) -> TokenStream {
     if !attr.is_empty() {
-        return syn::Error::new(Span::call_site(), "#[wasmtp_plugin::plugin] takes no arguments")
-            .into_compile_error()
-            .into();
+        return syn::Error::new(
+            Span::call_site(),
+            "#[wasmtp_plugin::plugin] takes no arguments",
+        )
+        .into_compile_error()
+        .into();
     }
     let imp = parse_macro_input!(item as ItemImpl);
     match expand(&imp) {
@@ -75,7 +78,10 @@ pub fn plugin(attr: TokenStream, item: TokenStream) -> TokenStream {
 
 fn expand(imp: &ItemImpl) -> syn::Result<proc_macro2::TokenStream> {
     if imp.trait_.is_none() {
-        return Err(syn::Error::new_spanned(&imp.self_ty, "#[wasmtp_plugin::plugin] goes on `impl Plugin for YourType`"));
+        return Err(syn::Error::new_spanned(
+            &imp.self_ty,
+            "#[wasmtp_plugin::plugin] goes on `impl Plugin for YourType`",
+        ));
     }
     let self_ty = &imp.self_ty;
     let mut exported: Vec<&'static str> = Vec::new();
@@ -91,7 +97,10 @@ fn expand(imp: &ItemImpl) -> syn::Result<proc_macro2::TokenStream> {
     // In the order of the WIT file, so the world text is stable.
     exported.sort_by_key(|i| HOOKS.iter().position(|(_, h)| h == i));
 
-    let world: String = exported.iter().map(|i| format!("export wasmtp:smtp/{i}@{WIT_VERSION}; ")).collect();
+    let world: String = exported
+        .iter()
+        .map(|i| format!("export wasmtp:smtp/{i}@{WIT_VERSION}; "))
+        .collect();
     let inline = format!(
         "package wasmtp:sdk-plugin; world plugin {{ include wasmtp:smtp/plugin@{WIT_VERSION}; import wasmtp:smtp/types@{WIT_VERSION}; {world}}}"
     );

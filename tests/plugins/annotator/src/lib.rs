@@ -19,7 +19,9 @@
 
 use std::io::BufRead;
 
-use wasmtp_plugin::{Args, Content, Envelope, Plugin, Reply, Session, edit_envelope, headers, info, notes};
+use wasmtp_plugin::{
+    Args, Content, Envelope, Plugin, Reply, Session, edit_envelope, headers, info, notes,
+};
 
 #[derive(Default)]
 struct Annotator {
@@ -69,7 +71,9 @@ fn show_head(content: &mut Option<Content>) -> String {
 }
 
 fn counted(result: Result<u32, headers::Error>) -> Result<String, String> {
-    result.map(|n| format!("ok {n}")).map_err(|e| format!("{e:?}"))
+    result
+        .map(|n| format!("ok {n}"))
+        .map_err(|e| format!("{e:?}"))
 }
 
 impl Annotator {
@@ -121,9 +125,15 @@ impl Annotator {
                     );
                     counted(headers::rename_claiming(name, id, to))
                 }
-                "sender" => edit_envelope::set_sender(arg).map(|()| "ok".into()).map_err(|e| format!("{e:?}")),
-                "add-rcpt" => edit_envelope::add_recipient(arg).map(|()| "ok".into()).map_err(|e| format!("{e:?}")),
-                "del-rcpt" => edit_envelope::remove_recipient(arg).map(|found| format!("ok {found}")).map_err(|e| format!("{e:?}")),
+                "sender" => edit_envelope::set_sender(arg)
+                    .map(|()| "ok".into())
+                    .map_err(|e| format!("{e:?}")),
+                "add-rcpt" => edit_envelope::add_recipient(arg)
+                    .map(|()| "ok".into())
+                    .map_err(|e| format!("{e:?}")),
+                "del-rcpt" => edit_envelope::remove_recipient(arg)
+                    .map(|found| format!("ok {found}"))
+                    .map_err(|e| format!("{e:?}")),
                 "reply-head" => {
                     reply = Some(Reply::text(250, show_head(&mut content)));
                     Ok("ok".into())

@@ -32,7 +32,8 @@ use std::cell::{Cell, RefCell};
 
 use exports::wasmtp::smtp::auth::{AuthDecision, Credentials};
 use exports::wasmtp::smtp::{
-    auth, data, ehlo, exception, helo, lmtp_data, mail, noop, proxy, quit, rcpt, rset, setup, starttls, vrfy,
+    auth, data, ehlo, exception, helo, lmtp_data, mail, noop, proxy, quit, rcpt, rset, setup,
+    starttls, vrfy,
 };
 use wasmtp::smtp::content;
 use wasmtp::smtp::log::{Level, log};
@@ -51,16 +52,28 @@ thread_local! {
 fn called(hook: &str, detail: &str) -> String {
     let n = CALLS.get() + 1;
     CALLS.set(n);
-    log(Level::Debug, &format!("every-hook {hook} {detail} [call {n}]"));
+    log(
+        Level::Debug,
+        &format!("every-hook {hook} {detail} [call {n}]"),
+    );
     format!(" [call {n}]")
 }
 
 fn reply(code: u16, enhanced: Option<&str>, text: String) -> Option<Reply> {
-    Some(Reply { code, enhanced: enhanced.map(String::from), lines: vec![text] })
+    Some(Reply {
+        code,
+        enhanced: enhanced.map(String::from),
+        lines: vec![text],
+    })
 }
 
 /// The code for a MAIL or RCPT address: a refusal when the address asks.
-fn address_reply(address: &str, ok: (u16, &str), refused: (u16, &str), text: String) -> Option<Reply> {
+fn address_reply(
+    address: &str,
+    ok: (u16, &str),
+    refused: (u16, &str),
+    text: String,
+) -> Option<Reply> {
     let (code, enhanced) = if address.contains("reject") {
         refused
     } else if address.contains("tempfail") {
@@ -95,7 +108,12 @@ impl helo::Guest for EveryHook {
 }
 
 impl ehlo::Guest for EveryHook {
-    fn handle_ehlo(_session: Session, _envelope: Envelope, hostname: String, mut responses: Reply) -> Option<Reply> {
+    fn handle_ehlo(
+        _session: Session,
+        _envelope: Envelope,
+        hostname: String,
+        mut responses: Reply,
+    ) -> Option<Reply> {
         let call = called("ehlo", &hostname);
         if hostname == "reject.example" {
             return reply(550, None, format!("every-hook refuses ehlo{call}"));
@@ -107,20 +125,36 @@ impl ehlo::Guest for EveryHook {
 }
 
 impl mail::Guest for EveryHook {
-    fn handle_mail(_session: Session, _envelope: Envelope, address: String, options: Vec<String>) -> Option<Reply> {
+    fn handle_mail(
+        _session: Session,
+        _envelope: Envelope,
+        address: String,
+        options: Vec<String>,
+    ) -> Option<Reply> {
         let call = called("mail", &address);
-        let text = format!("every-hook mail {address} options={}{call}", options.join(","));
+        let text = format!(
+            "every-hook mail {address} options={}{call}",
+            options.join(",")
+        );
         address_reply(&address, (250, "2.1.0"), (550, "5.1.0"), text)
     }
 }
 
 impl rcpt::Guest for EveryHook {
-    fn handle_rcpt(_session: Session, _envelope: Envelope, address: String, options: Vec<String>) -> Option<Reply> {
+    fn handle_rcpt(
+        _session: Session,
+        _envelope: Envelope,
+        address: String,
+        options: Vec<String>,
+    ) -> Option<Reply> {
         let call = called("rcpt", &address);
         if address.starts_with("default") {
             return None;
         }
-        let text = format!("every-hook rcpt {address} options={}{call}", options.join(","));
+        let text = format!(
+            "every-hook rcpt {address} options={}{call}",
+            options.join(",")
+        );
         address_reply(&address, (250, "2.1.5"), (550, "5.1.1"), text)
     }
 }
@@ -153,11 +187,19 @@ impl data::Guest for EveryHook {
         }
         let size = content::size();
         if size != len {
-            return reply(451, Some("4.3.0"), format!("every-hook data read {len} bytes but size says {size}{call}"));
+            return reply(
+                451,
+                Some("4.3.0"),
+                format!("every-hook data read {len} bytes but size says {size}{call}"),
+            );
         }
         let from = envelope.mail_from.unwrap_or_default();
         let to = envelope.rcpt_tos.join(",");
-        reply(250, Some("2.0.0"), format!("every-hook data {len} bytes fnv1a={hash:016x} from={from} to={to}{call}"))
+        reply(
+            250,
+            Some("2.0.0"),
+            format!("every-hook data {len} bytes fnv1a={hash:016x} from={from} to={to}{call}"),
+        )
     }
 }
 
@@ -176,7 +218,14 @@ impl noop::Guest for EveryHook {
             "bad-code" => reply(999, None, format!("every-hook bad code{call}")),
             "crlf" => reply(250, None, format!("every-hook noop\r\nINJECTED{call}")),
             "default" => None,
-            "args" => reply(250, None, format!("every-hook args {}{call}", ARGS.with_borrow(|args| args.join(",")))),
+            "args" => reply(
+                250,
+                None,
+                format!(
+                    "every-hook args {}{call}",
+                    ARGS.with_borrow(|args| args.join(","))
+                ),
+            ),
             _ => reply(250, None, format!("every-hook noop {arg}{call}")),
         }
     }
@@ -197,16 +246,27 @@ impl vrfy::Guest for EveryHook {
 }
 
 impl auth::Guest for EveryHook {
-    fn handle_auth(_session: Session, _envelope: Envelope, credentials: Credentials) -> AuthDecision {
+    fn handle_auth(
+        _session: Session,
+        _envelope: Envelope,
+        credentials: Credentials,
+    ) -> AuthDecision {
         let login = String::from_utf8_lossy(&credentials.login).into_owned();
         called("auth", &format!("{} {login}", credentials.mechanism));
-        if credentials.password == b"secret" { AuthDecision::Accept(login) } else { AuthDecision::Reject(None) }
+        if credentials.password == b"secret" {
+            AuthDecision::Accept(login)
+        } else {
+            AuthDecision::Reject(None)
+        }
     }
 }
 
 impl proxy::Guest for EveryHook {
     fn handle_proxy(_session: Session, _envelope: Envelope, proxy: ProxyData) -> bool {
-        let source = proxy.source.map(|source| source.address).unwrap_or_default();
+        let source = proxy
+            .source
+            .map(|source| source.address)
+            .unwrap_or_default();
         called("proxy", &source);
         source != "192.0.2.66"
     }
@@ -214,15 +274,31 @@ impl proxy::Guest for EveryHook {
 
 impl starttls::Guest for EveryHook {
     fn handle_starttls(session: Session, _envelope: Envelope) -> bool {
-        called("starttls", &session.tls.map(|tls| tls.version).unwrap_or_default());
+        called(
+            "starttls",
+            &session.tls.map(|tls| tls.version).unwrap_or_default(),
+        );
         true
     }
 }
 
 impl lmtp_data::Guest for EveryHook {
     fn handle_lmtp_data(_session: Session, envelope: Envelope) -> Vec<Option<Reply>> {
-        let call = called("lmtp-data", &format!("{} recipients", envelope.rcpt_tos.len()));
-        envelope.rcpt_tos.iter().map(|rcpt| reply(250, Some("2.0.0"), format!("every-hook lmtp-data {rcpt}{call}"))).collect()
+        let call = called(
+            "lmtp-data",
+            &format!("{} recipients", envelope.rcpt_tos.len()),
+        );
+        envelope
+            .rcpt_tos
+            .iter()
+            .map(|rcpt| {
+                reply(
+                    250,
+                    Some("2.0.0"),
+                    format!("every-hook lmtp-data {rcpt}{call}"),
+                )
+            })
+            .collect()
     }
 }
 
@@ -235,7 +311,11 @@ impl exception::Guest for EveryHook {
             ErrorKind::InvalidReply => "invalid-reply",
         };
         let call = called("exception", &error.message);
-        reply(451, Some("4.3.0"), format!("every-hook exception {kind} in {}{call}", error.hook))
+        reply(
+            451,
+            Some("4.3.0"),
+            format!("every-hook exception {kind} in {}{call}", error.hook),
+        )
     }
 }
 

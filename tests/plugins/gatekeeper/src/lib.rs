@@ -37,18 +37,28 @@ use wasmtp::smtp::types::{Envelope, ProxyData, Reply, Session};
 struct Gatekeeper;
 
 fn reply(code: u16, enhanced: &str, text: String) -> Reply {
-    Reply { code, enhanced: Some(enhanced.into()), lines: vec![text] }
+    Reply {
+        code,
+        enhanced: Some(enhanced.into()),
+        lines: vec![text],
+    }
 }
 
 impl auth::Guest for Gatekeeper {
-    fn handle_auth(_session: Session, _envelope: Envelope, credentials: Credentials) -> AuthDecision {
+    fn handle_auth(
+        _session: Session,
+        _envelope: Envelope,
+        credentials: Credentials,
+    ) -> AuthDecision {
         let login = String::from_utf8_lossy(&credentials.login).into_owned();
         match credentials.password.as_slice() {
             b"secret" => AuthDecision::Accept(match credentials.authzid {
                 Some(authzid) => format!("{login}+{authzid}"),
                 None => login,
             }),
-            b"custom" => AuthDecision::Reject(Some(reply(535, "5.7.8", "gatekeeper says no".into()))),
+            b"custom" => {
+                AuthDecision::Reject(Some(reply(535, "5.7.8", "gatekeeper says no".into())))
+            }
             _ => AuthDecision::Reject(None),
         }
     }
@@ -71,10 +81,19 @@ impl noop::Guest for Gatekeeper {
         if arg != "whoami" {
             return None;
         }
-        let tls = session.tls.as_ref().map_or("-".into(), |t| format!("{}/{}", t.version, t.cipher));
-        let sni = session.tls.and_then(|t| t.server_name).unwrap_or_else(|| "-".into());
+        let tls = session
+            .tls
+            .as_ref()
+            .map_or("-".into(), |t| format!("{}/{}", t.version, t.cipher));
+        let sni = session
+            .tls
+            .and_then(|t| t.server_name)
+            .unwrap_or_else(|| "-".into());
         let proxy = session.proxy.as_ref().map_or("-".into(), |p| {
-            let source = p.source.as_ref().map_or("-".into(), |s| format!("{}:{}", s.address, s.port));
+            let source = p
+                .source
+                .as_ref()
+                .map_or("-".into(), |s| format!("{}:{}", s.address, s.port));
             format!("v{}:{source}", p.version)
         });
         let tlvs = session.proxy.as_ref().map_or(0, |p| p.tlvs.len());
@@ -85,14 +104,25 @@ impl noop::Guest for Gatekeeper {
             session.auth_identity.unwrap_or_else(|| "-".into()),
             session.lmtp,
         );
-        Some(Reply { code: 250, enhanced: None, lines: vec![text] })
+        Some(Reply {
+            code: 250,
+            enhanced: None,
+            lines: vec![text],
+        })
     }
 }
 
 impl data::Guest for Gatekeeper {
     fn handle_data(_session: Session, envelope: Envelope) -> Option<Reply> {
         let size = content::size();
-        Some(reply(250, "2.0.0", format!("gatekeeper got {size} bytes for {} recipients", envelope.rcpt_tos.len())))
+        Some(reply(
+            250,
+            "2.0.0",
+            format!(
+                "gatekeeper got {size} bytes for {} recipients",
+                envelope.rcpt_tos.len()
+            ),
+        ))
     }
 }
 

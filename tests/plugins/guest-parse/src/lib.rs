@@ -37,10 +37,16 @@ impl Guest for Parse {
         let line = match MessageParser::default().parse(&raw) {
             Some(m) => {
                 let bytes: usize = m.attachments().map(|a| a.contents().len()).sum();
-                let named = m.attachments().filter(|a| a.attachment_name().is_some()).count();
+                let named = m
+                    .attachments()
+                    .filter(|a| a.attachment_name().is_some())
+                    .count();
                 // The first text and HTML parts as they are (mail-parser's
                 // `body_html` would make HTML out of a text-only message).
-                let text = m.text_part(0).and_then(|p| p.text_contents()).map_or(0, str::len);
+                let text = m
+                    .text_part(0)
+                    .and_then(|p| p.text_contents())
+                    .map_or(0, str::len);
                 let html = m
                     .parts
                     .iter()

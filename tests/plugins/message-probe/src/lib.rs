@@ -42,7 +42,9 @@ impl exports::wasmtp::smtp::setup::Guest for Probe {
     }
 }
 
-fn read_all(mut read: impl FnMut(u64) -> Result<Vec<u8>, message::Error>) -> Result<u64, message::Error> {
+fn read_all(
+    mut read: impl FnMut(u64) -> Result<Vec<u8>, message::Error>,
+) -> Result<u64, message::Error> {
     let mut offset = 0u64;
     loop {
         let chunk = read(offset)?;
@@ -67,7 +69,12 @@ fn probe() -> Result<Vec<String>, message::Error> {
         "parts={} bytes={bytes} text={text} html={html} problems={} subject={}",
         s.attachments.len(),
         s.problems.len(),
-        s.subject.unwrap_or_default().chars().filter(|c| !c.is_control()).take(60).collect::<String>()
+        s.subject
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(60)
+            .collect::<String>()
     )];
     for p in s.problems.iter().take(5) {
         lines.push(p.chars().filter(|c| !c.is_control()).take(200).collect());
@@ -79,7 +86,13 @@ impl Guest for Probe {
     fn handle_data(_: Session, _: Envelope) -> Option<Reply> {
         let lines = match probe() {
             Ok(lines) => lines,
-            Err(e) => vec![format!("error={e:?}").chars().filter(|c| !c.is_control()).take(300).collect()],
+            Err(e) => vec![
+                format!("error={e:?}")
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(300)
+                    .collect(),
+            ],
         };
         if PASS.load(Ordering::Relaxed) {
             return None;

@@ -35,8 +35,15 @@ struct Misbehave;
 
 fn reply(code: u16, text: String) -> Option<Reply> {
     // Keep the text printable: error messages may hold anything.
-    let text: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    Some(Reply { code, enhanced: None, lines: vec![text] })
+    let text: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    Some(Reply {
+        code,
+        enhanced: None,
+        lines: vec![text],
+    })
 }
 
 impl noop::Guest for Misbehave {
@@ -58,7 +65,11 @@ impl noop::Guest for Misbehave {
                 }
             }
             "trap" => panic!("misbehave: trap requested"),
-            "bad-reply" => Some(Reply { code: 999, enhanced: None, lines: vec!["nonsense".into()] }),
+            "bad-reply" => Some(Reply {
+                code: 999,
+                enhanced: None,
+                lines: vec!["nonsense".into()],
+            }),
             "read" => match std::fs::read(rest) {
                 Ok(bytes) => reply(250, format!("read {} bytes", bytes.len())),
                 Err(e) => reply(550, format!("cannot read: {e}")),

@@ -15,7 +15,10 @@ struct AllHooks {
 impl AllHooks {
     fn reply(&mut self, code: u16, text: String) -> Option<Reply> {
         self.calls += 1;
-        Some(Reply::text(code, format!("sdk {text} [call {}]", self.calls)))
+        Some(Reply::text(
+            code,
+            format!("sdk {text} [call {}]", self.calls),
+        ))
     }
 }
 
@@ -40,7 +43,10 @@ impl Plugin for AllHooks {
     }
     fn data(&mut self, _: &Session, envelope: &Envelope, content: Content) -> Option<Reply> {
         let size = content.size();
-        self.reply(250, format!("data {size} bytes for {}", envelope.rcpt_tos.join(",")))
+        self.reply(
+            250,
+            format!("data {size} bytes for {}", envelope.rcpt_tos.join(",")),
+        )
     }
     fn rset(&mut self, _: &Session, _: &Envelope) -> Option<Reply> {
         self.reply(250, "rset".into())
@@ -72,9 +78,17 @@ impl Plugin for AllHooks {
         true
     }
     fn exception(&mut self, _: &Session, error: &Error) -> Option<Reply> {
-        Some(Reply::new(451, "4.3.0", format!("sdk exception in {}", error.hook)))
+        Some(Reply::new(
+            451,
+            "4.3.0",
+            format!("sdk exception in {}", error.hook),
+        ))
     }
     fn lmtp_data(&mut self, _: &Session, envelope: &Envelope, _: Content) -> Vec<Option<Reply>> {
-        envelope.rcpt_tos.iter().map(|r| Some(Reply::text(250, format!("sdk lmtp {r}")))).collect()
+        envelope
+            .rcpt_tos
+            .iter()
+            .map(|r| Some(Reply::text(250, format!("sdk lmtp {r}"))))
+            .collect()
     }
 }

@@ -24,7 +24,12 @@ use wasmtp::smtp::types::{Envelope, Reply, Session};
 struct Trap;
 
 impl rcpt::Guest for Trap {
-    fn handle_rcpt(_session: Session, _envelope: Envelope, address: String, _options: Vec<String>) -> Option<Reply> {
+    fn handle_rcpt(
+        _session: Session,
+        _envelope: Envelope,
+        address: String,
+        _options: Vec<String>,
+    ) -> Option<Reply> {
         if address.contains("trap") {
             panic!("trap: rcpt {address}");
         }

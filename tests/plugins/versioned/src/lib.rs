@@ -28,7 +28,11 @@ thread_local! {
 
 fn answer(what: &str) -> Option<Reply> {
     let version = VERSION.with_borrow(Clone::clone);
-    Some(Reply { code: 250, enhanced: None, lines: vec![format!("{what} accepted by {version}")] })
+    Some(Reply {
+        code: 250,
+        enhanced: None,
+        lines: vec![format!("{what} accepted by {version}")],
+    })
 }
 
 struct Versioned;
