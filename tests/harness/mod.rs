@@ -71,17 +71,23 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A Python test plugin, `tests/python/<name>` (its `app.py` and `wit/`,
-/// world `world`), built with componentize-py once per change of its
-/// sources or of the project's WIT: the component is kept in the test
-/// target dir under a name that hashes them, so a run with nothing changed
-/// costs no build (componentize-py takes half a minute).
-#[allow(dead_code)]
-pub fn python_component(name: &str, world: &str) -> PathBuf {
-    let dir = repo_root().join("tests/python").join(name);
-    let mut sources = vec![dir.join("app.py")];
-    for wit in [dir.join("wit"), repo_root().join("wit")] {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&wit)
+/// A test plugin in another language, built by its toolchain from
+/// `tests/<lang>/<name>` once per change of `sources` (its own files and
+/// the WIT its world reads): the component is kept in the test target dir
+/// under a name that hashes them, so a run with nothing changed costs no
+/// build (componentize-py and componentize-js take twenty seconds or more).
+/// `build` makes the command that writes the component to the path it is
+/// given; `hint` says how to install the toolchain.
+fn cached_component(
+    label: &str,
+    dir: &Path,
+    mut sources: Vec<PathBuf>,
+    wit_dirs: &[PathBuf],
+    hint: &str,
+    build: impl FnOnce(&Path) -> Command,
+) -> PathBuf {
+    for wit in wit_dirs {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(wit)
             .unwrap_or_else(|e| panic!("{}: {e}", wit.display()))
             .map(|e| e.unwrap().path())
             .filter(|p| p.extension().is_some_and(|x| x == "wit"))
@@ -89,25 +95,54 @@ pub fn python_component(name: &str, world: &str) -> PathBuf {
         files.sort();
         sources.extend(files);
     }
-    let hash = hash_files(&sources);
-    let out =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("python-{name}-{hash:016x}.wasm"));
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{label}-{:016x}.wasm", hash_files(&sources)));
     if !out.exists() {
         let partial = out.with_extension(format!("{}.partial", std::process::id()));
-        let built = Command::new("componentize-py")
-            .current_dir(&dir)
-            .args(["--quiet", "-d", "wit", "-w", world, "componentize", "app", "-o"])
-            .arg(&partial)
+        let mut command = build(&partial);
+        let built = command
+            .current_dir(dir)
             .output()
-            .expect("componentize-py is not installed: pip install -r examples/python/requirements.txt (.ci/run does)");
+            .unwrap_or_else(|e| panic!("cannot run {command:?}: {e} ({hint})"));
         assert!(
             built.status.success(),
-            "building tests/python/{name}: {}",
+            "building {}: {}{}",
+            dir.display(),
+            String::from_utf8_lossy(&built.stdout),
             String::from_utf8_lossy(&built.stderr)
         );
         std::fs::rename(&partial, &out).unwrap();
     }
     out
+}
+
+/// A Python test plugin, `tests/python/<name>` (its `app.py` and `wit/`,
+/// world `world`), built with componentize-py.
+#[allow(dead_code)]
+pub fn python_component(name: &str, world: &str) -> PathBuf {
+    let dir = repo_root().join("tests/python").join(name);
+    cached_component(
+        &format!("python-{name}"),
+        &dir,
+        vec![dir.join("app.py")],
+        &[dir.join("wit"), repo_root().join("wit")],
+        "pip install -r examples/python/requirements.txt; .ci/run does",
+        |out| {
+            let mut c = Command::new("componentize-py");
+            c.args([
+                "--quiet",
+                "-d",
+                "wit",
+                "-w",
+                world,
+                "componentize",
+                "app",
+                "-o",
+            ])
+            .arg(out);
+            c
+        },
+    )
 }
 
 /// FNV-1a over the files' bytes, in order: stable across runs and
@@ -127,84 +162,51 @@ fn hash_files(files: &[PathBuf]) -> u64 {
 /// ComponentizeJS (SpiderMonkey on StarlingMonkey, whose `fetch` is made
 /// over wasi:http/outgoing-handler) from its `app.js` and `wit/` (world
 /// `world`), with the componentize-js its own package-lock.json pins
-/// (`npm ci --prefix tests/javascript/<name>`; .ci/run does). A build takes
-/// twenty seconds or more, so the component is kept in the test target dir
-/// under a name that hashes the sources, the WIT the world reads (the
-/// project's and its wasi:http) and the lock file.
+/// (`npm ci --prefix tests/javascript/<name>`; .ci/run does).
 #[allow(dead_code)]
 pub fn componentize_js_component(name: &str, world: &str) -> PathBuf {
     let dir = repo_root().join("tests/javascript").join(name);
-    let mut sources = vec![dir.join("app.js"), dir.join("package-lock.json")];
-    for wit in [
-        dir.join("wit"),
-        repo_root().join("wit"),
-        repo_root().join("wit/deps/http"),
-    ] {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&wit)
-            .unwrap_or_else(|e| panic!("{}: {e}", wit.display()))
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "wit"))
-            .collect();
-        files.sort();
-        sources.extend(files);
-    }
-    let hash = hash_files(&sources);
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("componentize-js-{name}-{hash:016x}.wasm"));
-    if !out.exists() {
-        let tool = dir.join("node_modules/.bin/componentize-js");
-        let partial = out.with_extension(format!("{}.partial", std::process::id()));
-        let built = Command::new(&tool)
-            .current_dir(&dir)
-            .args(["app.js", "--wit", "wit", "--world-name", world, "-o"])
-            .arg(&partial)
-            .output()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run {}: {e} (npm ci --prefix tests/javascript/{name}; .ci/run does)",
-                    tool.display()
-                )
-            });
-        assert!(
-            built.status.success(),
-            "building tests/javascript/{name}: {}{}",
-            String::from_utf8_lossy(&built.stdout),
-            String::from_utf8_lossy(&built.stderr)
-        );
-        std::fs::rename(&partial, &out).unwrap();
-    }
-    out
+    let tool = dir.join("node_modules/.bin/componentize-js");
+    cached_component(
+        &format!("componentize-js-{name}"),
+        &dir,
+        vec![dir.join("app.js"), dir.join("package-lock.json")],
+        &[
+            dir.join("wit"),
+            repo_root().join("wit"),
+            repo_root().join("wit/deps/http"),
+        ],
+        &format!("npm ci --prefix tests/javascript/{name}; .ci/run does"),
+        |out| {
+            let mut c = Command::new(&tool);
+            c.args(["app.js", "--wit", "wit", "--world-name", world, "-o"])
+                .arg(out);
+            c
+        },
+    )
 }
 
 /// A JavaScript test plugin, `tests/javascript/<name>` (its `app.js` and
-/// `wit/`, world `world`), built with the example's componentize-qjs
-/// (`npm ci --prefix examples/javascript`) into the test target dir.
+/// `wit/`, world `world`), built with the example's componentize-qjs.
 #[allow(dead_code)]
 pub fn javascript_component(name: &str, world: &str) -> PathBuf {
     let dir = repo_root().join("tests/javascript").join(name);
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("javascript-{name}-{}.wasm", std::process::id()));
     let qjs = repo_root().join("examples/javascript/node_modules/.bin/componentize-qjs");
-    let built = Command::new(&qjs)
-        .current_dir(&dir)
-        .args([
-            "--wit", "wit", "--world", world, "--js", "app.js", "--sync", "-o",
-        ])
-        .arg(&out)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {}: {e} (npm ci --prefix examples/javascript; .ci/run does)",
-                qjs.display()
-            )
-        });
-    assert!(
-        built.status.success(),
-        "building tests/javascript/{name}: {}{}",
-        String::from_utf8_lossy(&built.stdout),
-        String::from_utf8_lossy(&built.stderr)
-    );
-    out
+    cached_component(
+        &format!("javascript-{name}"),
+        &dir,
+        vec![dir.join("app.js"), qjs.clone()],
+        &[dir.join("wit"), repo_root().join("wit")],
+        "npm ci --prefix examples/javascript; .ci/run does",
+        |out| {
+            let mut c = Command::new(&qjs);
+            c.args([
+                "--wit", "wit", "--world", world, "--js", "app.js", "--sync", "-o",
+            ])
+            .arg(out);
+            c
+        },
+    )
 }
 
 /// A message read back from a Maildir by Python's `mailbox` and `email`.

@@ -67,6 +67,14 @@ impl Editor {
         }
     }
 
+    /// Whether `rcpt` is a recipient of the envelope as it will be.
+    fn has(&self, rcpt: &str) -> bool {
+        self.view
+            .rcpt_tos
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(rcpt))
+    }
+
     fn push(&mut self, op: Op) {
         apply(&mut self.view, &op);
         self.ops.push(op);
@@ -93,31 +101,28 @@ impl Editor {
     }
 }
 
-impl envelope::Host for HostState {
-    fn set_sender(&mut self, address: String) -> Result<(), Error> {
-        let editor = self
-            .capabilities
+impl HostState {
+    /// The envelope this call may edit: `unavailable` where it may not.
+    fn editor(&mut self) -> Result<&mut Editor, Error> {
+        self.capabilities
             .envelope
             .as_mut()
-            .ok_or(Error::Unavailable)?;
+            .ok_or(Error::Unavailable)
+    }
+}
+
+impl envelope::Host for HostState {
+    fn set_sender(&mut self, address: String) -> Result<(), Error> {
+        let editor = self.editor()?;
         let sender = editor.parse(&address, true)?;
         editor.push(Op::Sender(sender));
         Ok(())
     }
 
     fn add_recipient(&mut self, address: String) -> Result<(), Error> {
-        let editor = self
-            .capabilities
-            .envelope
-            .as_mut()
-            .ok_or(Error::Unavailable)?;
+        let editor = self.editor()?;
         let rcpt = editor.parse(&address, false)?;
-        if editor
-            .view
-            .rcpt_tos
-            .iter()
-            .any(|r| r.eq_ignore_ascii_case(&rcpt))
-        {
+        if editor.has(&rcpt) {
             return Ok(());
         }
         if editor.view.rcpt_tos.len() >= editor.max_recipients {
@@ -131,18 +136,9 @@ impl envelope::Host for HostState {
     }
 
     fn remove_recipient(&mut self, address: String) -> Result<bool, Error> {
-        let editor = self
-            .capabilities
-            .envelope
-            .as_mut()
-            .ok_or(Error::Unavailable)?;
+        let editor = self.editor()?;
         let rcpt = editor.parse(&address, false)?;
-        if !editor
-            .view
-            .rcpt_tos
-            .iter()
-            .any(|r| r.eq_ignore_ascii_case(&rcpt))
-        {
+        if !editor.has(&rcpt) {
             return Ok(false);
         }
         editor.push(Op::Remove(rcpt));
