@@ -439,21 +439,41 @@ impl Postgres {
         let outcome = async {
             let txn = client.transaction().await?;
             let statement = txn.prepare_cached(INSERT).await?;
-            let mut results = Vec::with_capacity(messages.len());
-            for m in messages {
-                let rcpt_to = serde_json::to_string(&m.rcpt_to).expect("strings serialize");
-                let size = m.message.len() as i64;
-                let row = txn
-                    .query_opt(
-                        &statement,
-                        &[&m.id, &m.mail_from, &rcpt_to, &m.facts, &size, &m.message],
-                    )
-                    .await?;
-                results.push(match row {
+            let columns: Vec<(String, i64)> = messages
+                .iter()
+                .map(|m| {
+                    let rcpt_to = serde_json::to_string(&m.rcpt_to).expect("strings serialize");
+                    (rcpt_to, m.message.len() as i64)
+                })
+                .collect();
+            // Polled together, tokio-postgres pipelines the inserts on the
+            // connection: the batch costs one round trip, not one each.
+            let params: Vec<[&(dyn tokio_postgres::types::ToSql + Sync); 6]> = messages
+                .iter()
+                .zip(&columns)
+                .map(|(m, (rcpt_to, size))| {
+                    [
+                        &m.id as _,
+                        &m.mail_from as _,
+                        rcpt_to as _,
+                        &m.facts as _,
+                        size as _,
+                        &m.message as _,
+                    ]
+                })
+                .collect();
+            let rows = futures_util::future::try_join_all(
+                params.iter().map(|p| txn.query_opt(&statement, p)),
+            )
+            .await?;
+            let results: Vec<Result<()>> = rows
+                .iter()
+                .zip(messages)
+                .map(|(row, m)| match row {
                     Some(_) => Ok(()),
                     None => Err(StoreError::Conflict(format!("queue id {} is taken", m.id))),
-                });
-            }
+                })
+                .collect();
             // Heard by waiting consumers when, and only if, this commits.
             txn.batch_execute("NOTIFY wasmtp_queue").await?;
             txn.commit().await?;
