@@ -352,3 +352,55 @@ pub fn haraka_versions(tools: &Tools) -> String {
         version("haraka-plugin-dkim")
     )
 }
+
+/// Haraka's directory for the policy part's server on `port`: the example
+/// policy of `examples/` in Haraka's terms. `rcpt_to.in_host_list` accepts
+/// the recipients of [`crate::peers::POLICY_ALLOWED_DOMAINS`] (Haraka
+/// refuses any recipient no `rcpt` hook accepted), `plugins/spam_flag.js`
+/// refuses a message whose header carries `X-Spam-Flag: YES` at
+/// `data_post` with 550, `queue/discard` drops the rest. One process
+/// (`nodes=0`); `connection.ini` and `log.ini` (level `info`) as packaged.
+pub fn haraka_policy_config(tools: &Tools, port: u16) -> Result<PathBuf> {
+    let dir = tools.scratch.join(format!("haraka-policy-{port}"));
+    let config = dir.join("config");
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&config)?;
+    std::fs::create_dir_all(&plugins)?;
+    let mut hosts = crate::peers::POLICY_ALLOWED_DOMAINS.join("\n");
+    hosts.push('\n');
+    // Without its own connection.ini and log.ini, a config directory gets
+    // none (not the packaged ones): copy those as packaged.
+    let packaged = tools.haraka.join("node_modules/Haraka/config");
+    for name in ["connection.ini", "log.ini"] {
+        std::fs::copy(packaged.join(name), config.join(name))
+            .with_context(|| format!("Haraka's packaged config/{name}"))?;
+    }
+    let files = [
+        (
+            config.join("smtp.ini"),
+            format!("listen=127.0.0.1:{port}\nnodes=0\npublic_ip=127.0.0.1\n"),
+        ),
+        (config.join("me"), format!("{AUTH_HOSTNAME}\n")),
+        (config.join("host_list"), hosts),
+        (
+            config.join("plugins"),
+            "rcpt_to.in_host_list\nspam_flag\nqueue/discard\n".to_owned(),
+        ),
+        (
+            plugins.join("spam_flag.js"),
+            "// The example policy's header check: refuse X-Spam-Flag: YES.\n\
+             exports.hook_data_post = function (next, connection) {\n\
+             \x20 const flag = connection.transaction.header.get('X-Spam-Flag')\n\
+             \x20 if (flag.split('\\n').some((v) => v.trim().toLowerCase() === 'yes')) {\n\
+             \x20   return next(DENY, 'message refused: X-Spam-Flag is YES')\n\
+             \x20 }\n\
+             \x20 next()\n\
+             }\n"
+                .to_owned(),
+        ),
+    ];
+    for (path, text) in files {
+        std::fs::write(path, text)?;
+    }
+    Ok(dir)
+}

@@ -366,6 +366,34 @@ pub async fn open_idle(
     Ok(open)
 }
 
+/// Check that the server at `addr` applies the example policy of
+/// `examples/`: a recipient outside its allowed domains is refused with
+/// 550, and so is a message whose header carries `X-Spam-Flag: YES` (once
+/// the allowed recipient was accepted). The benchmark's own messages pass.
+pub async fn check_example_policy(addr: SocketAddr) -> Result<()> {
+    let mut client = Client::connect(addr).await?;
+    client.ehlo().await?;
+    client
+        .command(&format!("MAIL FROM:<{SENDER}>\r\n"), 250)
+        .await?;
+    client
+        .command("RCPT TO:<someone@not-allowed.example>\r\n", 550)
+        .await
+        .context("a recipient outside the allowed domains")?;
+    client
+        .command(&format!("RCPT TO:<{RECIPIENT}>\r\n"), 250)
+        .await?;
+    client.command("DATA\r\n", 354).await?;
+    let mut flagged = b"X-Spam-Flag: YES\r\n".to_vec();
+    flagged.extend_from_slice(&message(1024));
+    client.send(&flagged).await?;
+    client
+        .expect(550)
+        .await
+        .context("a message with X-Spam-Flag: YES")?;
+    client.quit().await
+}
+
 /// Send one message of `size` bytes without ever holding it whole: the
 /// body is written in 1 MiB pieces. For the large-message memory figure.
 pub async fn send_large(addr: SocketAddr, size: usize) -> Result<Duration> {

@@ -9,7 +9,8 @@
 //! - [`micro`]: in-process microbenchmarks (instantiation, Maildir writes).
 //! - [`state`]: PostgreSQL for the state part, key-value latency.
 //! - [`auth`]: NSD, the signed message and Haraka's configuration for the
-//!   mail-authentication part.
+//!   mail-authentication part; Haraka's configuration for the policy part
+//!   (the example policy of `examples/` against Haraka).
 //! - [`suite`]: the whole benchmark, interleaved, with medians.
 //! - [`report`]: the tables for BENCHMARKS.md.
 //! - [`handoff`]: mail to an application: `webhook` beside `sink`, and the
@@ -75,7 +76,8 @@ enum Cmd {
     /// Render the tables of a results file again (and, for a full run,
     /// splice them into BENCHMARKS.md).
     Report {
-        /// bench/results/full.json, full-state.json, full-auth.json (or quick*.json).
+        /// bench/results/full.json, full-state.json, full-auth.json,
+        /// full-policy.json (or quick*.json).
         results: PathBuf,
     },
     /// Mail to an application: `webhook` to a receiver on loopback beside

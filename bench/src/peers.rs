@@ -31,6 +31,10 @@ pub struct Tools {
     pub haraka: PathBuf,
     /// The Node.js that runs Haraka.
     pub node: PathBuf,
+    /// Where `bench/run` builds the example policy of `examples/` in each
+    /// language (`rust_policy.wasm`, `javascript_policy.wasm`,
+    /// `python_policy.wasm`); only the policy part needs them.
+    pub examples: PathBuf,
 }
 
 impl Tools {
@@ -125,6 +129,16 @@ pub enum Peer {
     WasmtpMailauth,
     /// Haraka with `spf`, `dkim` (verify) and `queue/discard`.
     Haraka,
+    /// wasmtp running the example policy of `examples/` (recipient
+    /// allowlist, `X-Spam-Flag: YES` refused) built from Rust.
+    WasmtpExampleRust,
+    /// The same policy in JavaScript (componentize-qjs, QuickJS).
+    WasmtpExampleJs,
+    /// The same policy in Python (componentize-py).
+    WasmtpExamplePython,
+    /// Haraka with the same policy: `rcpt_to.in_host_list`, a `data_post`
+    /// plugin refusing `X-Spam-Flag: YES`, `queue/discard`.
+    HarakaPolicy,
 }
 
 impl Peer {
@@ -151,6 +165,25 @@ impl Peer {
     /// The peers of the mail-authentication part.
     pub const AUTH: [Peer; 3] = [Peer::WasmtpAuthSink, Peer::WasmtpMailauth, Peer::Haraka];
 
+    /// The peers of the policy part (BENCHMARKS.md, "The example policy
+    /// against Haraka").
+    pub const POLICY: [Peer; 4] = [
+        Peer::WasmtpExampleRust,
+        Peer::WasmtpExampleJs,
+        Peer::WasmtpExamplePython,
+        Peer::HarakaPolicy,
+    ];
+
+    /// The example component a policy peer runs, under [`Tools::examples`].
+    pub fn example_component(self) -> Option<&'static str> {
+        match self {
+            Peer::WasmtpExampleRust => Some("rust_policy.wasm"),
+            Peer::WasmtpExampleJs => Some("javascript_policy.wasm"),
+            Peer::WasmtpExamplePython => Some("python_policy.wasm"),
+            _ => None,
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Peer::WasmtpEmpty => "wasmtp, empty plugin (floor: no wasm call)",
@@ -167,6 +200,10 @@ impl Peer {
             Peer::WasmtpAuthSink => "wasmtp, sink (no verification)",
             Peer::WasmtpMailauth => "wasmtp, mailauth → sink",
             Peer::Haraka => "Haraka 3.3.4, spf + dkim + queue/discard",
+            Peer::WasmtpExampleRust => "wasmtp, example policy in Rust",
+            Peer::WasmtpExampleJs => "wasmtp, example policy in JavaScript (QuickJS)",
+            Peer::WasmtpExamplePython => "wasmtp, example policy in Python",
+            Peer::HarakaPolicy => "Haraka 3.3.4, rcpt_to.in_host_list + X-Spam-Flag data_post + queue/discard",
         }
     }
 
@@ -186,6 +223,10 @@ impl Peer {
             Peer::WasmtpAuthSink => "wasmtp-auth-sink",
             Peer::WasmtpMailauth => "wasmtp-mailauth",
             Peer::Haraka => "haraka",
+            Peer::WasmtpExampleRust => "wasmtp-example-rust",
+            Peer::WasmtpExampleJs => "wasmtp-example-js",
+            Peer::WasmtpExamplePython => "wasmtp-example-python",
+            Peer::HarakaPolicy => "haraka-policy",
         }
     }
 }
@@ -328,6 +369,32 @@ impl Server {
                     .arg("-c")
                     .arg(&dir)
                     // queue/discard drops every message (its documented switch).
+                    .env("YES_REALLY_DO_DISCARD", "1");
+                c
+            }
+            Peer::WasmtpExampleRust | Peer::WasmtpExampleJs | Peer::WasmtpExamplePython => {
+                let component = tools.examples.join(peer.example_component().unwrap());
+                if !component.is_file() {
+                    bail!(
+                        "{} is missing (bench/run builds the examples where their toolchains are installed)",
+                        component.display()
+                    );
+                }
+                // The example's arguments: the allowed recipient domains,
+                // the load generator's among them.
+                let mut c = Command::new(&tools.wasmtp);
+                c.args(["-n", "-l", &listen, "-c"])
+                    .arg(&component)
+                    .args(POLICY_ALLOWED_DOMAINS);
+                c
+            }
+            Peer::HarakaPolicy => {
+                let dir = crate::auth::haraka_policy_config(tools, port)?;
+                scratch.push(dir.clone());
+                let mut c = Command::new(&tools.node);
+                c.arg(tools.haraka_bin())
+                    .arg("-c")
+                    .arg(&dir)
                     .env("YES_REALLY_DO_DISCARD", "1");
                 c
             }
@@ -528,6 +595,11 @@ impl Peer {
         )
     }
 }
+
+/// The recipient domains the example-policy peers accept (wasmtp: the
+/// plugin's arguments; Haraka: `config/host_list`). The load generator's
+/// and smtp-source's recipient is `rcpt@bench.example`.
+pub const POLICY_ALLOWED_DOMAINS: [&str; 2] = ["bench.example", "example.com"];
 
 /// The greylist's delay in the policy peers, in seconds.
 pub const GREYLIST_DELAY: &str = "0.01";

@@ -26,6 +26,26 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
     Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
 }
 
+/// User and system CPU time the process has used so far, apart (all its
+/// threads, as [`cpu_time`]).
+pub fn cpu_split(pid: u32) -> Result<(Duration, Duration)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("malformed /proc/PID/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.len() < 13 {
+        bail!("malformed /proc/{pid}/stat");
+    }
+    let tick = |t: u64| Duration::from_secs_f64(t as f64 / clock_ticks() as f64);
+    Ok((
+        tick(fields[11].parse()?),
+        tick(fields[12].parse()?),
+    ))
+}
+
 /// CPU time of a process and its children: its own user + system time,
 /// that of its children it has waited for (`cutime`, `cstime`), and that
 /// of its live children (PostgreSQL's backends, whose postmaster reaps them

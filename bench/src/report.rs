@@ -594,6 +594,8 @@ pub enum Section {
     State,
     /// Mail authentication against Haraka: `full-auth.*`.
     Auth,
+    /// The example policy per language against Haraka: `full-policy.*`.
+    Policy,
 }
 
 impl Section {
@@ -602,17 +604,18 @@ impl Section {
             Section::Main => "",
             Section::State => "-state",
             Section::Auth => "-auth",
+            Section::Policy => "-policy",
         }
     }
 
     fn markers(self) -> (String, String) {
         match self {
             Section::Main => (BEGIN.to_owned(), END.to_owned()),
-            Section::State | Section::Auth => {
-                let name = if self == Section::State {
-                    "state"
-                } else {
-                    "auth"
+            Section::State | Section::Auth | Section::Policy => {
+                let name = match self {
+                    Section::State => "state",
+                    Section::Auth => "auth",
+                    _ => "policy",
                 };
                 (
                     format!(
@@ -626,7 +629,9 @@ impl Section {
 
     /// Which section a results file holds.
     pub fn of(r: &Results) -> Section {
-        if !r.auth_cells.is_empty() {
+        if !r.policy_cells.is_empty() {
+            Section::Policy
+        } else if !r.auth_cells.is_empty() {
             Section::Auth
         } else if !r.state_cells.is_empty() || !r.kv.is_empty() {
             Section::State
@@ -656,6 +661,13 @@ impl Section {
             p.auth_modes.clear();
             p.auth_cells.clear();
             p.auth_message_bytes = 0;
+        }
+        if self != Section::Policy {
+            p.policy_modes.clear();
+            p.policy_cells.clear();
+            p.policy_components.clear();
+        }
+        if self != Section::Auth && self != Section::Policy {
             p.versions.retain(|(what, _)| what != "haraka");
         }
         p
@@ -667,6 +679,7 @@ pub fn section_markdown(section: Section, r: &Results) -> String {
         Section::Main => markdown(r),
         Section::State => state_markdown(r),
         Section::Auth => auth_markdown(r),
+        Section::Policy => policy_markdown(r),
     }
 }
 
@@ -1079,6 +1092,129 @@ pub fn auth_markdown(r: &Results) -> String {
                 count(warm),
                 count(window),
                 per.map_or("–".into(), |p| format!("{p:.2}"))
+            );
+        }
+        let _ = writeln!(o);
+    }
+    out
+}
+
+pub fn policy_markdown(r: &Results) -> String {
+    let mut out = String::new();
+    let o = &mut out;
+    header(o, r, &r.policy_cells);
+    let cells = &r.policy_cells;
+    let agg = |m: usize, p: Peer| aggregate_in(cells, m, p);
+    let split = |m: usize, p: Peer| {
+        let ok: Vec<&Cell> = cells
+            .iter()
+            .filter(|c| c.mode == m && c.peer == Some(p) && c.error.is_none())
+            .collect();
+        let pick = |f: fn(&Figures) -> Option<f64>| {
+            median(ok.iter().filter_map(|c| c.ours.as_ref().and_then(f)).collect())
+        };
+        (pick(|f| f.cpu_user_us_per_msg), pick(|f| f.cpu_sys_us_per_msg))
+    };
+    if !r.policy_components.is_empty() {
+        let sizes: Vec<String> = r
+            .policy_components
+            .iter()
+            .map(|(file, size)| format!("`{file}` {:.0} KB", *size as f64 / 1000.0))
+            .collect();
+        let _ = writeln!(o, "Components: {}.\n", sizes.join(", "));
+    }
+    let _ = writeln!(o, "#### The targets, measured side by side\n");
+    let _ = writeln!(
+        o,
+        "The Rust generator's figures; CPU is the server process's user + system time per message.\n"
+    );
+    let _ = writeln!(o, "| target | measured | limit | verdict | how far |");
+    let _ = writeln!(o, "|---|---|---|---|---|");
+    for (m, mode) in r.policy_modes.iter().enumerate() {
+        if cells.iter().all(|c| c.mode != m) {
+            continue;
+        }
+        let h = agg(m, Peer::HarakaPolicy);
+        let js = agg(m, Peer::WasmtpExampleJs);
+        let py = agg(m, Peer::WasmtpExamplePython);
+        let rate = ratio(js.ours_rate, h.ours_rate);
+        target(
+            o,
+            &format!("msgs/s, JavaScript policy in wasmtp ÷ Haraka ({})", mode.label()),
+            format!("{} ÷ {} = {}", num(js.ours_rate), num(h.ours_rate), times(rate)),
+            rate,
+            3.0,
+            false,
+            "×",
+        );
+        let cpu = ratio(js.ours_cpu, h.ours_cpu);
+        target(
+            o,
+            &format!("CPU/msg, JavaScript policy in wasmtp ÷ Haraka ({})", mode.label()),
+            format!("{} µs ÷ {} µs = {}", num(js.ours_cpu), num(h.ours_cpu), times(cpu)),
+            cpu,
+            0.3,
+            true,
+            "×",
+        );
+        let rate = ratio(py.ours_rate, h.ours_rate);
+        target(
+            o,
+            &format!("msgs/s, Python policy in wasmtp ÷ Haraka ({})", mode.label()),
+            format!("{} ÷ {} = {}", num(py.ours_rate), num(h.ours_rate), times(rate)),
+            rate,
+            3.0,
+            false,
+            "×",
+        );
+        if mode.sessions > 1 {
+            for (lang, a) in [("JavaScript", &js), ("Python", &py)] {
+                let rss = ratio(a.hwm_mib, h.hwm_mib);
+                target(
+                    o,
+                    &format!("peak RSS, {lang} policy in wasmtp ÷ Haraka ({})", mode.label()),
+                    format!("{} MiB ÷ {} MiB = {}", num(a.hwm_mib), num(h.hwm_mib), times(rss)),
+                    rss,
+                    1.0,
+                    true,
+                    "×",
+                );
+            }
+        }
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(o, "#### Per mode\n");
+    let _ = writeln!(
+        o,
+        "msgs/s, latency and the server process's CPU per message (user, system, total) from the Rust generator; smtp-source's msgs/s and CPU per message sending as many messages again; peak RSS (VmHWM) of the server after both.\n"
+    );
+    for (m, mode) in r.policy_modes.iter().enumerate() {
+        if cells.iter().all(|c| c.mode != m) {
+            continue;
+        }
+        let _ = writeln!(o, "##### {}\n", mode.label());
+        let _ = writeln!(
+            o,
+            "| peer | msgs/s | CPU µs/msg (user + sys) | user | sys | p50 µs | p99 µs | smtp-source msgs/s | smtp-source CPU µs/msg | peak RSS MiB |"
+        );
+        let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for peer in Peer::POLICY {
+            let a = agg(m, peer);
+            let (user, sys) = split(m, peer);
+            let _ = writeln!(
+                o,
+                "| {}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                peer.label(),
+                failed_note(&a),
+                num(a.ours_rate),
+                num(a.ours_cpu),
+                num(user),
+                num(sys),
+                num(a.p50),
+                num(a.p99),
+                num(a.src_rate),
+                num(a.src_cpu),
+                num(a.hwm_mib)
             );
         }
         let _ = writeln!(o);

@@ -46,10 +46,11 @@ pub struct Settings {
     /// Size of the large message through Mailbox, in MiB.
     #[arg(long, default_value_t = 200)]
     pub large_mib: usize,
-    /// Only these parts (load, memory, micro, state, auth); all by default.
-    /// `state` and `auth` write their own results files
-    /// (bench/results/full-state.*, full-auth.*) and BENCHMARKS.md sections,
-    /// so running one alone leaves the others' figures alone.
+    /// Only these parts (load, memory, micro, state, auth, policy); all by
+    /// default. `state`, `auth` and `policy` write their own results files
+    /// (bench/results/full-state.*, full-auth.*, full-policy.*) and
+    /// BENCHMARKS.md sections, so running one alone leaves the others'
+    /// figures alone.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Only these modes, by number (1-9, in the order of BENCHMARKS.md's tables).
@@ -166,6 +167,34 @@ pub const AUTH_MODES: [Mode; 4] = [
     },
 ];
 
+/// The policy part's modes: 1 KiB, both connection modes, 1 and 20 sessions.
+pub const POLICY_MODES: [Mode; 4] = [
+    Mode {
+        reuse: true,
+        size: 1 << 10,
+        sessions: 1,
+        pipeline: false,
+    },
+    Mode {
+        reuse: false,
+        size: 1 << 10,
+        sessions: 1,
+        pipeline: false,
+    },
+    Mode {
+        reuse: true,
+        size: 1 << 10,
+        sessions: 20,
+        pipeline: false,
+    },
+    Mode {
+        reuse: false,
+        size: 1 << 10,
+        sessions: 20,
+        pipeline: false,
+    },
+];
+
 pub const MODES: [Mode; 9] = [
     Mode {
         reuse: true,
@@ -234,6 +263,12 @@ pub struct Figures {
     /// The database server's CPU time per message, µs (PostgreSQL peers).
     #[serde(default)]
     pub db_cpu_us_per_msg: Option<f64>,
+    /// `cpu_us_per_msg` split: user and system time, µs (the Rust
+    /// generator's window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_user_us_per_msg: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_sys_us_per_msg: Option<f64>,
 }
 
 impl Figures {
@@ -245,6 +280,8 @@ impl Figures {
             msgs_per_s: messages as f64 / elapsed.as_secs_f64().max(1e-9),
             cpu_us_per_msg: cpu.as_secs_f64() * 1e6 / m,
             db_cpu_us_per_msg: None,
+            cpu_user_us_per_msg: None,
+            cpu_sys_us_per_msg: None,
         }
     }
 }
@@ -326,6 +363,14 @@ pub struct Results {
     /// The signed message's size on the wire, bytes.
     #[serde(default)]
     pub auth_message_bytes: usize,
+    /// The example policy against Haraka.
+    #[serde(default)]
+    pub policy_modes: Vec<Mode>,
+    #[serde(default)]
+    pub policy_cells: Vec<Cell>,
+    /// The example components' sizes, bytes: (file name, size).
+    #[serde(default)]
+    pub policy_components: Vec<(String, u64)>,
 }
 
 /// Where the programs are when nothing says otherwise: `wasmtp` next to
@@ -351,6 +396,9 @@ pub fn default_tools() -> Result<Tools> {
     let node = std::env::var_os("BENCH_NODE")
         .map(PathBuf::from)
         .unwrap_or_else(|| "node".into());
+    let examples = std::env::var_os("BENCH_EXAMPLES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/bench-examples"));
     Ok(Tools {
         wasmtp: dir.join("wasmtp"),
         wasm_dir: dir.join("wasm-plugins/wasm32-wasip2/release"),
@@ -359,6 +407,7 @@ pub fn default_tools() -> Result<Tools> {
         scratch,
         haraka,
         node,
+        examples,
     })
 }
 
@@ -473,6 +522,19 @@ pub fn run(settings: Settings) -> Result<()> {
     } else {
         None
     };
+    if settings.part("policy") {
+        if !settings.part("auth") {
+            results
+                .versions
+                .push(("haraka".into(), auth::haraka_versions(&tools)));
+        }
+        for peer in Peer::POLICY {
+            if let Some(file) = peer.example_component() {
+                let size = std::fs::metadata(tools.examples.join(file)).map_or(0, |m| m.len());
+                results.policy_components.push((file.to_owned(), size));
+            }
+        }
+    }
 
     for run in 0..settings.runs() {
         if settings.part("load") {
@@ -577,6 +639,19 @@ pub fn run(settings: Settings) -> Result<()> {
                 }
             }
         }
+        if settings.part("policy") {
+            results.policy_modes = POLICY_MODES.to_vec();
+            for (m, mode) in POLICY_MODES.iter().enumerate() {
+                let mut order = Peer::POLICY.to_vec();
+                let n = order.len();
+                order.rotate_left((run * POLICY_MODES.len() + m) % n);
+                for peer in order {
+                    let cell = measure(&tools, &rt, &settings, run, m, *mode, peer);
+                    log(format!("policy: {}", describe(&cell, mode)));
+                    results.policy_cells.push(cell);
+                }
+            }
+        }
     }
     if settings.part("state") {
         let calls = if settings.quick { 300 } else { 2_000 };
@@ -659,6 +734,7 @@ pub fn run(settings: Settings) -> Result<()> {
         ),
         (report::Section::State, settings.part("state"), true),
         (report::Section::Auth, settings.part("auth"), true),
+        (report::Section::Policy, settings.part("policy"), true),
     ];
     for (section, ran, whole) in groups {
         if !ran {
@@ -793,6 +869,10 @@ fn measure_into(
         },
     )?;
     let pid = server.pid();
+    if Peer::POLICY.contains(&peer) {
+        rt.block_on(load::check_example_policy(server.addr))
+            .context("checking that the server applies the example policy")?;
+    }
     if matches!(peer, Peer::WasmtpPolicy | Peer::WasmtpPolicyPg) {
         let delay = Duration::from_secs_f64(peers::GREYLIST_DELAY.parse()?);
         rt.block_on(load::prime_greylist(server.addr, delay))
@@ -825,11 +905,13 @@ fn measure_into(
     };
     let db_cpu = || db_pid.map(procfs::tree_cpu_time).transpose();
     let db0 = db_cpu()?;
-    let cpu0 = procfs::cpu_time(pid)?;
+    let (user0, sys0) = procfs::cpu_split(pid)?;
     let ours = rt
         .block_on(load::run(&spec))
         .context("Rust load generator")?;
-    let cpu = procfs::cpu_time(pid)? - cpu0;
+    let (user1, sys1) = procfs::cpu_split(pid)?;
+    let (user, sys) = (user1.saturating_sub(user0), sys1.saturating_sub(sys0));
+    let cpu = user + sys;
     let db = db_cpu()?;
     let (busy, own) = (
         procfs::machine_busy()? - busy0,
@@ -841,6 +923,9 @@ fn measure_into(
         bail!("the server does not advertise PIPELINING");
     }
     let mut figures = Figures::new(ours.messages, ours.elapsed, cpu);
+    let per_msg = |d: Duration| d.as_secs_f64() * 1e6 / ours.messages.max(1) as f64;
+    figures.cpu_user_us_per_msg = Some(per_msg(user));
+    figures.cpu_sys_us_per_msg = Some(per_msg(sys));
     if let (Some(db0), Some(db)) = (db0, db) {
         figures.db_cpu_us_per_msg =
             Some(db.saturating_sub(db0).as_secs_f64() * 1e6 / ours.messages.max(1) as f64);
