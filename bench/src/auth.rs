@@ -73,7 +73,10 @@ impl Nsd {
     pub fn start(scratch: &Path, dkim_key: &str) -> Result<Nsd> {
         for path in [nsd_program("nsd"), nsd_program("nsd-control")] {
             if !path.is_file() {
-                bail!("{} is missing (bench/run extracts Debian's nsd)", path.display());
+                bail!(
+                    "{} is missing (bench/run extracts Debian's nsd)",
+                    path.display()
+                );
             }
         }
         let dir = scratch.join("nsd");
@@ -239,7 +242,10 @@ pub fn signed_script(tools: &Tools, scratch: &Path) -> Result<Arc<Script>> {
     child.stdin.take().unwrap().write_all(&message)?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!("dkim_sign.py sign: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "dkim_sign.py sign: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let mut signed = out.stdout;
     if !signed.starts_with(b"DKIM-Signature:") {
@@ -396,7 +402,7 @@ pub fn haraka_policy_config(tools: &Tools, port: u16) -> Result<PathBuf> {
              \x20 }\n\
              \x20 next()\n\
              }\n"
-                .to_owned(),
+            .to_owned(),
         ),
     ];
     for (path, text) in files {

@@ -132,7 +132,8 @@ async fn request(stream: &mut BufReader<tokio::net::TcpStream>) -> std::io::Resu
     loop {
         line.clear();
         stream.read_line(&mut line).await?;
-        let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+        let size =
+            usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
         let mut left = size + 2; // the chunk and its CRLF
         while left > 0 {
             let n = stream.read(&mut sink[..left.min(64 << 10)]).await?;
@@ -149,7 +150,9 @@ async fn request(stream: &mut BufReader<tokio::net::TcpStream>) -> std::io::Resu
 
 /// `wasmtp -n -l ADDR -s 0 ARGS...`, once it greets.
 fn start(tools: &Tools, args: &[String]) -> Result<(Child, SocketAddr)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut child = Command::new(&tools.wasmtp)
         .args(["-n", "-l", &addr.to_string(), "-s", "0"])
@@ -205,7 +208,11 @@ fn deliveries(tools: &Tools, seconds: f64) -> Result<Vec<Delivery>> {
                 reuse: true,
                 size,
                 sessions: 1,
-                duration: Duration::from_secs_f64(if size > 1024 { seconds * 2.0 } else { seconds }),
+                duration: Duration::from_secs_f64(if size > 1024 {
+                    seconds * 2.0
+                } else {
+                    seconds
+                }),
                 max_messages: 1_000_000,
                 pipeline: false,
                 script: None,
@@ -288,8 +295,14 @@ fn parses(tools: &Tools, iterations: usize) -> Result<Vec<Parse>> {
             ] {
                 let path = tools.wasm_dir.join(file);
                 ensure!(path.is_file(), "{} is missing", path.display());
-                let loaded =
-                    micro::load_plugin(&runtime, plugin, Source::File(path), Vec::new(), Path::new(".")).await?;
+                let loaded = micro::load_plugin(
+                    &runtime,
+                    plugin,
+                    Source::File(path),
+                    Vec::new(),
+                    Path::new("."),
+                )
+                .await?;
                 let chain = Arc::new(Chain::of("bench", vec![loaded]));
                 let mut session = SessionPlugin::new(chain, 1);
                 let (mut samples, mut answer) = (Vec::with_capacity(n), String::new());
@@ -303,7 +316,9 @@ fn parses(tools: &Tools, iterations: usize) -> Result<Vec<Parse>> {
                     if i > n / 10 + 2 {
                         samples.push(took);
                     }
-                    answer = reply.map(|r| r.text.replace("\r\n", " ")).unwrap_or_default();
+                    answer = reply
+                        .map(|r| r.text.replace("\r\n", " "))
+                        .unwrap_or_default();
                 }
                 out.push(Parse {
                     plugin: plugin.into(),
@@ -341,7 +356,11 @@ pub fn markdown(r: &Results) -> String {
             d.latency_p50_us,
             d.latency_p99_us,
             d.cpu_us_per_msg,
-            if d.posted > 0 { d.posted.to_string() } else { "—".into() },
+            if d.posted > 0 {
+                d.posted.to_string()
+            } else {
+                "—".into()
+            },
         );
     }
     md += "\n| message | plugin | `data` call p50 / p99 | it found |\n|---|---|---|---|\n";

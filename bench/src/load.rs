@@ -444,7 +444,9 @@ pub async fn prime_greylist(addr: SocketAddr, delay: Duration) -> Result<()> {
         client
             .command(&format!("MAIL FROM:<{SENDER}>\r\n"), 250)
             .await?;
-        client.send(format!("RCPT TO:<{RECIPIENT}>\r\n").as_bytes()).await?;
+        client
+            .send(format!("RCPT TO:<{RECIPIENT}>\r\n").as_bytes())
+            .await?;
         let code = client.reply().await?;
         client.command("RSET\r\n", 250).await?;
         match code {

@@ -264,7 +264,12 @@ fn examples() -> Vec<(String, std::path::PathBuf)> {
     };
     ["rust", "javascript", "python"]
         .iter()
-        .map(|lang| (format!("{lang} example"), dir.join(format!("{lang}_policy.wasm"))))
+        .map(|lang| {
+            (
+                format!("{lang} example"),
+                dir.join(format!("{lang}_policy.wasm")),
+            )
+        })
         .filter(|(_, path)| path.is_file())
         .collect()
 }

@@ -203,7 +203,9 @@ impl Peer {
             Peer::WasmtpExampleRust => "wasmtp, example policy in Rust",
             Peer::WasmtpExampleJs => "wasmtp, example policy in JavaScript (QuickJS)",
             Peer::WasmtpExamplePython => "wasmtp, example policy in Python",
-            Peer::HarakaPolicy => "Haraka 3.3.4, rcpt_to.in_host_list + X-Spam-Flag data_post + queue/discard",
+            Peer::HarakaPolicy => {
+                "Haraka 3.3.4, rcpt_to.in_host_list + X-Spam-Flag data_post + queue/discard"
+            }
         }
     }
 

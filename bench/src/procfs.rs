@@ -40,10 +40,7 @@ pub fn cpu_split(pid: u32) -> Result<(Duration, Duration)> {
         bail!("malformed /proc/{pid}/stat");
     }
     let tick = |t: u64| Duration::from_secs_f64(t as f64 / clock_ticks() as f64);
-    Ok((
-        tick(fields[11].parse()?),
-        tick(fields[12].parse()?),
-    ))
+    Ok((tick(fields[11].parse()?), tick(fields[12].parse()?)))
 }
 
 /// CPU time of a process and its children: its own user + system time,
@@ -72,7 +69,11 @@ pub fn tree_cpu_time(pid: u32) -> Result<Duration> {
     }
     let mut ticks = own[10] + own[11] + own[12] + own[13];
     for entry in std::fs::read_dir("/proc")?.flatten() {
-        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         if let Ok(f) = fields(child)

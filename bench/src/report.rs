@@ -1021,8 +1021,16 @@ pub fn auth_markdown(r: &Results) -> String {
         let cpu = ratio(w.ours_cpu, h.ours_cpu);
         target(
             o,
-            &format!("CPU/msg, wasmtp mailauth → sink ÷ Haraka ({})", mode.label()),
-            format!("{} µs ÷ {} µs = {}", num(w.ours_cpu), num(h.ours_cpu), times(cpu)),
+            &format!(
+                "CPU/msg, wasmtp mailauth → sink ÷ Haraka ({})",
+                mode.label()
+            ),
+            format!(
+                "{} µs ÷ {} µs = {}",
+                num(w.ours_cpu),
+                num(h.ours_cpu),
+                times(cpu)
+            ),
             cpu,
             0.25,
             true,
@@ -1032,7 +1040,12 @@ pub fn auth_markdown(r: &Results) -> String {
         target(
             o,
             &format!("msgs/s, wasmtp mailauth → sink ÷ Haraka ({})", mode.label()),
-            format!("{} ÷ {} = {}", num(w.ours_rate), num(h.ours_rate), times(rate)),
+            format!(
+                "{} ÷ {} = {}",
+                num(w.ours_rate),
+                num(h.ours_rate),
+                times(rate)
+            ),
             rate,
             4.0,
             false,
@@ -1111,9 +1124,16 @@ pub fn policy_markdown(r: &Results) -> String {
             .filter(|c| c.mode == m && c.peer == Some(p) && c.error.is_none())
             .collect();
         let pick = |f: fn(&Figures) -> Option<f64>| {
-            median(ok.iter().filter_map(|c| c.ours.as_ref().and_then(f)).collect())
+            median(
+                ok.iter()
+                    .filter_map(|c| c.ours.as_ref().and_then(f))
+                    .collect(),
+            )
         };
-        (pick(|f| f.cpu_user_us_per_msg), pick(|f| f.cpu_sys_us_per_msg))
+        (
+            pick(|f| f.cpu_user_us_per_msg),
+            pick(|f| f.cpu_sys_us_per_msg),
+        )
     };
     if !r.policy_components.is_empty() {
         let sizes: Vec<String> = r
@@ -1140,8 +1160,16 @@ pub fn policy_markdown(r: &Results) -> String {
         let rate = ratio(js.ours_rate, h.ours_rate);
         target(
             o,
-            &format!("msgs/s, JavaScript policy in wasmtp ÷ Haraka ({})", mode.label()),
-            format!("{} ÷ {} = {}", num(js.ours_rate), num(h.ours_rate), times(rate)),
+            &format!(
+                "msgs/s, JavaScript policy in wasmtp ÷ Haraka ({})",
+                mode.label()
+            ),
+            format!(
+                "{} ÷ {} = {}",
+                num(js.ours_rate),
+                num(h.ours_rate),
+                times(rate)
+            ),
             rate,
             3.0,
             false,
@@ -1150,8 +1178,16 @@ pub fn policy_markdown(r: &Results) -> String {
         let cpu = ratio(js.ours_cpu, h.ours_cpu);
         target(
             o,
-            &format!("CPU/msg, JavaScript policy in wasmtp ÷ Haraka ({})", mode.label()),
-            format!("{} µs ÷ {} µs = {}", num(js.ours_cpu), num(h.ours_cpu), times(cpu)),
+            &format!(
+                "CPU/msg, JavaScript policy in wasmtp ÷ Haraka ({})",
+                mode.label()
+            ),
+            format!(
+                "{} µs ÷ {} µs = {}",
+                num(js.ours_cpu),
+                num(h.ours_cpu),
+                times(cpu)
+            ),
             cpu,
             0.3,
             true,
@@ -1160,8 +1196,16 @@ pub fn policy_markdown(r: &Results) -> String {
         let rate = ratio(py.ours_rate, h.ours_rate);
         target(
             o,
-            &format!("msgs/s, Python policy in wasmtp ÷ Haraka ({})", mode.label()),
-            format!("{} ÷ {} = {}", num(py.ours_rate), num(h.ours_rate), times(rate)),
+            &format!(
+                "msgs/s, Python policy in wasmtp ÷ Haraka ({})",
+                mode.label()
+            ),
+            format!(
+                "{} ÷ {} = {}",
+                num(py.ours_rate),
+                num(h.ours_rate),
+                times(rate)
+            ),
             rate,
             3.0,
             false,
@@ -1172,8 +1216,16 @@ pub fn policy_markdown(r: &Results) -> String {
                 let rss = ratio(a.hwm_mib, h.hwm_mib);
                 target(
                     o,
-                    &format!("peak RSS, {lang} policy in wasmtp ÷ Haraka ({})", mode.label()),
-                    format!("{} MiB ÷ {} MiB = {}", num(a.hwm_mib), num(h.hwm_mib), times(rss)),
+                    &format!(
+                        "peak RSS, {lang} policy in wasmtp ÷ Haraka ({})",
+                        mode.label()
+                    ),
+                    format!(
+                        "{} MiB ÷ {} MiB = {}",
+                        num(a.hwm_mib),
+                        num(h.hwm_mib),
+                        times(rss)
+                    ),
                     rss,
                     1.0,
                     true,

@@ -632,7 +632,8 @@ pub fn run(settings: Settings) -> Result<()> {
                     log(format!(
                         "auth: {} | DNS queries: warm-up {}, window {}",
                         describe(&cell, mode),
-                        cell.dns_queries_warmup.map_or("-".into(), |q| q.to_string()),
+                        cell.dns_queries_warmup
+                            .map_or("-".into(), |q| q.to_string()),
                         cell.dns_queries.map_or("-".into(), |q| q.to_string())
                     ));
                     results.auth_cells.push(cell);
@@ -807,16 +808,7 @@ fn measure(
     mode: Mode,
     peer: Peer,
 ) -> Cell {
-    measure_in(
-        tools,
-        rt,
-        settings,
-        run,
-        m,
-        mode,
-        peer,
-        &Extras::default(),
-    )
+    measure_in(tools, rt, settings, run, m, mode, peer, &Extras::default())
 }
 
 #[allow(clippy::too_many_arguments)]
