@@ -16,7 +16,10 @@ type Outcome = (Option<Result<Vec<u8>, String>>, Vec<u8>);
 
 fn decode(limit: Option<usize>, input: &[u8], split: usize) -> Outcome {
     // A small threshold, so longer inputs go through the spool file too.
-    let spool = SpoolSettings { dir: std::env::temp_dir(), threshold: 256 };
+    let spool = SpoolSettings {
+        dir: std::env::temp_dir(),
+        threshold: 256,
+    };
     let mut decoder = DataDecoder::new(limit, Arc::new(spool));
     let mut buf = BytesMut::new();
     let mut pieces = input.chunks(split.max(1));
@@ -38,7 +41,9 @@ fn decode(limit: Option<usize>, input: &[u8], split: usize) -> Outcome {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&knobs, input)) = data.split_first() else { return };
+    let Some((&knobs, input)) = data.split_first() else {
+        return;
+    };
     let limit = match knobs & 3 {
         0 => None,
         1 => Some(16),
@@ -46,10 +51,20 @@ fuzz_target!(|data: &[u8]| {
         _ => Some(usize::from(knobs)),
     };
     let whole = decode(limit, input, input.len());
-    assert_eq!(whole, decode(limit, input, usize::from(knobs >> 2) + 1), "decoding depends on read sizes");
+    assert_eq!(
+        whole,
+        decode(limit, input, usize::from(knobs >> 2) + 1),
+        "decoding depends on read sizes"
+    );
     if let (Some(Ok(content)), rest) = &whole {
-        assert!(limit.is_none_or(|l| content.len() <= l), "content over the limit");
+        assert!(
+            limit.is_none_or(|l| content.len() <= l),
+            "content over the limit"
+        );
         // Unstuffing only removes bytes, and the terminator (5 bytes) was consumed.
-        assert!(content.len() + rest.len() + 3 <= input.len(), "more out than in");
+        assert!(
+            content.len() + rest.len() + 3 <= input.len(),
+            "more out than in"
+        );
     }
 });

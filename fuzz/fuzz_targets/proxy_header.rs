@@ -9,7 +9,11 @@ use wasmtp_fuzz::proxy_protocol;
 fuzz_target!(|data: &[u8]| {
     if let Ok(header) = proxy_protocol::parse(data) {
         if header.version == 1 {
-            assert!(data.len() <= 107 || !data.starts_with(b"PROXY"), "{} bytes", data.len());
+            assert!(
+                data.len() <= 107 || !data.starts_with(b"PROXY"),
+                "{} bytes",
+                data.len()
+            );
         }
     }
 });
