@@ -772,6 +772,19 @@ fn diff(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     Some(a? - b?)
 }
 
+/// What a row of the state part's ratio table shows.
+#[derive(Clone, Copy)]
+enum Compare {
+    Ratio,
+    Difference,
+}
+
+#[derive(Clone, Copy)]
+enum Figure {
+    Rate,
+    Cpu,
+}
+
 pub fn state_markdown(r: &Results) -> String {
     let mut out = String::new();
     let o = &mut out;
@@ -852,108 +865,98 @@ pub fn state_markdown(r: &Results) -> String {
     let labels: Vec<String> = r.state_modes.iter().map(|m| m.label()).collect();
     let _ = writeln!(o, "| figure | {} |", labels.join(" | "));
     let _ = writeln!(o, "|---|{}", "---:|".repeat(labels.len()));
-    type Row<'a> = (&'a str, Box<dyn Fn(usize) -> String + 'a>);
-    let rows: Vec<Row> = vec![
+    // Each row: a figure of peer A against peer B's, as a ratio or a
+    // difference, smtp-source's with the Rust generator's in parentheses.
+    let rows = [
         (
             "msgs/s, queue (SQLite) ÷ Mailbox",
-            Box::new(|m| {
-                let (q, b) = (agg(m, Peer::WasmtpQueue), agg(m, Peer::WasmtpMailbox));
-                format!(
-                    "{} ({})",
-                    times(ratio(q.src_rate, b.src_rate)),
-                    times(ratio(q.ours_rate, b.ours_rate))
-                )
-            }),
+            Peer::WasmtpQueue,
+            Peer::WasmtpMailbox,
+            Compare::Ratio,
+            Figure::Rate,
         ),
         (
             "CPU/msg, queue (SQLite) ÷ Mailbox",
-            Box::new(|m| {
-                let (q, b) = (agg(m, Peer::WasmtpQueue), agg(m, Peer::WasmtpMailbox));
-                format!(
-                    "{} ({})",
-                    times(ratio(q.src_cpu, b.src_cpu)),
-                    times(ratio(q.ours_cpu, b.ours_cpu))
-                )
-            }),
+            Peer::WasmtpQueue,
+            Peer::WasmtpMailbox,
+            Compare::Ratio,
+            Figure::Cpu,
         ),
         (
             "msgs/s, queue on PostgreSQL ÷ on SQLite",
-            Box::new(|m| {
-                let (p, q) = (agg(m, Peer::WasmtpQueuePg), agg(m, Peer::WasmtpQueue));
-                format!(
-                    "{} ({})",
-                    times(ratio(p.src_rate, q.src_rate)),
-                    times(ratio(p.ours_rate, q.ours_rate))
-                )
-            }),
+            Peer::WasmtpQueuePg,
+            Peer::WasmtpQueue,
+            Compare::Ratio,
+            Figure::Rate,
         ),
         (
             "CPU/msg (wasmtp only), queue on PostgreSQL ÷ on SQLite",
-            Box::new(|m| {
-                let (p, q) = (agg(m, Peer::WasmtpQueuePg), agg(m, Peer::WasmtpQueue));
-                format!(
-                    "{} ({})",
-                    times(ratio(p.src_cpu, q.src_cpu)),
-                    times(ratio(p.ours_cpu, q.ours_cpu))
-                )
-            }),
+            Peer::WasmtpQueuePg,
+            Peer::WasmtpQueue,
+            Compare::Ratio,
+            Figure::Cpu,
         ),
         (
             "CPU µs/msg, greylist → ratelimit → sink minus sink (SQLite)",
-            Box::new(|m| {
-                let (p, s) = (agg(m, Peer::WasmtpPolicy), agg(m, Peer::WasmtpSink));
-                format!(
-                    "+{} (+{})",
-                    num(diff(p.src_cpu, s.src_cpu)),
-                    num(diff(p.ours_cpu, s.ours_cpu))
-                )
-            }),
+            Peer::WasmtpPolicy,
+            Peer::WasmtpSink,
+            Compare::Difference,
+            Figure::Cpu,
         ),
         (
             "CPU/msg, greylist → ratelimit → sink ÷ sink (SQLite)",
-            Box::new(|m| {
-                let (p, s) = (agg(m, Peer::WasmtpPolicy), agg(m, Peer::WasmtpSink));
-                format!(
-                    "{} ({})",
-                    times(ratio(p.src_cpu, s.src_cpu)),
-                    times(ratio(p.ours_cpu, s.ours_cpu))
-                )
-            }),
+            Peer::WasmtpPolicy,
+            Peer::WasmtpSink,
+            Compare::Ratio,
+            Figure::Cpu,
         ),
         (
             "msgs/s, greylist → ratelimit → sink ÷ sink (SQLite)",
-            Box::new(|m| {
-                let (p, s) = (agg(m, Peer::WasmtpPolicy), agg(m, Peer::WasmtpSink));
-                format!(
-                    "{} ({})",
-                    times(ratio(p.src_rate, s.src_rate)),
-                    times(ratio(p.ours_rate, s.ours_rate))
-                )
-            }),
+            Peer::WasmtpPolicy,
+            Peer::WasmtpSink,
+            Compare::Ratio,
+            Figure::Rate,
         ),
         (
             "CPU µs/msg (wasmtp only), greylist → ratelimit → sink minus sink (PostgreSQL)",
-            Box::new(|m| {
-                let (p, s) = (agg(m, Peer::WasmtpPolicyPg), agg(m, Peer::WasmtpSink));
-                format!(
-                    "+{} (+{})",
-                    num(diff(p.src_cpu, s.src_cpu)),
-                    num(diff(p.ours_cpu, s.ours_cpu))
-                )
-            }),
+            Peer::WasmtpPolicyPg,
+            Peer::WasmtpSink,
+            Compare::Difference,
+            Figure::Cpu,
         ),
         (
             "msgs/s, greylist → ratelimit → sink ÷ sink (PostgreSQL)",
-            Box::new(|m| {
-                let (p, s) = (agg(m, Peer::WasmtpPolicyPg), agg(m, Peer::WasmtpSink));
-                format!(
-                    "{} ({})",
-                    times(ratio(p.src_rate, s.src_rate)),
-                    times(ratio(p.ours_rate, s.ours_rate))
-                )
-            }),
+            Peer::WasmtpPolicyPg,
+            Peer::WasmtpSink,
+            Compare::Ratio,
+            Figure::Rate,
         ),
     ];
+    let rows: Vec<(&str, Box<dyn Fn(usize) -> String + '_>)> = rows
+        .into_iter()
+        .map(|(what, a, b, compare, figure)| {
+            let cell = move |m: usize| {
+                let (a, b) = (agg(m, a), agg(m, b));
+                let (src, ours) = match figure {
+                    Figure::Rate => ((a.src_rate, b.src_rate), (a.ours_rate, b.ours_rate)),
+                    Figure::Cpu => ((a.src_cpu, b.src_cpu), (a.ours_cpu, b.ours_cpu)),
+                };
+                match compare {
+                    Compare::Ratio => format!(
+                        "{} ({})",
+                        times(ratio(src.0, src.1)),
+                        times(ratio(ours.0, ours.1))
+                    ),
+                    Compare::Difference => format!(
+                        "+{} (+{})",
+                        num(diff(src.0, src.1)),
+                        num(diff(ours.0, ours.1))
+                    ),
+                }
+            };
+            (what, Box::new(cell) as Box<dyn Fn(usize) -> String>)
+        })
+        .collect();
     let modes: Vec<usize> = [one, fifty].into_iter().flatten().collect();
     for (what, f) in &rows {
         let cols: Vec<String> = (0..r.state_modes.len())
