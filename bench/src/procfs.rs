@@ -6,41 +6,38 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-/// User + system CPU time the process has used so far, all its threads
-/// included (the kernel folds finished threads into these counters too).
-pub fn cpu_time(pid: u32) -> Result<Duration> {
+/// The fields of `/proc/PID/stat` after the command name (field 2, in
+/// parentheses, may contain spaces): field 3 (state) is index 0, so utime
+/// (field 14) is 11, stime (15) is 12, cutime 13, cstime 14.
+fn stat_fields(pid: u32) -> Result<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // The command name (field 2) is in parentheses and may contain spaces:
-    // count fields from after its closing parenthesis. Field 3 (state) is
-    // then index 0, so utime (field 14) is 11 and stime (field 15) is 12.
     let rest = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest)
         .context("malformed /proc/PID/stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    if fields.len() < 13 {
-        bail!("malformed /proc/{pid}/stat");
-    }
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
+    Ok(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+fn ticks(t: u64) -> Duration {
+    Duration::from_secs_f64(t as f64 / clock_ticks() as f64)
+}
+
+/// User + system CPU time the process has used so far, all its threads
+/// included (the kernel folds finished threads into these counters too).
+pub fn cpu_time(pid: u32) -> Result<Duration> {
+    let (user, system) = cpu_split(pid)?;
+    Ok(user + system)
 }
 
 /// User and system CPU time the process has used so far, apart (all its
 /// threads, as [`cpu_time`]).
 pub fn cpu_split(pid: u32) -> Result<(Duration, Duration)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .context("malformed /proc/PID/stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let fields = stat_fields(pid)?;
     if fields.len() < 13 {
         bail!("malformed /proc/{pid}/stat");
     }
-    let tick = |t: u64| Duration::from_secs_f64(t as f64 / clock_ticks() as f64);
-    Ok((tick(fields[11].parse()?), tick(fields[12].parse()?)))
+    Ok((ticks(fields[11].parse()?), ticks(fields[12].parse()?)))
 }
 
 /// CPU time of a process and its children: its own user + system time,
@@ -48,16 +45,10 @@ pub fn cpu_split(pid: u32) -> Result<(Duration, Duration)> {
 /// of its live children (PostgreSQL's backends, whose postmaster reaps them
 /// as they exit).
 pub fn tree_cpu_time(pid: u32) -> Result<Duration> {
+    // state, ppid, …: ppid is index 1.
     let fields = |pid: u32| -> Result<Vec<u64>> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .with_context(|| format!("reading /proc/{pid}/stat"))?;
-        let rest = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest)
-            .context("malformed /proc/PID/stat")?;
-        // state, ppid, …: ppid is index 1; utime 11, stime 12, cutime 13, cstime 14.
-        Ok(rest
-            .split_whitespace()
+        Ok(stat_fields(pid)?
+            .iter()
             .skip(1)
             .take(14)
             .map(|f| f.parse::<i64>().unwrap_or(0).max(0) as u64)
@@ -83,7 +74,7 @@ pub fn tree_cpu_time(pid: u32) -> Result<Duration> {
             ticks += f[10] + f[11] + f[12] + f[13];
         }
     }
-    Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
+    Ok(self::ticks(ticks))
 }
 
 /// `sysconf(_SC_CLK_TCK)`: the unit of the stat counters (100 on Linux, so
