@@ -102,6 +102,17 @@ pub struct Mode {
 }
 
 impl Mode {
+    /// A mode without pipelining: a reused connection or one per message,
+    /// a message size, a number of concurrent sessions.
+    pub const fn plain(reuse: bool, size: usize, sessions: usize) -> Mode {
+        Mode {
+            reuse,
+            size,
+            sessions,
+            pipeline: false,
+        }
+    }
+
     pub fn label(&self) -> String {
         format!(
             "{}, {}, {} session{}{}",
@@ -124,126 +135,36 @@ impl Mode {
 
 /// The state part's modes: 1 KiB on reused connections, 1 and 50 sessions.
 pub const STATE_MODES: [Mode; 2] = [
-    Mode {
-        reuse: true,
-        size: 1 << 10,
-        sessions: 1,
-        pipeline: false,
-    },
-    Mode {
-        reuse: true,
-        size: 1 << 10,
-        sessions: 50,
-        pipeline: false,
-    },
+    Mode::plain(true, 1 << 10, 1),
+    Mode::plain(true, 1 << 10, 50),
 ];
 
 /// The mail-authentication part's modes: the 10 KiB signed message, both
 /// connection modes, 1 and 50 sessions.
 pub const AUTH_MODES: [Mode; 4] = [
-    Mode {
-        reuse: true,
-        size: auth::MESSAGE_SIZE,
-        sessions: 1,
-        pipeline: false,
-    },
-    Mode {
-        reuse: false,
-        size: auth::MESSAGE_SIZE,
-        sessions: 1,
-        pipeline: false,
-    },
-    Mode {
-        reuse: true,
-        size: auth::MESSAGE_SIZE,
-        sessions: 50,
-        pipeline: false,
-    },
-    Mode {
-        reuse: false,
-        size: auth::MESSAGE_SIZE,
-        sessions: 50,
-        pipeline: false,
-    },
+    Mode::plain(true, auth::MESSAGE_SIZE, 1),
+    Mode::plain(false, auth::MESSAGE_SIZE, 1),
+    Mode::plain(true, auth::MESSAGE_SIZE, 50),
+    Mode::plain(false, auth::MESSAGE_SIZE, 50),
 ];
 
 /// The policy part's modes: 1 KiB, both connection modes, 1 and 20 sessions.
 pub const POLICY_MODES: [Mode; 4] = [
-    Mode {
-        reuse: true,
-        size: 1 << 10,
-        sessions: 1,
-        pipeline: false,
-    },
-    Mode {
-        reuse: false,
-        size: 1 << 10,
-        sessions: 1,
-        pipeline: false,
-    },
-    Mode {
-        reuse: true,
-        size: 1 << 10,
-        sessions: 20,
-        pipeline: false,
-    },
-    Mode {
-        reuse: false,
-        size: 1 << 10,
-        sessions: 20,
-        pipeline: false,
-    },
+    Mode::plain(true, 1 << 10, 1),
+    Mode::plain(false, 1 << 10, 1),
+    Mode::plain(true, 1 << 10, 20),
+    Mode::plain(false, 1 << 10, 20),
 ];
 
 pub const MODES: [Mode; 9] = [
-    Mode {
-        reuse: true,
-        size: 1 << 10,
-        sessions: 1,
-        pipeline: false,
-    },
-    Mode {
-        reuse: false,
-        size: 1 << 10,
-        sessions: 1,
-        pipeline: false,
-    },
-    Mode {
-        reuse: true,
-        size: 1 << 10,
-        sessions: 50,
-        pipeline: false,
-    },
-    Mode {
-        reuse: false,
-        size: 1 << 10,
-        sessions: 50,
-        pipeline: false,
-    },
-    Mode {
-        reuse: true,
-        size: 1 << 20,
-        sessions: 1,
-        pipeline: false,
-    },
-    Mode {
-        reuse: false,
-        size: 1 << 20,
-        sessions: 1,
-        pipeline: false,
-    },
-    Mode {
-        reuse: true,
-        size: 1 << 20,
-        sessions: 50,
-        pipeline: false,
-    },
-    Mode {
-        reuse: false,
-        size: 1 << 20,
-        sessions: 50,
-        pipeline: false,
-    },
+    Mode::plain(true, 1 << 10, 1),
+    Mode::plain(false, 1 << 10, 1),
+    Mode::plain(true, 1 << 10, 50),
+    Mode::plain(false, 1 << 10, 50),
+    Mode::plain(true, 1 << 20, 1),
+    Mode::plain(false, 1 << 20, 1),
+    Mode::plain(true, 1 << 20, 50),
+    Mode::plain(false, 1 << 20, 50),
     Mode {
         reuse: true,
         size: 1 << 10,
