@@ -113,6 +113,7 @@ pub(crate) async fn load_plugin(
             grants: Default::default(),
             limits: Limits::default(),
             on_failure: Default::default(),
+            reuse: None,
         },
     };
     Ok(Plugin::load(runtime, spec)

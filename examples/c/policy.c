@@ -176,3 +176,11 @@ bool exports_wasmtp_smtp_data_handle_data(exports_wasmtp_smtp_data_session_t *se
     exports_wasmtp_smtp_data_envelope_free(envelope);
     return true;
 }
+
+// reuse.reset, between two sessions of a reused instance (`instances =
+// "reuse"` in the server's config). The policy keeps nothing about a
+// session: `allowed` comes from the arguments and stays.
+bool exports_wasmtp_smtp_reuse_reset(policy_string_t *err) {
+    (void)err;
+    return true;
+}

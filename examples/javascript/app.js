@@ -9,11 +9,13 @@
 //
 // Each exported interface of the world (wit/policy.wit) is an exported
 // object named after it, with the interface's functions in camelCase. The
-// world exports only `setup`, `rcpt` and `data`: the server does its
-// default for every other command without calling the plugin.
+// world exports only `setup`, `rcpt`, `data` and `reuse`: the server does
+// its default for every other command without calling the plugin.
 //
 // One instance of the component serves one SMTP session, so module state is
-// per-session; `setup.init` runs at the start of each instance.
+// per-session; `setup.init` runs at the start of each instance. With
+// `instances = "reuse"` an instance serves successive sessions, and
+// `reuse.reset` runs between them (below).
 //
 // Built with componentize-qjs (QuickJS; see build.sh). The same source also
 // builds with componentize-js (SpiderMonkey), so it keeps to what both
@@ -96,4 +98,11 @@ export const data = {
     }
     return { code: 250, enhanced: '2.0.0', lines: ['accepted by the javascript policy'] };
   },
+};
+
+// Between two sessions of a reused instance (`instances = "reuse"` in the
+// server's config). The policy keeps nothing about a session, so there is
+// nothing to clear: `allowed` comes from the arguments and stays.
+export const reuse = {
+  reset() {},
 };

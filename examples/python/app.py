@@ -9,12 +9,14 @@ The same policy as examples/rust-plugin (and the JavaScript and C examples):
   ``550 5.7.1``; any other gets ``250 2.0.0 accepted by the python policy``.
 
 componentize-py looks for one class per exported interface, named after it
-(``Setup``, ``Rcpt``, ``Data``), in this module. The world (wit/policy.wit)
-exports only these three hooks: the server does its default for every other
-command without calling the plugin.
+(``Setup``, ``Rcpt``, ``Data``, ``Reuse``), in this module. The world
+(wit/policy.wit) exports only these three hooks and ``reuse``: the server does
+its default for every other command without calling the plugin.
 
 One instance of the component serves one SMTP session, so module globals are
-per-session state; ``init`` runs at the start of each instance.
+per-session state; ``init`` runs at the start of each instance. With
+``instances = "reuse"`` an instance serves successive sessions, and
+``Reuse.reset`` runs between them (below).
 """
 
 from typing import List, Optional
@@ -76,3 +78,10 @@ class Data(exports.Data):
             if colon and name.strip().lower() == b"x-spam-flag" and value.strip().lower() == b"yes":
                 return Reply(550, "5.7.1", ["message refused: X-Spam-Flag is YES"])
         return Reply(250, "2.0.0", ["accepted by the python policy"])
+
+
+class Reuse(exports.Reuse):
+    def reset(self) -> None:
+        """Between two sessions of a reused instance (``instances = "reuse"``
+        in the server's config). The policy keeps nothing about a session, so
+        there is nothing to clear: ``ALLOWED`` comes from the arguments."""

@@ -169,6 +169,7 @@ fn field(e: &PluginError) -> &'static str {
         | PluginError::Link { .. } => ".component",
         PluginError::ArgsRefused { .. } => ".args",
         PluginError::NotGranted { .. } => ".grants",
+        PluginError::NotReusable { .. } => ".instances",
         PluginError::Start { .. } | PluginError::Engine(_) => "",
     }
 }

@@ -178,6 +178,7 @@ impl Cli {
                     grants: Grants::default(),
                     limits: Limits::default(),
                     on_failure: FailurePolicy::default(),
+                    reuse: None,
                 }
             }
         };

@@ -28,7 +28,7 @@ use crate::capability::dns::{DEFAULT_BUDGET, DnsGrant, DnsSettings, RecordType, 
 use crate::capability::http::{HttpGrant, HttpSettings};
 use crate::capability::mail_auth::MailAuthSettings;
 use crate::plugin::host::{DirGrant, Grants};
-use crate::plugin::loaded::{FailurePolicy, Limits, Source};
+use crate::plugin::loaded::{FailurePolicy, Limits, Reuse, Source};
 use crate::plugin::runtime::RuntimeSettings;
 use crate::plugin::{PluginSpec, builtin};
 use crate::smtp::session::{AuthSettings, Mechanism, Protocol, SessionLimits};
@@ -368,6 +368,15 @@ pub struct ListenerSection {
     pub enhanced_status_codes: Option<bool>,
 }
 
+/// `instances = "per-session"` or `"reuse"`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstancesName {
+    #[default]
+    PerSession,
+    Reuse,
+}
+
 /// `protocol = "smtp"` or `"lmtp"`.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -411,6 +420,18 @@ pub struct PluginSection {
     /// `skip` (as if the plugin had no opinion) or `disconnect` (421).
     #[serde(default)]
     pub on_failure: FailurePolicy,
+    /// `instances = "per-session"` (the default: a fresh instance for every
+    /// session) or `"reuse"` (one instance serves successive sessions of a
+    /// listener or tenant, never two at once; the plugin must export
+    /// `wasmtp:smtp/reuse`).
+    #[serde(default)]
+    pub instances: InstancesName,
+    /// `max_sessions_per_instance = 1000`: with `"reuse"`, sessions one
+    /// instance serves before a fresh one replaces it.
+    pub max_sessions_per_instance: Option<u32>,
+    /// `max_idle_instances = 64`: with `"reuse"`, idle instances kept for the
+    /// next sessions, per listener or tenant.
+    pub max_idle_instances: Option<usize>,
     /// `[plugin.NAME.grants]`: what the plugin may touch beyond its own memory.
     #[serde(default)]
     pub grants: GrantsSection,
@@ -1230,6 +1251,43 @@ fn at_least_one<N: PartialEq + Default>(n: N, key: &str) -> CheckResult<N> {
 }
 
 impl PluginSection {
+    /// `instances` and its two bounds; the bounds without `"reuse"` are
+    /// a mistake worth naming.
+    fn reuse(&self) -> CheckResult<Option<Reuse>> {
+        let mut reuse = Reuse::default();
+        if let Some(n) = self.max_sessions_per_instance {
+            if n == 0 {
+                return Err((
+                    ".max_sessions_per_instance".into(),
+                    "must be at least 1".into(),
+                ));
+            }
+            reuse.max_sessions = n;
+        }
+        if let Some(n) = self.max_idle_instances {
+            reuse.max_idle = n;
+        }
+        match self.instances {
+            InstancesName::Reuse => Ok(Some(reuse)),
+            InstancesName::PerSession => {
+                let stray = [
+                    (
+                        self.max_sessions_per_instance.is_some(),
+                        ".max_sessions_per_instance",
+                    ),
+                    (self.max_idle_instances.is_some(), ".max_idle_instances"),
+                ];
+                match stray.iter().find(|(set, _)| *set) {
+                    Some((_, key)) => Err((
+                        (*key).into(),
+                        "applies only with `instances = \"reuse\"`".into(),
+                    )),
+                    None => Ok(None),
+                }
+            }
+        }
+    }
+
     fn spec(&self, name: &str, base: &Path) -> CheckResult<PluginSpec> {
         let mut spec = if builtin::find(&self.component).is_some() && !self.component.contains('/')
         {
@@ -1256,10 +1314,12 @@ impl PluginSection {
                 grants: Grants::default(),
                 limits: Limits::default(),
                 on_failure: FailurePolicy::default(),
+                reuse: None,
             }
         };
         spec.name = name.to_owned();
         spec.on_failure = self.on_failure;
+        spec.reuse = self.reuse()?;
         if let Some(mib) = self.memory_limit_mib {
             if mib == 0 {
                 return Err((".memory_limit_mib".into(), "must be at least 1".into()));
@@ -1459,6 +1519,7 @@ pub fn builtin_spec(name: &str, mut args: Vec<String>, base: &Path) -> Result<Pl
         grants,
         limits: Limits::default(),
         on_failure: FailurePolicy::default(),
+        reuse: None,
     })
 }
 

@@ -20,6 +20,8 @@
 //! | `wasmtp_plugin_calls_total`, `wasmtp_plugin_call_duration_seconds` | plugin, hook | hook calls into plugins and how long each took (instantiation not included) |
 //! | `wasmtp_plugin_failures_total` | plugin, hook, kind | `trap`, `timeout`, `out-of-memory`, `invalid-reply` |
 //! | `wasmtp_plugin_instantiations_total`, `wasmtp_plugin_instantiation_duration_seconds` | plugin | per-session instances created (with `setup.init`), and how long that took |
+//! | `wasmtp_plugin_instance_reuses_total` | plugin | sessions served by an instance that served an earlier one (`instances = "reuse"`) |
+//! | `wasmtp_plugin_instances_idle` | plugin | reset instances waiting for the next session (`instances = "reuse"`) |
 //! | `wasmtp_plugin_memory_bytes` | plugin | linear memory held now by the plugin's live instances (what `memory_limit_mib` bounds, per instance) |
 //! | `wasmtp_config_generation` | | the generation serving new connections |
 //! | `wasmtp_reloads_total` | result | `ok` or `refused` |
@@ -174,6 +176,8 @@ pub struct Metrics {
     failures: Family<FailureLabels, Counter>,
     instantiations: Family<PluginLabels, Counter>,
     instantiation_seconds: HistogramFamily<PluginLabels>,
+    reuses: Family<PluginLabels, Counter>,
+    idle: Family<PluginLabels, Gauge>,
     memory: Family<PluginLabels, Gauge>,
     http_requests: Family<HttpLabels, Counter>,
     http_seconds: HistogramFamily<PluginLabels>,
@@ -196,6 +200,8 @@ impl Metrics {
             failures: Family::default(),
             instantiations: Family::default(),
             instantiation_seconds: Family::new_with_constructor(instantiation_buckets),
+            reuses: Family::default(),
+            idle: Family::default(),
             memory: Family::default(),
             http_requests: Family::default(),
             http_seconds: Family::new_with_constructor(call_buckets),
@@ -249,6 +255,16 @@ impl Metrics {
             "How long creating an instance took, setup.init included",
             Unit::Seconds,
             m.instantiation_seconds.clone(),
+        );
+        r.register(
+            "plugin_instance_reuses",
+            "Sessions served by an instance that served an earlier session (instances = \"reuse\")",
+            m.reuses.clone(),
+        );
+        r.register(
+            "plugin_instances_idle",
+            "Reset instances waiting for the next session (instances = \"reuse\")",
+            m.idle.clone(),
         );
         r.register_with_unit(
             "plugin_memory",
@@ -390,6 +406,22 @@ impl Metrics {
         self.instantiation_seconds
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
+    }
+
+    /// A session was given an instance an earlier session had used.
+    pub fn reuse(&self, plugin: &Arc<str>) {
+        self.reuses
+            .get_or_create(&PluginLabels {
+                plugin: plugin.clone(),
+            })
+            .inc();
+    }
+
+    /// The gauge of `plugin`'s idle instances, waiting for a session.
+    pub fn idle_instances(&self, plugin: &Arc<str>) -> Gauge {
+        self.idle.get_or_create_owned(&PluginLabels {
+            plugin: plugin.clone(),
+        })
     }
 
     /// The gauge of the linear memory `plugin`'s live instances hold; each

@@ -258,11 +258,7 @@ async fn load_listeners(
             data_size_limit: l.size,
             smtputf8: l.smtputf8,
             timeout: l.timeout,
-            plugin: Arc::new(Chain {
-                name: l.name.as_str().into(),
-                plugins,
-                tenants,
-            }),
+            plugin: Arc::new(Chain::new(&l.name, plugins, tenants)),
             protocol: o.protocol,
             tls: o.tls,
             implicit_tls: o.implicit_tls,

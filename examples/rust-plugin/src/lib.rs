@@ -34,17 +34,39 @@ impl Plugin for Policy {
         Ok(())
     }
 
-    fn rcpt(&mut self, _session: &Session, _envelope: &Envelope, address: &str, _options: &[String]) -> Option<Reply> {
+    fn rcpt(
+        &mut self,
+        _session: &Session,
+        _envelope: &Envelope,
+        address: &str,
+        _options: &[String],
+    ) -> Option<Reply> {
         let address = address.to_lowercase();
         let domain = address.rsplit_once('@').map_or("", |(_, domain)| domain);
         if self.allowed.iter().any(|a| *a == address || a == domain) {
             return None; // the default: 250 OK, and the recipient is recorded
         }
         wasmtp_plugin::info!("refused recipient {address}");
-        Some(Reply::new(550, "5.1.1", format!("<{address}>: recipient not allowed")))
+        Some(Reply::new(
+            550,
+            "5.1.1",
+            format!("<{address}>: recipient not allowed"),
+        ))
     }
 
-    fn data(&mut self, _session: &Session, _envelope: &Envelope, content: Content) -> Option<Reply> {
+    // Defining `reset` lets an operator reuse one instance across sessions
+    // (`instances = "reuse"`): the SDK gives each session a fresh `Policy`
+    // anyway, and this policy keeps nothing outside it.
+    fn reset(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn data(
+        &mut self,
+        _session: &Session,
+        _envelope: &Envelope,
+        content: Content,
+    ) -> Option<Reply> {
         // Read the header block only, line by line; the body is never copied
         // into the plugin.
         for line in content.split(b'\n') {
@@ -53,11 +75,17 @@ impl Plugin for Policy {
             if line.is_empty() {
                 break;
             }
-            if let Some((name, value)) = std::str::from_utf8(line).ok().and_then(|l| l.split_once(':'))
+            if let Some((name, value)) = std::str::from_utf8(line)
+                .ok()
+                .and_then(|l| l.split_once(':'))
                 && name.trim().eq_ignore_ascii_case("x-spam-flag")
                 && value.trim().eq_ignore_ascii_case("yes")
             {
-                return Some(Reply::new(550, "5.7.1", "message refused: X-Spam-Flag is YES"));
+                return Some(Reply::new(
+                    550,
+                    "5.7.1",
+                    "message refused: X-Spam-Flag is YES",
+                ));
             }
         }
         Some(Reply::new(250, "2.0.0", "accepted by the rust policy"))

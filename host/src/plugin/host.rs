@@ -277,6 +277,21 @@ impl HostState {
         }
     }
 
+    /// Forget the session that ended, for an instance that will serve
+    /// another (`instances = "reuse"`): nothing the host handed this
+    /// instance for one session is there for the next.
+    pub fn forget_session(&mut self) {
+        self.set_content(None);
+        self.queue_id = None;
+        self.delivery = None;
+        if let Some(access) = &mut self.mail_auth {
+            access.input = None;
+            access.has_mail_from = false;
+            access.slot = Default::default();
+        }
+        self.capabilities = crate::capability::State::default();
+    }
+
     /// Make `content` readable (or not), with `read-next` starting over.
     pub fn set_content(&mut self, content: Option<Arc<MessageView>>) {
         self.content = content;

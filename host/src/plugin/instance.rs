@@ -37,6 +37,7 @@ use super::bindings::types::{self, ErrorKind};
 use super::convert;
 use super::host::HostState;
 use super::loaded::{FailurePolicy, Hook, Plugin};
+use super::reuse::InstancePool;
 use super::runtime::Running;
 use crate::proxy_protocol::ProxyHeader;
 use crate::smtp::session::{AuthDecision, Credentials};
@@ -68,6 +69,9 @@ pub enum StartError {
 pub struct Live {
     store: Store<HostState>,
     instance: Instance,
+    /// Sessions this instance has served, the current one included (more
+    /// than one only with `instances = "reuse"`).
+    sessions: u32,
 }
 
 impl Live {
@@ -97,7 +101,11 @@ impl Live {
             .instantiate_async(&mut store)
             .await
             .map_err(failed)?;
-        let mut live = Live { store, instance };
+        let mut live = Live {
+            store,
+            instance,
+            sessions: 1,
+        };
         if let Some(setup) = &plugin.hooks.setup {
             let _running = live.arm(plugin);
             let guest = setup
@@ -110,6 +118,57 @@ impl Live {
                 .map_err(StartError::Refused)?;
         }
         Ok(live)
+    }
+
+    /// Sessions served so far, the current one included.
+    pub fn sessions(&self) -> u32 {
+        self.sessions
+    }
+
+    /// Serve session `session_id` next (an instance taken from a
+    /// [`super::reuse::InstancePool`]).
+    pub fn enter_session(&mut self, session_id: u64) {
+        self.sessions = self.sessions.saturating_add(1);
+        self.store.data_mut().session_id = session_id;
+    }
+
+    /// Between two sessions: the host forgets the one that ended, then the
+    /// plugin's `reuse.reset` runs, bounded like a hook call (deadline,
+    /// fuel, `max_concurrent_calls`). `Err` says why the instance must go.
+    pub async fn reset(&mut self, plugin: &Plugin) -> Result<(), String> {
+        self.store.data_mut().forget_session();
+        let indices = plugin
+            .hooks
+            .reuse
+            .as_ref()
+            .ok_or("the plugin does not export reuse")?;
+        let _turn = match &plugin.calls {
+            None => None,
+            Some(calls) => Some(
+                tokio::time::timeout(plugin.limits.hook_timeout, calls.acquire())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .ok_or("no turn to run within the hook deadline (max_concurrent_calls)")?,
+            ),
+        };
+        let _running = self.arm(plugin);
+        let _timer = CallTimer::start(&plugin.name, Hook::Reuse);
+        let guest = indices
+            .load(&mut self.store, &self.instance)
+            .map_err(|e| format!("{e:#}"))?;
+        let limit = plugin.limits.hook_timeout + WAIT_GRACE;
+        let call = tokio::time::timeout(limit, guest.call_reset(&mut self.store));
+        let answer = if plugin.grants.files_on_calling_thread() {
+            on_blocking_thread(call).await
+        } else {
+            call.await
+        };
+        match answer {
+            Err(_) => Err(DeadlineExceeded.to_string()),
+            Ok(Err(trap)) => Err(trap.root_cause().to_string()),
+            Ok(Ok(refused)) => refused,
+        }
     }
 
     /// Start the clock (and refill the fuel) for one hook call.
@@ -233,6 +292,9 @@ pub struct PluginInstance {
     plugin: Arc<Plugin>,
     session_id: u64,
     live: Option<Live>,
+    /// Where the instance comes from and goes back to, for a plugin
+    /// reused across sessions (`instances = "reuse"`).
+    pool: Option<Arc<InstancePool>>,
     /// The transaction's queue id, handed to the instance with each call.
     queue_id: Option<String>,
     /// What mail authentication is about (client, HELO, MAIL FROM) and the
@@ -249,12 +311,27 @@ pub struct PluginInstance {
     editor: Option<Editor>,
 }
 
+/// The session is over: a reusable instance goes back to its pool (which
+/// resets it); any other is dropped with its store.
+impl Drop for PluginInstance {
+    fn drop(&mut self) {
+        if let (Some(pool), Some(live)) = (&self.pool, self.live.take()) {
+            pool.give_back(Arc::clone(&self.plugin), live);
+        }
+    }
+}
+
 impl PluginInstance {
-    fn new(plugin: Arc<Plugin>, session_id: u64) -> PluginInstance {
+    fn new(
+        plugin: Arc<Plugin>,
+        session_id: u64,
+        pool: Option<Arc<InstancePool>>,
+    ) -> PluginInstance {
         PluginInstance {
             plugin,
             session_id,
             live: None,
+            pool,
             queue_id: None,
             auth: None,
             shared: None,
@@ -295,6 +372,14 @@ impl PluginInstance {
     }
 
     async fn live(&mut self) -> wasmtime::Result<&mut Live> {
+        if self.live.is_none()
+            && let Some(live) = self.pool.as_ref().and_then(|p| p.take(self.session_id))
+        {
+            if let Some(m) = crate::metrics::get() {
+                m.reuse(&self.plugin.name);
+            }
+            self.live = Some(live);
+        }
         if self.live.is_none() {
             let started = Instant::now();
             let live = Live::start(&self.plugin, self.session_id)
@@ -611,6 +696,10 @@ pub struct Chain {
     pub plugins: Vec<Arc<Plugin>>,
     /// Tenants whose recipients are routed to their own chain.
     pub tenants: Vec<Tenant>,
+    /// Per plugin, the idle instances of this chain's sessions when the
+    /// plugin is reused across sessions (`instances = "reuse"`): per
+    /// chain, so never shared by two listeners or two tenants.
+    pools: Vec<Option<Arc<InstancePool>>>,
 }
 
 /// A named chain serving the recipients of some domains.
@@ -624,11 +713,27 @@ pub struct Tenant {
 impl Chain {
     /// A chain of plugins without tenants.
     pub fn of(name: &str, plugins: Vec<Arc<Plugin>>) -> Chain {
+        Chain::new(name, plugins, Vec::new())
+    }
+
+    /// A chain of plugins, and the tenants that take over some recipients.
+    pub fn new(name: &str, plugins: Vec<Arc<Plugin>>, tenants: Vec<Tenant>) -> Chain {
+        let pools = plugins
+            .iter()
+            .map(|p| p.reuse.map(|reuse| Arc::new(InstancePool::new(p, reuse))))
+            .collect();
         Chain {
             name: name.into(),
             plugins,
-            tenants: Vec::new(),
+            tenants,
+            pools,
         }
+    }
+
+    /// Idle instances waiting for this chain's next sessions, per plugin
+    /// (`instances = "reuse"`), for logs and tests.
+    pub fn idle_instances(&self) -> usize {
+        self.pools.iter().flatten().map(|p| p.idle()).sum()
     }
 
     /// Whether any plugin of the chain or of its tenants exports `hook`.
@@ -708,7 +813,8 @@ impl SessionPlugin {
         let instances = chain
             .plugins
             .iter()
-            .map(|p| PluginInstance::new(p.clone(), session_id))
+            .zip(&chain.pools)
+            .map(|(p, pool)| PluginInstance::new(p.clone(), session_id, pool.clone()))
             .collect();
         let tenants = chain.tenants.iter().map(|_| None).collect();
         SessionPlugin {

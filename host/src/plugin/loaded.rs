@@ -32,12 +32,15 @@ pub enum Hook {
     Proxy,
     Starttls,
     Exception,
-    /// LMTP's per-recipient end of DATA (issue 3).
+    /// LMTP's per-recipient end of DATA.
     LmtpData,
+    /// Not an SMTP hook: `reuse.reset`, between two sessions served by one
+    /// instance (`instances = "reuse"`).
+    Reuse,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 15] = [
+    pub const ALL: [Hook; 16] = [
         Hook::Setup,
         Hook::Helo,
         Hook::Ehlo,
@@ -53,6 +56,7 @@ impl Hook {
         Hook::Starttls,
         Hook::Exception,
         Hook::LmtpData,
+        Hook::Reuse,
     ];
 
     /// The interface name in the WIT package (`rcpt` in `wasmtp:smtp/rcpt@0.1.0`).
@@ -73,6 +77,7 @@ impl Hook {
             Hook::Starttls => "starttls",
             Hook::Exception => "exception",
             Hook::LmtpData => "lmtp-data",
+            Hook::Reuse => "reuse",
         }
     }
 
@@ -167,6 +172,30 @@ pub struct PluginSpec {
     pub grants: Grants,
     pub limits: Limits,
     pub on_failure: FailurePolicy,
+    /// `instances = "reuse"`: one instance may serve successive sessions.
+    pub reuse: Option<Reuse>,
+}
+
+/// How an instance is reused across sessions (`instances = "reuse"`; see
+/// `wit/smtp.wit`, interface `reuse`). Off by default: each session gets a
+/// fresh instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reuse {
+    /// Sessions one instance serves before it is dropped and a fresh one
+    /// started (bounds what a slow leak in the plugin can grow to).
+    pub max_sessions: u32,
+    /// Idle instances kept per listener or tenant for the next sessions;
+    /// one that finds the pool full is dropped.
+    pub max_idle: usize,
+}
+
+impl Default for Reuse {
+    fn default() -> Self {
+        Reuse {
+            max_sessions: 1000,
+            max_idle: 64,
+        }
+    }
 }
 
 /// Why a plugin could not be loaded. Each names the plugin and says, in one
@@ -230,6 +259,10 @@ pub enum PluginError {
     ArgsRefused { plugin: String, message: String },
     #[error("plugin `{plugin}`: failed while starting: {reason}")]
     Start { plugin: String, reason: String },
+    #[error(
+        "plugin `{plugin}`: `instances = \"reuse\"`, but {source_name} does not export {WIT_PACKAGE}/reuse@{WIT_VERSION}, which reuse needs (its `reset` forgets one session before the next); export it, or leave `instances` at \"per-session\""
+    )]
+    NotReusable { plugin: String, source_name: String },
 }
 
 macro_rules! hook_indices {
@@ -258,7 +291,7 @@ macro_rules! hook_indices {
 hook_indices! {
     setup: Setup, helo: Helo, ehlo: Ehlo, mail: Mail, rcpt: Rcpt, data: Data, rset: Rset,
     noop: Noop, quit: Quit, vrfy: Vrfy, auth: Auth, proxy: Proxy, starttls: Starttls,
-    exception: Exception, lmtp_data: LmtpData,
+    exception: Exception, lmtp_data: LmtpData, reuse: Reuse,
 }
 
 /// A loaded plugin. Shared by every session of a listener; each session
@@ -270,6 +303,8 @@ pub struct Plugin {
     pub grants: Grants,
     pub limits: Limits,
     pub on_failure: FailurePolicy,
+    /// Whether (and how) one instance serves successive sessions.
+    pub reuse: Option<Reuse>,
     pub runtime: Arc<Runtime>,
     /// The resolver and verifier of the generation that loaded it.
     pub services: Arc<crate::capability::Services>,
@@ -342,6 +377,12 @@ impl Plugin {
                 reason: format!("{e:#}"),
             })?;
         let hooks = HookIndices::find(&pre);
+        if spec.reuse.is_some() && !hooks.has(Hook::Reuse) {
+            return Err(PluginError::NotReusable {
+                plugin,
+                source_name,
+            });
+        }
 
         let max_concurrent_calls = spec.limits.max_concurrent_calls;
         let loaded = Arc::new(Plugin {
@@ -351,6 +392,7 @@ impl Plugin {
             grants: spec.grants,
             limits: spec.limits,
             on_failure: spec.on_failure,
+            reuse: spec.reuse,
             runtime: runtime.clone(),
             services: runtime.services(),
             pre,

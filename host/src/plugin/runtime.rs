@@ -90,6 +90,20 @@ impl Drop for Running {
     }
 }
 
+/// Linear memory a finished instance's slot keeps resident for the next
+/// instance of the same plugin. The pages the instance wrote, up to this
+/// much, are reset by copying the memory image back (found with Linux's
+/// PAGEMAP_SCAN); past it, the rest is given back to the kernel with
+/// `madvise`, and the next instance faults every such page in again. Each
+/// of those faults on a copy-on-write page flushes the TLB of every CPU the
+/// server runs on (an inter-processor interrupt): with 64 KiB, the
+/// JavaScript example's ~124 KiB a session cost it 31 faults and a
+/// `madvise`, and 60 % of its CPU with a connection per message went to
+/// the kernel. 1 MiB covers a QuickJS session and most of a CPython one
+/// (BENCHMARKS.md, "Profile of a fresh instance"); an idle slot holds at
+/// most what its last instance wrote, up to this.
+const KEEP_RESIDENT: usize = 1 << 20;
+
 /// Settings of the engine, from the `[server]` section of the config.
 #[derive(Clone, Debug)]
 pub struct RuntimeSettings {
@@ -151,9 +165,7 @@ impl Runtime {
             .max_tables_per_component(32)
             .max_component_instance_size(4 << 20)
             .max_core_instance_size(4 << 20)
-            // Return most of a finished instance's memory to the kernel, but
-            // keep a little resident so the next session starts warm.
-            .linear_memory_keep_resident(64 << 10)
+            .linear_memory_keep_resident(KEEP_RESIDENT)
             .table_keep_resident(16 << 10)
             .pagemap_scan(wasmtime::Enabled::Auto);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));

@@ -217,7 +217,8 @@ pub fn render(name: &str, report: &Report) -> String {
     let names = |hooks: &mut dyn Iterator<Item = Hook>| {
         hooks.map(Hook::name).collect::<Vec<_>>().join(", ")
     };
-    let provided = names(&mut report.hooks.iter().copied());
+    // `reuse` is not an SMTP hook: it gets a line of its own below.
+    let provided = names(&mut report.hooks.iter().copied().filter(|h| *h != Hook::Reuse));
     let _ = writeln!(
         out,
         "hooks: {}",
@@ -227,7 +228,11 @@ pub fn render(name: &str, report: &Report) -> String {
             provided
         }
     );
-    let defaults = names(&mut Hook::ALL.into_iter().filter(|h| !report.hooks.contains(h)));
+    let defaults = names(
+        &mut Hook::ALL
+            .into_iter()
+            .filter(|h| *h != Hook::Reuse && !report.hooks.contains(h)),
+    );
     if !defaults.is_empty() {
         let _ = writeln!(out, "server defaults (never called): {defaults}");
     }
@@ -239,6 +244,15 @@ pub fn render(name: &str, report: &Report) -> String {
             "arguments: none (no `setup` hook; the server refuses any)"
         );
     }
+    let _ = writeln!(
+        out,
+        "{}",
+        if report.hooks.contains(&Hook::Reuse) {
+            "instances: per session, or reused across sessions with `instances = \"reuse\"` (exports `reuse`)"
+        } else {
+            "instances: per session only (no `reuse` export)"
+        }
+    );
     for export in &report.other_exports {
         let _ = writeln!(out, "other export: {export}");
     }

@@ -283,6 +283,18 @@ pub trait Plugin: Default + 'static {
     fn exception(&mut self, session: &Session, error: &Error) -> Option<Reply> {
         None
     }
+
+    /// Not a hook: defining `reset` exports `wasmtp:smtp/reuse`, so an
+    /// operator may let one instance serve successive sessions
+    /// (`instances = "reuse"`; without `reset` the server refuses that).
+    /// Between two sessions the SDK calls `reset` on the value of the
+    /// session that ended, then makes the next session's value as for a
+    /// fresh instance (`Default`, then `init` with the same arguments), so
+    /// nothing in `self` carries over. Clear here what you keep outside
+    /// `self` (statics, thread-locals); an `Err` drops the instance.
+    fn reset(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// What the code [`macro@plugin`] generates uses. Not a stable API.

@@ -39,6 +39,8 @@ const HOOKS: &[(&str, &str)] = &[
     ("starttls", "starttls"),
     ("exception", "exception"),
     ("lmtp_data", "lmtp-data"),
+    // Not an SMTP hook: lets the operator reuse the instance across sessions.
+    ("reset", "reuse"),
 ];
 
 /// Exports the hooks an `impl wasmtp_plugin::Plugin for T` block defines.
@@ -130,6 +132,9 @@ fn expand(imp: &ItemImpl) -> syn::Result<proc_macro2::TokenStream> {
 
             ::std::thread_local! {
                 static INSTANCE: ::std::cell::RefCell<Option<__Plugin>> = const { ::std::cell::RefCell::new(None) };
+                /// The arguments `setup.init` took, for the value of the next
+                /// session of a reused instance.
+                static ARGS: ::std::cell::RefCell<Option<Vec<String>>> = const { ::std::cell::RefCell::new(None) };
             }
 
             /// The session's plugin value, made on first use.
@@ -151,7 +156,24 @@ fn guest_impl(interface: &str) -> proc_macro2::TokenStream {
     let body = match interface {
         "setup" => quote! {
             fn init(args: Vec<String>) -> Result<(), String> {
+                ARGS.with(|a| *a.borrow_mut() = Some(args.clone()));
                 with_plugin(|p| ::wasmtp_plugin::Plugin::init(p, ::wasmtp_plugin::Args::new(args)))
+            }
+        },
+        // The ended session's value gets `reset`, then the next session's
+        // value is made as for a fresh instance: `Default`, then `init` with
+        // the same arguments.
+        "reuse" => quote! {
+            fn reset() -> Result<(), String> {
+                if let Some(mut ended) = INSTANCE.with(|cell| cell.borrow_mut().take()) {
+                    ::wasmtp_plugin::Plugin::reset(&mut ended)?;
+                }
+                let mut next = <__Plugin as ::std::default::Default>::default();
+                if let Some(args) = ARGS.with(|a| a.borrow().clone()) {
+                    ::wasmtp_plugin::Plugin::init(&mut next, ::wasmtp_plugin::Args::new(args))?;
+                }
+                INSTANCE.with(|cell| *cell.borrow_mut() = Some(next));
+                Ok(())
             }
         },
         "helo" => quote! {
