@@ -194,6 +194,10 @@ fn check_inspect(plugin: &Path) {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(text.contains("\nhooks: setup, rcpt, data\n"), "{text}");
+    assert!(
+        text.contains("\ninstances: per session, or reused across sessions"),
+        "{text}"
+    );
     assert!(text.contains("targets: wasmtp:smtp@0.1.0;"), "{text}");
     assert!(text.contains("verdict: this server can load it"), "{text}");
 }
@@ -236,6 +240,12 @@ fn check_policy(plugin: &Path, language: &str) {
         "example.com",
         "postmaster@example.org",
     ]);
+    policy_session(addr, language);
+    server.wait_for_stderr("refused recipient eve@example.net", harness::IO_TIMEOUT);
+}
+
+/// One session through the example policy: every reply is the policy's.
+fn policy_session(addr: SocketAddr, language: &str) {
     let mut c = Client::greeted(addr);
     c.expect("EHLO client.example", 250);
     // Hooks the plugin does not export get the server's defaults.
@@ -268,8 +278,33 @@ fn check_policy(plugin: &Path, language: &str) {
         format!("2.0.0 accepted by the {language} policy")
     );
     c.expect("QUIT", 221);
-    drop(c);
-    server.wait_for_stderr("refused recipient eve@example.net", harness::IO_TIMEOUT);
+}
+
+/// With `instances = "reuse"`, one instance serves successive sessions
+/// (reset between them) and the policy's replies stay the same.
+fn check_reuse(plugin: &Path, language: &str) {
+    let (_server, smtp, metrics) = start_with_metrics(plugin, "instances = \"reuse\"");
+    let idle = r#"wasmtp_plugin_instances_idle{plugin="policy"}"#;
+    for _ in 0..3 {
+        policy_session(smtp, language);
+        // The reset runs after the session ends, in a task of its own.
+        let deadline = Instant::now() + SLOW;
+        while sample(metrics, idle) != 1.0 {
+            assert!(Instant::now() < deadline, "{language}: {idle} never 1");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let series = |name: &str| sample(metrics, &format!("{name}{{plugin=\"policy\"}}"));
+    assert_eq!(
+        series("wasmtp_plugin_instantiations_total"),
+        1.0,
+        "{language}"
+    );
+    assert_eq!(
+        series("wasmtp_plugin_instance_reuses_total"),
+        2.0,
+        "{language}"
+    );
 }
 
 fn check_language(plugin: &Path, language: &str) {
@@ -277,6 +312,7 @@ fn check_language(plugin: &Path, language: &str) {
     // Also the first load: the server compiles the component and caches it.
     check_refuses_no_arguments(plugin);
     check_policy(plugin, language);
+    check_reuse(plugin, language);
     // The authors' replay tool, with the transcript every example follows.
     let transcript = repo_root().join("examples/policy.transcript");
     let out = wasmtp(&[
@@ -775,19 +811,23 @@ const WARM: usize = 1_000;
 const MAX_GROWTH: f64 = 1024.0 * 1024.0;
 
 /// A server with metrics on, serving `plugin` as `policy` with the examples'
-/// arguments: (the server, its SMTP address, its metrics address).
-fn start_with_metrics(plugin: &Path) -> (harness::Process, SocketAddr, SocketAddr) {
+/// arguments and `extra` keys in its section: (the server, its SMTP
+/// address, its metrics address).
+fn start_with_metrics(plugin: &Path, extra: &str) -> (harness::Process, SocketAddr, SocketAddr) {
     let dir = out_dir();
+    // One file per server: tests run in parallel.
+    static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let config = dir.join(format!(
-        "{}.long-session.toml",
-        plugin.file_stem().unwrap().to_string_lossy()
+        "{}.metrics-{}.toml",
+        plugin.file_stem().unwrap().to_string_lossy(),
+        SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     std::fs::write(
         &config,
         format!(
             "[server]\nhostname = \"{HOSTNAME}\"\nmetrics = \"127.0.0.1:0\"\n\n\
              [[listener]]\naddress = \"127.0.0.1:0\"\nplugin = \"policy\"\n\n\
-             [plugin.policy]\ncomponent = {:?}\nargs = [\"example.com\", \"postmaster@example.org\"]\n",
+             [plugin.policy]\ncomponent = {:?}\nargs = [\"example.com\", \"postmaster@example.org\"]\n{extra}\n",
             plugin.display()
         ),
     )
@@ -862,7 +902,7 @@ fn check_long_session(plugin: &Path, language: &str) {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(LONG_SESSION);
-    let (_server, smtp, metrics) = start_with_metrics(plugin);
+    let (_server, smtp, metrics) = start_with_metrics(plugin, "");
     let memory = r#"wasmtp_plugin_memory_bytes{plugin="policy"}"#;
     let body = format!("{}\r\n", "x".repeat(70)).repeat(14);
     let accepted = format!("250 2.0.0 accepted by the {language} policy");
