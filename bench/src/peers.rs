@@ -136,6 +136,11 @@ pub enum Peer {
     WasmtpExampleJs,
     /// The same policy in Python (componentize-py).
     WasmtpExamplePython,
+    /// The JavaScript policy with `instances = "reuse"`: one instance serves
+    /// successive sessions.
+    WasmtpExampleJsReuse,
+    /// The Python policy with `instances = "reuse"`.
+    WasmtpExamplePythonReuse,
     /// Haraka with the same policy: `rcpt_to.in_host_list`, a `data_post`
     /// plugin refusing `X-Spam-Flag: YES`, `queue/discard`.
     HarakaPolicy,
@@ -167,10 +172,12 @@ impl Peer {
 
     /// The peers of the policy part (BENCHMARKS.md, "The example policy
     /// against Haraka").
-    pub const POLICY: [Peer; 4] = [
+    pub const POLICY: [Peer; 6] = [
         Peer::WasmtpExampleRust,
         Peer::WasmtpExampleJs,
         Peer::WasmtpExamplePython,
+        Peer::WasmtpExampleJsReuse,
+        Peer::WasmtpExamplePythonReuse,
         Peer::HarakaPolicy,
     ];
 
@@ -178,8 +185,10 @@ impl Peer {
     pub fn example_component(self) -> Option<&'static str> {
         match self {
             Peer::WasmtpExampleRust => Some("rust_policy.wasm"),
-            Peer::WasmtpExampleJs => Some("javascript_policy.wasm"),
-            Peer::WasmtpExamplePython => Some("python_policy.wasm"),
+            Peer::WasmtpExampleJs | Peer::WasmtpExampleJsReuse => Some("javascript_policy.wasm"),
+            Peer::WasmtpExamplePython | Peer::WasmtpExamplePythonReuse => {
+                Some("python_policy.wasm")
+            }
             _ => None,
         }
     }
@@ -203,6 +212,12 @@ impl Peer {
             Peer::WasmtpExampleRust => "wasmtp, example policy in Rust",
             Peer::WasmtpExampleJs => "wasmtp, example policy in JavaScript (QuickJS)",
             Peer::WasmtpExamplePython => "wasmtp, example policy in Python",
+            Peer::WasmtpExampleJsReuse => {
+                "wasmtp, example policy in JavaScript, instances reused across sessions"
+            }
+            Peer::WasmtpExamplePythonReuse => {
+                "wasmtp, example policy in Python, instances reused across sessions"
+            }
             Peer::HarakaPolicy => {
                 "Haraka 3.3.4, rcpt_to.in_host_list + X-Spam-Flag data_post + queue/discard"
             }
@@ -228,6 +243,8 @@ impl Peer {
             Peer::WasmtpExampleRust => "wasmtp-example-rust",
             Peer::WasmtpExampleJs => "wasmtp-example-js",
             Peer::WasmtpExamplePython => "wasmtp-example-python",
+            Peer::WasmtpExampleJsReuse => "wasmtp-example-js-reuse",
+            Peer::WasmtpExamplePythonReuse => "wasmtp-example-python-reuse",
             Peer::HarakaPolicy => "haraka-policy",
         }
     }
@@ -374,7 +391,11 @@ impl Server {
                     .env("YES_REALLY_DO_DISCARD", "1");
                 c
             }
-            Peer::WasmtpExampleRust | Peer::WasmtpExampleJs | Peer::WasmtpExamplePython => {
+            Peer::WasmtpExampleRust
+            | Peer::WasmtpExampleJs
+            | Peer::WasmtpExamplePython
+            | Peer::WasmtpExampleJsReuse
+            | Peer::WasmtpExamplePythonReuse => {
                 let component = tools.examples.join(peer.example_component().unwrap());
                 if !component.is_file() {
                     bail!(
@@ -384,11 +405,28 @@ impl Server {
                 }
                 // The example's arguments: the allowed recipient domains,
                 // the load generator's among them.
-                let mut c = Command::new(&tools.wasmtp);
-                c.args(["-n", "-l", &listen, "-c"])
-                    .arg(&component)
-                    .args(POLICY_ALLOWED_DOMAINS);
-                c
+                if matches!(
+                    peer,
+                    Peer::WasmtpExampleJsReuse | Peer::WasmtpExamplePythonReuse
+                ) {
+                    let config = config_file(
+                        "example-reuse",
+                        format!(
+                            "[[listener]]\naddress = \"{listen}\"\nplugin = \"policy\"\n\n\
+                             [plugin.policy]\ncomponent = {:?}\nargs = {:?}\ninstances = \"reuse\"\n",
+                            component.display().to_string(),
+                            POLICY_ALLOWED_DOMAINS
+                        ),
+                    )?;
+                    scratch.push(config.clone());
+                    wasmtp_with(config)
+                } else {
+                    let mut c = Command::new(&tools.wasmtp);
+                    c.args(["-n", "-l", &listen, "-c"])
+                        .arg(&component)
+                        .args(POLICY_ALLOWED_DOMAINS);
+                    c
+                }
             }
             Peer::HarakaPolicy => {
                 let dir = crate::auth::haraka_policy_config(tools, port)?;
