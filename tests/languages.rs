@@ -277,6 +277,23 @@ fn policy_session(addr: SocketAddr, language: &str) {
         reply.text(),
         format!("2.0.0 accepted by the {language} policy")
     );
+    // A header block longer than one 16 KiB read: the flag after it is
+    // still found, and the blank line still ends the header block.
+    let filler: String = (0..400)
+        .map(|i| format!("X-Filler-{i}: {}\r\n", "f".repeat(40)))
+        .collect();
+    let reply = c.send_message(
+        "anne@example.net",
+        &["bart@example.com"],
+        &format!("{filler}X-Spam-Flag: YES\r\n\r\nbody\r\n"),
+    );
+    assert_eq!(reply.code, 550, "{language}: {}", reply.text());
+    let reply = c.send_message(
+        "anne@example.net",
+        &["bart@example.com"],
+        &format!("{filler}\r\nX-Spam-Flag: YES\r\n"),
+    );
+    assert_eq!(reply.code, 250, "{language}: {}", reply.text());
     c.expect("QUIT", 221);
 }
 

@@ -54,8 +54,9 @@ export const rcpt = {
   },
 };
 
-/** Bytes as a string, one character per byte (header fields are ASCII; the
- *  rest only has to survive the search for the blank line). */
+/** Bytes as a string, one character per byte (header fields are ASCII).
+ *  In QuickJS this costs about 15 ns a byte, so only the header block is
+ *  converted: the blank line that ends it is found in the bytes. */
 function latin1(bytes) {
   let text = '';
   for (let i = 0; i < bytes.length; i += 4096) {
@@ -64,37 +65,46 @@ function latin1(bytes) {
   return text;
 }
 
-/** The lines of the header block, read from the host a chunk at a time; the
- *  body is never copied into the plugin. */
-function* headerLines() {
-  let pending = '';
+/** The header block, read from the host a chunk at a time until the blank
+ *  line that ends it (a message without one is all header). */
+function headerBlock() {
+  let text = '';
   for (;;) {
     const chunk = readNext(CHUNK);
-    pending += latin1(chunk);
-    const lines = pending.split('\n');
-    pending = lines.pop();
-    for (let line of lines) {
-      if (line.endsWith('\r')) line = line.slice(0, -1);
-      if (line === '') return;
-      yield line;
-    }
-    if (chunk.length === 0) {
-      if (pending !== '') yield pending;
-      return;
-    }
+    if (chunk.length === 0) return text;
+    const end = blankLine(chunk, text);
+    if (end >= 0) return text + latin1(chunk.subarray(0, end));
+    text += latin1(chunk);
   }
 }
 
+/** Where in `bytes` the blank line ending the header block starts, or -1.
+ *  `before` is the header text read before `bytes`, for a blank line that
+ *  straddles two chunks. `Uint8Array.indexOf` runs natively: one call per
+ *  line, not per byte. */
+function blankLine(bytes, before) {
+  if (before === '' || before.endsWith('\n')) {
+    // A line starts at bytes[0].
+    if (bytes[0] === 10 || (bytes[0] === 13 && bytes[1] === 10)) return 0;
+  } else if (before.endsWith('\n\r') && bytes[0] === 10) {
+    return 0;
+  }
+  for (let lf = bytes.indexOf(10); lf >= 0; lf = bytes.indexOf(10, lf + 1)) {
+    const next = lf + 1;
+    if (bytes[next] === 10 || (bytes[next] === 13 && bytes[next + 1] === 10)) return next;
+  }
+  return -1;
+}
+
+/** A header field `X-Spam-Flag: YES`, any case, any blanks around the value.
+ *  One regular expression over the block: QuickJS runs it as compiled
+ *  bytecode, where a loop over the lines would be interpreted. */
+const SPAM_FLAG = /^x-spam-flag[ \t]*:[ \t]*yes[ \t]*\r?$/im;
+
 export const data = {
   handleData(session, envelope) {
-    for (const line of headerLines()) {
-      const colon = line.indexOf(':');
-      if (colon < 0) continue;
-      const name = line.slice(0, colon).trim().toLowerCase();
-      const value = line.slice(colon + 1).trim().toLowerCase();
-      if (name === 'x-spam-flag' && value === 'yes') {
-        return { code: 550, enhanced: '5.7.1', lines: ['message refused: X-Spam-Flag is YES'] };
-      }
+    if (SPAM_FLAG.test(headerBlock())) {
+      return { code: 550, enhanced: '5.7.1', lines: ['message refused: X-Spam-Flag is YES'] };
     }
     return { code: 250, enhanced: '2.0.0', lines: ['accepted by the javascript policy'] };
   },
