@@ -29,7 +29,8 @@ def mode_label(m):
     conn = "reused" if m["reuse"] else "conn/msg"
     size = f'{m["size"] >> 20} MiB' if m["size"] >= 1 << 20 else f'{m["size"] >> 10} KiB'
     label = f'{conn}\n{size}, {m["sessions"]} sess.'
-    return label + ("\npipelined" if m["pipeline"] else "")
+    label += "\npipelined" if m["pipeline"] else ""
+    return label + ("\npinned" if m.get("pinned") else "")
 
 
 def main():

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
@@ -327,13 +328,57 @@ async fn session(
     }
 }
 
-/// Open `count` sessions that each read the greeting, send EHLO and then
-/// (`noop`) one NOOP, and keep them open; at most `parallel` are being set
-/// up at a time. Returns the open connections.
+/// How far a session held open for the memory figures goes first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hold {
+    /// The greeting and EHLO: no plugin hook runs, nothing is instantiated
+    /// (for a plugin whose first hook is `data`, such as Sink).
+    #[default]
+    Ehlo,
+    /// Then one NOOP: a plugin exporting `noop` is instantiated.
+    Noop,
+    /// Then `MAIL FROM` and `RCPT TO:<rcpt@bench.example>`, accepted: a
+    /// plugin exporting `mail` or `rcpt` (the example policy) is
+    /// instantiated.
+    Rcpt,
+}
+
+impl Hold {
+    /// What each held session did, for the report.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Hold::Ehlo => "after EHLO",
+            Hold::Noop => "after EHLO and one NOOP",
+            Hold::Rcpt => "after EHLO, MAIL FROM and RCPT TO",
+        }
+    }
+
+    /// Take a freshly connected client this far.
+    async fn reach(self, client: &mut Client) -> Result<()> {
+        client.ehlo().await?;
+        match self {
+            Hold::Ehlo => Ok(()),
+            Hold::Noop => client.command("NOOP\r\n", 250).await,
+            Hold::Rcpt => {
+                client
+                    .command(&format!("MAIL FROM:<{SENDER}>\r\n"), 250)
+                    .await?;
+                client
+                    .command(&format!("RCPT TO:<{RECIPIENT}>\r\n"), 250)
+                    .await
+            }
+        }
+    }
+}
+
+/// Open `count` sessions that each read the greeting and go as far as
+/// `hold`, and keep them open; at most `parallel` are being set up at a
+/// time. Returns the open connections.
 pub async fn open_idle(
     addr: SocketAddr,
     count: usize,
-    noop: bool,
+    hold: Hold,
     parallel: usize,
     deadline: Instant,
 ) -> Result<Vec<Client>> {
@@ -345,10 +390,7 @@ pub async fn open_idle(
             launched += 1;
             tasks.spawn(async move {
                 let mut client = Client::connect(addr).await?;
-                client.ehlo().await?;
-                if noop {
-                    client.command("NOOP\r\n", 250).await?;
-                }
+                hold.reach(&mut client).await?;
                 anyhow::Ok(client)
             });
         }

@@ -6,6 +6,8 @@
 //!   many or idle sessions) — Postfix's `smtp-source` is the other one.
 //! - [`peers`]: starting and stopping the servers under test.
 //! - [`procfs`]: CPU time and memory of a server from `/proc`.
+//! - [`cpus`]: the pinned modes (`--pin`): the server on one CPU, the load
+//!   generators on the other.
 //! - [`micro`]: in-process microbenchmarks (instantiation, Maildir writes).
 //! - [`state`]: PostgreSQL for the state part, key-value latency.
 //! - [`auth`]: NSD, the signed message and Haraka's configuration for the
@@ -17,6 +19,7 @@
 //!   parsed-message import against a parse in the guest.
 
 mod auth;
+mod cpus;
 mod handoff;
 mod load;
 mod micro;

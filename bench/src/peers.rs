@@ -263,6 +263,12 @@ pub struct Options {
     pub postgres: Option<String>,
     /// The DNS server of the mail-authentication peers (the benchmark's NSD).
     pub nameserver: Option<SocketAddr>,
+    /// Run the server on this CPU alone (`taskset -c CPU`; the pinned modes).
+    pub cpu: Option<usize>,
+    /// `[server] max_plugin_instances` for the example-policy peers, in a
+    /// config file; without it they start from the command line, with the
+    /// default (1,000).
+    pub max_plugin_instances: Option<usize>,
 }
 
 /// The host name the mail-authentication peers answer as.
@@ -405,27 +411,32 @@ impl Server {
                 }
                 // The example's arguments: the allowed recipient domains,
                 // the load generator's among them.
-                if matches!(
+                let reuse = matches!(
                     peer,
                     Peer::WasmtpExampleJsReuse | Peer::WasmtpExamplePythonReuse
-                ) {
+                );
+                if !reuse && options.max_plugin_instances.is_none() {
+                    let mut c = Command::new(&tools.wasmtp);
+                    c.args(["-n", "-l", &listen, "-c"])
+                        .arg(&component)
+                        .args(POLICY_ALLOWED_DOMAINS);
+                    c
+                } else {
+                    let server = options.max_plugin_instances.map_or(String::new(), |n| {
+                        format!("[server]\nmax_plugin_instances = {n}\n\n")
+                    });
+                    let instances = if reuse { "instances = \"reuse\"\n" } else { "" };
                     let config = config_file(
-                        "example-reuse",
+                        "example",
                         format!(
-                            "[[listener]]\naddress = \"{listen}\"\nplugin = \"policy\"\n\n\
-                             [plugin.policy]\ncomponent = {:?}\nargs = {:?}\ninstances = \"reuse\"\n",
+                            "{server}[[listener]]\naddress = \"{listen}\"\nplugin = \"policy\"\n\n\
+                             [plugin.policy]\ncomponent = {:?}\nargs = {:?}\n{instances}",
                             component.display().to_string(),
                             POLICY_ALLOWED_DOMAINS
                         ),
                     )?;
                     scratch.push(config.clone());
                     wasmtp_with(config)
-                } else {
-                    let mut c = Command::new(&tools.wasmtp);
-                    c.args(["-n", "-l", &listen, "-c"])
-                        .arg(&component)
-                        .args(POLICY_ALLOWED_DOMAINS);
-                    c
                 }
             }
             Peer::HarakaPolicy => {
@@ -496,6 +507,9 @@ impl Server {
                 c
             }
         };
+        if let Some(cpu) = options.cpu {
+            cmd = crate::cpus::taskset(&cmd, cpu);
+        }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

@@ -1,6 +1,7 @@
 //! What the benchmark reads about a server process from `/proc`: its CPU
 //! time (user + system, all threads, from `/proc/PID/stat`) and its memory
-//! (`VmRSS`, `VmHWM` from `/proc/PID/status`).
+//! (`VmRSS`, `VmHWM` from `/proc/PID/status`; PSS from
+//! `/proc/PID/smaps_rollup`).
 
 use std::time::Duration;
 
@@ -95,23 +96,36 @@ pub struct Memory {
 }
 
 pub fn memory(pid: u32) -> Result<Memory> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    let field = |name: &str| -> Result<u64> {
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .with_context(|| format!("no {name} in /proc/{pid}/status"))?;
-        Ok(line[name.len()..]
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()?)
-    };
+    let status = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&status).with_context(|| format!("reading {status}"))?;
     Ok(Memory {
-        rss_kib: field("VmRSS:")?,
-        hwm_kib: field("VmHWM:")?,
+        rss_kib: kib_field(&text, "VmRSS:", &status)?,
+        hwm_kib: kib_field(&text, "VmHWM:", &status)?,
     })
+}
+
+/// The `NAME:   123 kB` line of a `/proc` file's `text`, in KiB.
+fn kib_field(text: &str, name: &str, file: &str) -> Result<u64> {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(name))
+        .with_context(|| format!("no {name} in {file}"))?;
+    Ok(line[name.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?)
+}
+
+/// The process's proportional set size, KiB (`Pss` of
+/// `/proc/PID/smaps_rollup`): each resident page divided by the number of
+/// times it is mapped, so a page shared by many mappings — a copy-on-write
+/// memory image mapped into every instance's slot — counts once in all,
+/// where RSS counts it once per mapping.
+pub fn pss_kib(pid: u32) -> Result<u64> {
+    let rollup = format!("/proc/{pid}/smaps_rollup");
+    let text = std::fs::read_to_string(&rollup).with_context(|| format!("reading {rollup}"))?;
+    kib_field(&text, "Pss:", &rollup)
 }
 
 /// The machine, for the report: CPU count and model, kernel, memory.

@@ -20,7 +20,8 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{self, Nsd};
-use crate::load::{self, LoadSpec, Script};
+use crate::cpus;
+use crate::load::{self, Hold, LoadSpec, Script};
 use crate::micro;
 use crate::peers::{self, Options, Peer, Server, Tools};
 use crate::procfs;
@@ -53,9 +54,17 @@ pub struct Settings {
     /// figures alone.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
-    /// Only these modes, by number (1-9, in the order of BENCHMARKS.md's tables).
+    /// Only these modes of the load part, by number (1-9, in the order of
+    /// BENCHMARKS.md's tables; with --pin, 10-18 are the same pinned).
     #[arg(long, value_delimiter = ',')]
     pub modes: Vec<usize>,
+    /// Run every mode of the load and policy parts a second time pinned:
+    /// the server on CPU 1 (`taskset -c 1`), the load generators on CPU 0.
+    /// Skipped, with the reason in the report, where `taskset` or a second
+    /// CPU is missing.
+    #[arg(long)]
+    #[serde(default)]
+    pub pin: bool,
     /// Only these peers (wasmtp-empty, wasmtp-sink, wasmtp-debugging,
     /// wasmtp-mailbox, smtp-sink, aiosmtpd).
     #[arg(long, value_delimiter = ',')]
@@ -91,6 +100,16 @@ impl Settings {
     }
 }
 
+/// The modes of a part that pins (load, policy): `base`, then, if `pin`,
+/// each of them again pinned.
+fn with_pinned(base: &[Mode], pin: bool) -> Vec<Mode> {
+    let mut modes = base.to_vec();
+    if pin {
+        modes.extend(base.iter().map(|m| m.pinned()));
+    }
+    modes
+}
+
 /// One load mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mode {
@@ -99,6 +118,10 @@ pub struct Mode {
     pub sessions: usize,
     /// RFC 2920 pipelining (the Rust generator only; smtp-source can't).
     pub pipeline: bool,
+    /// The server on CPU [`cpus::SERVER`], the load generators on
+    /// [`cpus::CLIENT`] (`--pin`).
+    #[serde(default)]
+    pub pinned: bool,
 }
 
 impl Mode {
@@ -110,12 +133,21 @@ impl Mode {
             size,
             sessions,
             pipeline: false,
+            pinned: false,
+        }
+    }
+
+    /// The same mode with the server and the load generators pinned.
+    pub const fn pinned(self) -> Mode {
+        Mode {
+            pinned: true,
+            ..self
         }
     }
 
     pub fn label(&self) -> String {
         format!(
-            "{}, {}, {} session{}{}",
+            "{}, {}, {} session{}{}{}",
             if self.reuse {
                 "reused connection"
             } else {
@@ -128,7 +160,8 @@ impl Mode {
             },
             self.sessions,
             if self.sessions == 1 { "" } else { "s" },
-            if self.pipeline { ", pipelined" } else { "" }
+            if self.pipeline { ", pipelined" } else { "" },
+            if self.pinned { ", pinned" } else { "" }
         )
     }
 }
@@ -156,6 +189,17 @@ pub const POLICY_MODES: [Mode; 4] = [
     Mode::plain(false, 1 << 10, 20),
 ];
 
+/// Sessions held open at once for the policy part's memory figure, each
+/// with an instantiated plugin: the server's default `max_plugin_instances`.
+pub const POLICY_IDLE_SESSIONS: usize = 1000;
+
+/// The policy part's memory figure is also taken with this
+/// `max_plugin_instances`: the instance pool admits four core instances per
+/// plugin instance, and a componentize-py component has 14 (a
+/// componentize-qjs one 9), so with the default of 1,000 only 285 Python
+/// (444 JavaScript) sessions hold an instance at once; 4,000 admits 1,000.
+pub const POLICY_IDLE_MAX_INSTANCES: usize = 4 * POLICY_IDLE_SESSIONS;
+
 pub const MODES: [Mode; 9] = [
     Mode::plain(true, 1 << 10, 1),
     Mode::plain(false, 1 << 10, 1),
@@ -170,6 +214,7 @@ pub const MODES: [Mode; 9] = [
         size: 1 << 10,
         sessions: 1,
         pipeline: true,
+        pinned: false,
     },
 ];
 
@@ -184,8 +229,7 @@ pub struct Figures {
     /// The database server's CPU time per message, µs (PostgreSQL peers).
     #[serde(default)]
     pub db_cpu_us_per_msg: Option<f64>,
-    /// `cpu_us_per_msg` split: user and system time, µs (the Rust
-    /// generator's window).
+    /// `cpu_us_per_msg` split: user and system time, µs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_user_us_per_msg: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -193,16 +237,17 @@ pub struct Figures {
 }
 
 impl Figures {
-    fn new(messages: u64, elapsed: Duration, cpu: Duration) -> Figures {
-        let m = messages.max(1) as f64;
+    /// `messages` in `elapsed`, the server having used `user` and `sys` CPU time.
+    fn new(messages: u64, elapsed: Duration, user: Duration, sys: Duration) -> Figures {
+        let per_msg = |d: Duration| d.as_secs_f64() * 1e6 / messages.max(1) as f64;
         Figures {
             messages,
             seconds: elapsed.as_secs_f64(),
             msgs_per_s: messages as f64 / elapsed.as_secs_f64().max(1e-9),
-            cpu_us_per_msg: cpu.as_secs_f64() * 1e6 / m,
+            cpu_us_per_msg: per_msg(user + sys),
             db_cpu_us_per_msg: None,
-            cpu_user_us_per_msg: None,
-            cpu_sys_us_per_msg: None,
+            cpu_user_us_per_msg: Some(per_msg(user)),
+            cpu_sys_us_per_msg: Some(per_msg(sys)),
         }
     }
 }
@@ -235,13 +280,21 @@ pub struct Cell {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct IdleFigures {
     pub peer: Option<Peer>,
-    /// Each session sent NOOP to a plugin exporting `noop`, so it holds a
-    /// live plugin instance.
-    pub holding_instance: bool,
+    /// How far each session went before it was held open.
+    #[serde(default)]
+    pub hold: Hold,
+    /// The server's `max_plugin_instances`, where the benchmark set it (the
+    /// example-policy peers; otherwise the peer's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_plugin_instances: Option<usize>,
     pub sessions: usize,
     pub base_rss_kib: u64,
     pub rss_kib: u64,
     pub kib_per_session: f64,
+    /// The PSS rise per session ([`procfs::pss_kib`]): the memory image
+    /// the instances share counts once, where RSS counts it per instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pss_kib_per_session: Option<f64>,
     pub error: Option<String>,
 }
 
@@ -292,6 +345,14 @@ pub struct Results {
     /// The example components' sizes, bytes: (file name, size).
     #[serde(default)]
     pub policy_components: Vec<(String, u64)>,
+    /// Memory with [`POLICY_IDLE_SESSIONS`] sessions held at RCPT TO, each
+    /// with an instantiated policy plugin.
+    #[serde(default)]
+    pub policy_idle: Vec<IdleFigures>,
+    /// Why the pinned modes asked for did not run (`--pin` where `taskset`
+    /// or a second CPU is missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinning_skipped: Option<String>,
 }
 
 /// Where the programs are when nothing says otherwise: `wasmtp` next to
@@ -368,6 +429,18 @@ pub fn run(settings: Settings) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // The pinned modes, if asked for and possible here.
+    let pinning = if settings.pin {
+        cpus::check().err().map(|e| format!("{e:#}"))
+    } else {
+        None
+    };
+    if let Some(why) = &pinning {
+        log(format!("--pin: the pinned modes are skipped: {why}"));
+    }
+    let pin = settings.pin && pinning.is_none();
+    let load_modes = with_pinned(&MODES, pin);
+    let policy_modes = with_pinned(&POLICY_MODES, pin);
     let mut results = Results {
         settings: Some(settings.clone()),
         machine: procfs::machine(),
@@ -381,7 +454,8 @@ pub fn run(settings: Settings) -> Result<()> {
         )
         .trim()
         .to_owned(),
-        modes: MODES.to_vec(),
+        modes: load_modes.clone(),
+        pinning_skipped: pinning,
         ..Results::default()
     };
     log(format!(
@@ -459,7 +533,7 @@ pub fn run(settings: Settings) -> Result<()> {
 
     for run in 0..settings.runs() {
         if settings.part("load") {
-            for (m, mode) in MODES.iter().enumerate() {
+            for (m, mode) in load_modes.iter().enumerate() {
                 if !settings.modes.is_empty() && !settings.modes.contains(&(m + 1)) {
                     continue;
                 }
@@ -470,7 +544,7 @@ pub fn run(settings: Settings) -> Result<()> {
                     })
                     .collect();
                 let n = order.len();
-                order.rotate_left((run * MODES.len() + m) % n);
+                order.rotate_left((run * load_modes.len() + m) % n);
                 for peer in order {
                     let cell = measure(&tools, &rt, &settings, run, m, *mode, peer);
                     log(describe(&cell, mode));
@@ -479,27 +553,18 @@ pub fn run(settings: Settings) -> Result<()> {
             }
         }
         if settings.part("memory") {
-            for (peer, noop) in [
-                (Peer::WasmtpSink, false),
-                (Peer::WasmtpNoop, true),
-                (Peer::SmtpSink, false),
-                (Peer::Aiosmtpd, false),
+            for (peer, hold) in [
+                (Peer::WasmtpSink, Hold::Ehlo),
+                (Peer::WasmtpNoop, Hold::Noop),
+                (Peer::SmtpSink, Hold::Ehlo),
+                (Peer::Aiosmtpd, Hold::Ehlo),
             ] {
-                let f =
-                    idle_memory(&tools, &rt, peer, idle, noop).unwrap_or_else(|e| IdleFigures {
-                        peer: Some(peer),
-                        holding_instance: noop,
-                        sessions: idle,
-                        error: Some(format!("{e:#}")),
-                        ..Default::default()
-                    });
-                log(format!(
-                    "idle {}: {:.1} KiB/session {}",
-                    peer.short(),
-                    f.kib_per_session,
-                    f.error.as_deref().unwrap_or("")
-                ));
-                results.idle.push(f);
+                let held = Held {
+                    sessions: idle,
+                    hold,
+                    max_plugin_instances: None,
+                };
+                results.idle.push(idle_memory(&tools, &rt, peer, held));
             }
             for peer in [Peer::WasmtpMailbox, Peer::WasmtpSink] {
                 let f = large_message(&tools, &rt, peer, settings.large_mib).unwrap_or_else(|e| {
@@ -562,16 +627,35 @@ pub fn run(settings: Settings) -> Result<()> {
             }
         }
         if settings.part("policy") {
-            results.policy_modes = POLICY_MODES.to_vec();
-            for (m, mode) in POLICY_MODES.iter().enumerate() {
+            results.policy_modes = policy_modes.clone();
+            for (m, mode) in policy_modes.iter().enumerate() {
                 let mut order = Peer::POLICY.to_vec();
                 let n = order.len();
-                order.rotate_left((run * POLICY_MODES.len() + m) % n);
+                order.rotate_left((run * policy_modes.len() + m) % n);
                 for peer in order {
                     let cell = measure(&tools, &rt, &settings, run, m, *mode, peer);
                     log(format!("policy: {}", describe(&cell, mode)));
                     results.policy_cells.push(cell);
                 }
+            }
+            // Every session past RCPT TO, so each holds an instance of the
+            // policy (its first exported hook is `rcpt`): every peer as
+            // started above, then the wasmtp ones with room for 1,000.
+            let raised = Peer::POLICY
+                .into_iter()
+                .filter(|p| p.example_component().is_some())
+                .map(|p| (p, Some(POLICY_IDLE_MAX_INSTANCES)));
+            for (peer, max_instances) in Peer::POLICY.map(|p| (p, None)).into_iter().chain(raised) {
+                results.policy_idle.push(idle_memory(
+                    &tools,
+                    &rt,
+                    peer,
+                    Held {
+                        sessions: POLICY_IDLE_SESSIONS,
+                        hold: Hold::Rcpt,
+                        max_plugin_instances: max_instances,
+                    },
+                ));
             }
         }
     }
@@ -778,10 +862,16 @@ fn measure_into(
             sessions: mode.sessions,
             postgres,
             nameserver: ctx.nsd.map(|n| n.addr),
+            cpu: mode.pinned.then_some(cpus::SERVER),
             ..Options::default()
         },
     )?;
     let pid = server.pid();
+    // The Rust generator runs on this thread.
+    let _client_cpu = mode
+        .pinned
+        .then(|| cpus::Pinned::this_thread(cpus::CLIENT))
+        .transpose()?;
     if Peer::POLICY.contains(&peer) {
         rt.block_on(load::check_example_policy(server.addr))
             .context("checking that the server applies the example policy")?;
@@ -822,8 +912,7 @@ fn measure_into(
     let ours = rt
         .block_on(load::run(&spec))
         .context("Rust load generator")?;
-    let (user1, sys1) = procfs::cpu_split(pid)?;
-    let (user, sys) = (user1.saturating_sub(user0), sys1.saturating_sub(sys0));
+    let (user, sys) = cpu_since(pid, (user0, sys0))?;
     let cpu = user + sys;
     let db = db_cpu()?;
     let (busy, own) = (
@@ -835,10 +924,7 @@ fn measure_into(
     if ours.pipelining_refused {
         bail!("the server does not advertise PIPELINING");
     }
-    let mut figures = Figures::new(ours.messages, ours.elapsed, cpu);
-    let per_msg = |d: Duration| d.as_secs_f64() * 1e6 / ours.messages.max(1) as f64;
-    figures.cpu_user_us_per_msg = Some(per_msg(user));
-    figures.cpu_sys_us_per_msg = Some(per_msg(sys));
+    let mut figures = Figures::new(ours.messages, ours.elapsed, user, sys);
     if let (Some(db0), Some(db)) = (db0, db) {
         figures.db_cpu_us_per_msg =
             Some(db.saturating_sub(db0).as_secs_f64() * 1e6 / ours.messages.max(1) as f64);
@@ -857,7 +943,7 @@ fn measure_into(
         // two per session.
         let count = (ours.messages.max(2 * mode.sessions as u64)).min(5_000_000);
         let db0 = db_cpu()?;
-        let cpu0 = procfs::cpu_time(pid)?;
+        let cpu0 = procfs::cpu_split(pid)?;
         let elapsed = smtp_source(
             tools,
             &server,
@@ -865,8 +951,8 @@ fn measure_into(
             count,
             settings.window() * 20 + Duration::from_secs(30),
         )?;
-        let cpu = procfs::cpu_time(pid)? - cpu0;
-        let mut figures = Figures::new(count, elapsed, cpu);
+        let (user, sys) = cpu_since(pid, cpu0)?;
+        let mut figures = Figures::new(count, elapsed, user, sys);
         if let (Some(db0), Some(db)) = (db0, db_cpu()?) {
             figures.db_cpu_us_per_msg =
                 Some(db.saturating_sub(db0).as_secs_f64() * 1e6 / count.max(1) as f64);
@@ -890,7 +976,14 @@ fn measure_into(
     Ok(())
 }
 
-/// Run Postfix's smtp-source against `server`; the wall time it took.
+/// The user and system CPU time `pid` used since `(user0, sys0)`.
+fn cpu_since(pid: u32, (user0, sys0): (Duration, Duration)) -> Result<(Duration, Duration)> {
+    let (user, sys) = procfs::cpu_split(pid)?;
+    Ok((user.saturating_sub(user0), sys.saturating_sub(sys0)))
+}
+
+/// Run Postfix's smtp-source against `server` (on [`cpus::CLIENT`] in a
+/// pinned mode); the wall time it took.
 fn smtp_source(
     tools: &Tools,
     server: &Server,
@@ -917,8 +1010,11 @@ fn smtp_source(
     if mode.reuse {
         cmd.arg("-d");
     }
-    cmd.arg(format!("inet:{}", server.addr))
-        .stdin(Stdio::null())
+    cmd.arg(format!("inet:{}", server.addr));
+    if mode.pinned {
+        cmd = cpus::taskset(&cmd, cpus::CLIENT);
+    }
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let t = Instant::now();
@@ -952,25 +1048,65 @@ fn source_payload(size: usize) -> usize {
     size.saturating_sub(150).max(1)
 }
 
-fn idle_memory(
+/// Sessions held open for a memory figure.
+#[derive(Clone, Copy)]
+struct Held {
+    sessions: usize,
+    /// How far each goes first.
+    hold: Hold,
+    /// The server's `max_plugin_instances` (example-policy peers).
+    max_plugin_instances: Option<usize>,
+}
+
+/// The RSS per session of `held.sessions` sessions held open; the error,
+/// if any, in the figures.
+fn idle_memory(tools: &Tools, rt: &tokio::runtime::Runtime, peer: Peer, held: Held) -> IdleFigures {
+    let Held {
+        sessions,
+        hold,
+        max_plugin_instances,
+    } = held;
+    let f = idle_memory_of(tools, rt, peer, held).unwrap_or_else(|e| IdleFigures {
+        peer: Some(peer),
+        hold,
+        max_plugin_instances,
+        sessions,
+        error: Some(format!("{e:#}")),
+        ..Default::default()
+    });
+    log(format!(
+        "idle {} ({sessions} at {hold:?}, max_plugin_instances {max_plugin_instances:?}): {:.1} KiB/session {}",
+        peer.short(),
+        f.kib_per_session,
+        f.error.as_deref().unwrap_or("")
+    ));
+    f
+}
+
+fn idle_memory_of(
     tools: &Tools,
     rt: &tokio::runtime::Runtime,
     peer: Peer,
-    sessions: usize,
-    noop: bool,
+    held: Held,
 ) -> Result<IdleFigures> {
+    let Held {
+        sessions,
+        hold,
+        max_plugin_instances,
+    } = held;
     let server = Server::start(
         tools,
         peer,
         Options {
             sessions,
+            max_plugin_instances,
             ..Options::default()
         },
     )?;
     let pid = server.pid();
     let deadline = Instant::now() + Duration::from_secs(180);
     // Warm up with a few sessions doing the same, closed again.
-    let warm = rt.block_on(load::open_idle(server.addr, 8, noop, 8, deadline))?;
+    let warm = rt.block_on(load::open_idle(server.addr, 8, hold, 8, deadline))?;
     rt.block_on(async {
         for c in warm {
             c.quit().await?;
@@ -978,20 +1114,23 @@ fn idle_memory(
         anyhow::Ok(())
     })?;
     std::thread::sleep(Duration::from_millis(300));
-    let base = procfs::memory(pid)?;
-    let open = rt.block_on(load::open_idle(server.addr, sessions, noop, 200, deadline))?;
+    let (base, base_pss) = (procfs::memory(pid)?, procfs::pss_kib(pid)?);
+    let open = rt.block_on(load::open_idle(server.addr, sessions, hold, 200, deadline))?;
     // Let the server finish whatever it does after the last reply.
     std::thread::sleep(Duration::from_millis(1000));
-    let with = procfs::memory(pid)?;
+    let (with, pss) = (procfs::memory(pid)?, procfs::pss_kib(pid)?);
+    let per_session = |before: u64, after: u64| (after as f64 - before as f64) / sessions as f64;
     drop(open);
     server.stop();
     Ok(IdleFigures {
         peer: Some(peer),
-        holding_instance: noop,
+        hold,
+        max_plugin_instances,
         sessions,
         base_rss_kib: base.rss_kib,
         rss_kib: with.rss_kib,
-        kib_per_session: (with.rss_kib as f64 - base.rss_kib as f64) / sessions as f64,
+        kib_per_session: per_session(base.rss_kib, with.rss_kib),
+        pss_kib_per_session: Some(per_session(base_pss, pss)),
         error: None,
     })
 }
