@@ -524,7 +524,10 @@ pub fn run(settings: Settings) -> Result<()> {
                 .push(("haraka".into(), auth::haraka_versions(&tools)));
         }
         for peer in Peer::POLICY {
-            if let Some(file) = peer.example_component() {
+            // Two peers (instances reused or not) run each component.
+            if let Some(file) = peer.example_component()
+                && !results.policy_components.iter().any(|(f, _)| f == file)
+            {
                 let size = std::fs::metadata(tools.examples.join(file)).map_or(0, |m| m.len());
                 results.policy_components.push((file.to_owned(), size));
             }
