@@ -324,12 +324,41 @@ fn check_reuse(plugin: &Path, language: &str) {
     );
 }
 
+/// `max_plugin_instances` sessions fit, each holding an instance, whatever
+/// the language (a CPython component is 14 core instances, a QuickJS one
+/// 9), and the next one is refused with 451.
+fn check_capacity(plugin: &Path, language: &str) {
+    const SLOTS: usize = 12;
+    let (_server, smtp, _) =
+        start_configured(plugin, &format!("max_plugin_instances = {SLOTS}"), "");
+    let hold = || {
+        let mut c = Client::after_ehlo(smtp);
+        c.expect("MAIL FROM:<anne@example.net>", 250);
+        let reply = c.cmd("RCPT TO:<bart@example.com>");
+        (c, reply)
+    };
+    let held: Vec<_> = (0..SLOTS)
+        .map(|i| {
+            let (c, reply) = hold();
+            assert_eq!(reply.code, 250, "{language}, session {}: {reply:?}", i + 1);
+            c
+        })
+        .collect();
+    let (_, reply) = hold();
+    assert_eq!(
+        reply.code, 451,
+        "{language}: one session too many: {reply:?}"
+    );
+    drop(held);
+}
+
 fn check_language(plugin: &Path, language: &str) {
     check_inspect(plugin);
     // Also the first load: the server compiles the component and caches it.
     check_refuses_no_arguments(plugin);
     check_policy(plugin, language);
     check_reuse(plugin, language);
+    check_capacity(plugin, language);
     // The authors' replay tool, with the transcript every example follows.
     let transcript = repo_root().join("examples/policy.transcript");
     let out = wasmtp(&[
@@ -831,6 +860,15 @@ const MAX_GROWTH: f64 = 1024.0 * 1024.0;
 /// arguments and `extra` keys in its section: (the server, its SMTP
 /// address, its metrics address).
 fn start_with_metrics(plugin: &Path, extra: &str) -> (harness::Process, SocketAddr, SocketAddr) {
+    start_configured(plugin, "", extra)
+}
+
+/// [`start_with_metrics`] with `server` keys in `[server]` too.
+fn start_configured(
+    plugin: &Path,
+    server: &str,
+    extra: &str,
+) -> (harness::Process, SocketAddr, SocketAddr) {
     let dir = out_dir();
     // One file per server: tests run in parallel.
     static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -842,7 +880,7 @@ fn start_with_metrics(plugin: &Path, extra: &str) -> (harness::Process, SocketAd
     std::fs::write(
         &config,
         format!(
-            "[server]\nhostname = \"{HOSTNAME}\"\nmetrics = \"127.0.0.1:0\"\n\n\
+            "[server]\nhostname = \"{HOSTNAME}\"\nmetrics = \"127.0.0.1:0\"\n{server}\n\n\
              [[listener]]\naddress = \"127.0.0.1:0\"\nplugin = \"policy\"\n\n\
              [plugin.policy]\ncomponent = {:?}\nargs = [\"example.com\", \"postmaster@example.org\"]\n{extra}\n",
             plugin.display()

@@ -155,8 +155,13 @@ impl Runtime {
 
         let slots = settings.max_instances.max(1);
         let mut pool = PoolingAllocationConfig::new();
+        // A component is several core instances: 9 for a QuickJS plugin,
+        // 14 for a CPython one (componentize-py links libc, libpython and
+        // adapters), 1 to 3 for Rust. The bound is on metadata allocated
+        // on demand, so room for 16 each costs nothing until used, and
+        // `max_plugin_instances` sessions fit whatever the language.
         pool.total_component_instances(slots)
-            .total_core_instances(slots.saturating_mul(4))
+            .total_core_instances(slots.saturating_mul(16))
             .total_memories(slots.saturating_mul(2))
             .total_tables(slots.saturating_mul(4))
             .total_stacks(slots)
