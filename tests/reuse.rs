@@ -291,36 +291,26 @@ fn reuse_needs_the_export_and_its_keys_need_reuse() {
         "{err}"
     );
 
-    let (code, err) = check(&format!(
-        "{listener}{}",
-        plugin_section("p", "max_idle_instances = 4")
-    ));
-    assert_eq!(code, Some(2), "{err}");
-    assert!(
-        err.contains("plugin.p.max_idle_instances")
-            && err.contains("applies only with `instances = \"reuse\"`"),
-        "{err}"
-    );
-
-    let (code, err) = check(&format!(
-        "{listener}{}",
-        plugin_section("p", "instances = \"reuse\"\nmax_sessions_per_instance = 0")
-    ));
-    assert_eq!(code, Some(2), "{err}");
-    assert!(
-        err.contains("plugin.p.max_sessions_per_instance") && err.contains("at least 1"),
-        "{err}"
-    );
-
-    let (code, err) = check(&format!(
-        "{listener}{}",
-        plugin_section("p", "instances = \"sometimes\"")
-    ));
-    assert_eq!(code, Some(2), "{err}");
-    assert!(
-        err.contains("instances") && err.contains("sometimes"),
-        "{err}"
-    );
+    // Each bad value or stray key is named with its section.
+    let bad = [
+        (
+            "max_idle_instances = 4",
+            [
+                "plugin.p.max_idle_instances",
+                "applies only with `instances = \"reuse\"`",
+            ],
+        ),
+        (
+            "instances = \"reuse\"\nmax_sessions_per_instance = 0",
+            ["plugin.p.max_sessions_per_instance", "at least 1"],
+        ),
+        ("instances = \"sometimes\"", ["instances", "sometimes"]),
+    ];
+    for (extra, expected) in bad {
+        let (code, err) = check(&format!("{listener}{}", plugin_section("p", extra)));
+        assert_eq!(code, Some(2), "{extra}: {err}");
+        assert!(expected.iter().all(|e| err.contains(e)), "{extra}: {err}");
+    }
 
     // And a plugin that exports it passes.
     let (code, err) = check(&format!(

@@ -97,6 +97,29 @@ fn times(x: Option<f64>) -> String {
     })
 }
 
+/// A target on `ours ÷ theirs`, shown with both figures (`unit` after each:
+/// `""` for msgs/s, `" µs"`, `" MiB"`).
+fn ratio_target(
+    out: &mut String,
+    what: &str,
+    ours: Option<f64>,
+    theirs: Option<f64>,
+    unit: &str,
+    limit: f64,
+    at_most: bool,
+) {
+    let r = ratio(ours, theirs);
+    target(
+        out,
+        what,
+        format!("{}{unit} ÷ {}{unit} = {}", num(ours), num(theirs), times(r)),
+        r,
+        limit,
+        at_most,
+        "×",
+    );
+}
+
 /// A target row: `at_most` or at least `limit`.
 fn target(
     out: &mut String,
@@ -1179,38 +1202,26 @@ pub fn auth_markdown(r: &Results) -> String {
             continue;
         }
         let (w, h) = (agg(m, Peer::WasmtpMailauth), agg(m, Peer::Haraka));
-        let cpu = ratio(w.ours_cpu, h.ours_cpu);
-        target(
+        ratio_target(
             o,
             &format!(
                 "CPU/msg, wasmtp mailauth → sink ÷ Haraka ({})",
                 mode.label()
             ),
-            format!(
-                "{} µs ÷ {} µs = {}",
-                num(w.ours_cpu),
-                num(h.ours_cpu),
-                times(cpu)
-            ),
-            cpu,
+            w.ours_cpu,
+            h.ours_cpu,
+            " µs",
             0.25,
             true,
-            "×",
         );
-        let rate = ratio(w.ours_rate, h.ours_rate);
-        target(
+        ratio_target(
             o,
             &format!("msgs/s, wasmtp mailauth → sink ÷ Haraka ({})", mode.label()),
-            format!(
-                "{} ÷ {} = {}",
-                num(w.ours_rate),
-                num(h.ours_rate),
-                times(rate)
-            ),
-            rate,
+            w.ours_rate,
+            h.ours_rate,
+            "",
             4.0,
             false,
-            "×",
         );
     }
     let _ = writeln!(o);
@@ -1321,53 +1332,35 @@ pub fn policy_markdown(r: &Results) -> String {
             if cells.iter().all(|c| c.mode != m || c.peer != Some(peer)) {
                 continue;
             }
-            let rate = ratio(a.ours_rate, h.ours_rate);
-            target(
+            ratio_target(
                 o,
                 &format!("msgs/s, {name} in wasmtp ÷ Haraka ({})", mode.label()),
-                format!(
-                    "{} ÷ {} = {}",
-                    num(a.ours_rate),
-                    num(h.ours_rate),
-                    times(rate)
-                ),
-                rate,
+                a.ours_rate,
+                h.ours_rate,
+                "",
                 3.0,
                 false,
-                "×",
             );
             if cpu_target {
-                let cpu = ratio(a.ours_cpu, h.ours_cpu);
-                target(
+                ratio_target(
                     o,
                     &format!("CPU/msg, {name} in wasmtp ÷ Haraka ({})", mode.label()),
-                    format!(
-                        "{} µs ÷ {} µs = {}",
-                        num(a.ours_cpu),
-                        num(h.ours_cpu),
-                        times(cpu)
-                    ),
-                    cpu,
+                    a.ours_cpu,
+                    h.ours_cpu,
+                    " µs",
                     0.3,
                     true,
-                    "×",
                 );
             }
             if mode.sessions > 1 {
-                let rss = ratio(a.hwm_mib, h.hwm_mib);
-                target(
+                ratio_target(
                     o,
                     &format!("peak RSS, {name} in wasmtp ÷ Haraka ({})", mode.label()),
-                    format!(
-                        "{} MiB ÷ {} MiB = {}",
-                        num(a.hwm_mib),
-                        num(h.hwm_mib),
-                        times(rss)
-                    ),
-                    rss,
+                    a.hwm_mib,
+                    h.hwm_mib,
+                    " MiB",
                     1.0,
                     true,
-                    "×",
                 );
             }
         }
