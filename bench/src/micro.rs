@@ -116,9 +116,9 @@ pub(crate) async fn load_plugin(
             reuse: None,
         },
     };
-    Ok(Plugin::load(runtime, spec)
+    Plugin::load(runtime, spec)
         .await
-        .with_context(|| format!("loading {name}"))?)
+        .with_context(|| format!("loading {name}"))
 }
 
 /// Measure instantiation of `plugin` `iterations` times.
@@ -152,7 +152,7 @@ async fn instantiation(plugin: &Arc<Plugin>, iterations: usize) -> Result<Instan
             .map_err(|e| anyhow::anyhow!("{e:#}"))?;
         let t_wasi = nanos(t);
         let t = Instant::now();
-        let state = HostState::new(&plugin, ctx, i as u64);
+        let state = HostState::new(plugin, ctx, i as u64);
         let mut store = Store::new(&plugin.runtime.engine, state);
         store.limiter(|state| &mut state.memory);
         store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Yield(1)));
@@ -326,7 +326,7 @@ pub fn instantiation_all(
                 },
             )
             .await?;
-            figures.plugin = name.into();
+            figures.plugin = name;
             out.push(figures);
         }
         let _ = fs::remove_dir_all(maildir);
@@ -541,13 +541,13 @@ fn native_deliver(
     let file = File::options().write(true).create_new(true).open(&tmp)?;
     let mut out = BufWriter::with_capacity(64 << 10, file);
     let (address, port) = session.peer.address_and_port();
-    write!(out, "X-Peer: ('{address}', {port})\n")?;
-    write!(
+    writeln!(out, "X-Peer: ('{address}', {port})")?;
+    writeln!(
         out,
-        "X-MailFrom: {}\n",
+        "X-MailFrom: {}",
         envelope.mail_from.as_deref().unwrap_or("")
     )?;
-    write!(out, "X-RcptTo: {}\n", envelope.rcpt_tos.join(", "))?;
+    writeln!(out, "X-RcptTo: {}", envelope.rcpt_tos.join(", "))?;
     for line in content.split_inclusive(|&b| b == b'\n') {
         let text = line
             .strip_suffix(b"\r\n")
