@@ -894,6 +894,37 @@ fn aggregate_in(cells: &[Cell], mode: usize, peer: Peer) -> Agg {
     aggregate(&r, mode, peer)
 }
 
+/// One table per mode that was measured, a row per peer: the peer's label
+/// (with a note when a run failed), then the cells `row` gives for it.
+fn per_mode_tables(
+    o: &mut String,
+    modes: &[Mode],
+    cells: &[Cell],
+    columns: &[&str],
+    peers: &[Peer],
+    row: impl Fn(usize, Peer, &Agg) -> Vec<String>,
+) {
+    for (m, mode) in modes.iter().enumerate() {
+        if cells.iter().all(|c| c.mode != m) {
+            continue;
+        }
+        let _ = writeln!(o, "##### {}\n", mode.label());
+        let _ = writeln!(o, "| peer | {} |", columns.join(" | "));
+        let _ = writeln!(o, "|---|{}", "---:|".repeat(columns.len()));
+        for &peer in peers {
+            let a = aggregate_in(cells, m, peer);
+            let _ = writeln!(
+                o,
+                "| {}{} | {} |",
+                peer.label(),
+                failed_note(&a),
+                row(m, peer, &a).join(" | ")
+            );
+        }
+        let _ = writeln!(o);
+    }
+}
+
 fn header(o: &mut String, r: &Results, cells: &[Cell]) {
     let runs = r.settings.as_ref().and_then(|s| s.runs).unwrap_or(
         if r.settings.as_ref().is_some_and(|s| s.quick) {
@@ -1001,18 +1032,22 @@ pub fn state_markdown(r: &Results) -> String {
         o,
         "As in the load tables above; \"database CPU\" is the PostgreSQL server's own CPU per message (the postmaster and its backends, from /proc), which the wasmtp figure does not include. Every peer is checked afterwards to hold what it acknowledged (Maildir files, `wasmtp queue stats`).\n"
     );
-    for (m, mode) in r.state_modes.iter().enumerate() {
-        if cells.iter().all(|c| c.mode != m) {
-            continue;
-        }
-        let _ = writeln!(o, "##### {}\n", mode.label());
-        let _ = writeln!(
-            o,
-            "| peer | msgs/s (smtp-source) | CPU µs/msg (smtp-source) | msgs/s (Rust gen.) | CPU µs/msg (Rust gen.) | database CPU µs/msg (Rust gen.) | p50 µs | p99 µs | peak RSS MiB |"
-        );
-        let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-        for peer in Peer::STATE {
-            let a = agg(m, peer);
+    per_mode_tables(
+        o,
+        &r.state_modes,
+        cells,
+        &[
+            "msgs/s (smtp-source)",
+            "CPU µs/msg (smtp-source)",
+            "msgs/s (Rust gen.)",
+            "CPU µs/msg (Rust gen.)",
+            "database CPU µs/msg (Rust gen.)",
+            "p50 µs",
+            "p99 µs",
+            "peak RSS MiB",
+        ],
+        &Peer::STATE,
+        |m, peer, a| {
             let db = median(
                 cells
                     .iter()
@@ -1020,23 +1055,20 @@ pub fn state_markdown(r: &Results) -> String {
                     .filter_map(|c| c.ours.as_ref()?.db_cpu_us_per_msg)
                     .collect(),
             );
-            let _ = writeln!(
-                o,
-                "| {}{} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                peer.label(),
-                failed_note(&a),
-                num(a.src_rate),
-                num(a.src_cpu),
-                num(a.ours_rate),
-                num(a.ours_cpu),
-                num(db),
-                num(a.p50),
-                num(a.p99),
-                num(a.hwm_mib)
-            );
-        }
-        let _ = writeln!(o);
-    }
+            [
+                a.src_rate,
+                a.src_cpu,
+                a.ours_rate,
+                a.ours_cpu,
+                db,
+                a.p50,
+                a.p99,
+                a.hwm_mib,
+            ]
+            .map(num)
+            .to_vec()
+        },
+    );
 
     let _ = writeln!(o, "#### Ratios and differences\n");
     let _ = writeln!(
@@ -1230,18 +1262,22 @@ pub fn auth_markdown(r: &Results) -> String {
         o,
         "msgs/s and the server process's CPU µs per message (NSD's own CPU is not counted, for either); DNS queries are those NSD answered (`nsd-control stats_noreset`) during the warm-up of a freshly started server (its cold cache) and during the measured window after it.\n"
     );
-    for (m, mode) in r.auth_modes.iter().enumerate() {
-        if cells.iter().all(|c| c.mode != m) {
-            continue;
-        }
-        let _ = writeln!(o, "##### {}\n", mode.label());
-        let _ = writeln!(
-            o,
-            "| peer | msgs/s | CPU µs/msg | p50 µs | p99 µs | peak RSS MiB | DNS queries, warm-up | DNS queries, window | per message, window |"
-        );
-        let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-        for peer in Peer::AUTH {
-            let a = agg(m, peer);
+    per_mode_tables(
+        o,
+        &r.auth_modes,
+        cells,
+        &[
+            "msgs/s",
+            "CPU µs/msg",
+            "p50 µs",
+            "p99 µs",
+            "peak RSS MiB",
+            "DNS queries, warm-up",
+            "DNS queries, window",
+            "per message, window",
+        ],
+        &Peer::AUTH,
+        |m, peer, a| {
             let ok: Vec<&Cell> = cells
                 .iter()
                 .filter(|c| c.mode == m && c.peer == Some(peer) && c.error.is_none())
@@ -1264,23 +1300,17 @@ pub fn auth_markdown(r: &Results) -> String {
                     })
                     .collect(),
             );
-            let _ = writeln!(
-                o,
-                "| {}{} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                peer.label(),
-                failed_note(&a),
-                num(a.ours_rate),
-                num(a.ours_cpu),
-                num(a.p50),
-                num(a.p99),
-                num(a.hwm_mib),
+            let mut row = [a.ours_rate, a.ours_cpu, a.p50, a.p99, a.hwm_mib]
+                .map(num)
+                .to_vec();
+            row.extend([
                 count(warm),
                 count(window),
-                per.map_or("–".into(), |p| format!("{p:.2}"))
-            );
-        }
-        let _ = writeln!(o);
-    }
+                per.map_or("–".into(), |p| format!("{p:.2}")),
+            ]);
+            row
+        },
+    );
     out
 }
 
@@ -1398,36 +1428,38 @@ pub fn policy_markdown(r: &Results) -> String {
         o,
         "msgs/s, latency and the server process's CPU per message (user, system, total) from the Rust generator; smtp-source's msgs/s and CPU per message sending as many messages again; peak RSS (VmHWM) of the server after both.\n"
     );
-    for (m, mode) in r.policy_modes.iter().enumerate() {
-        if cells.iter().all(|c| c.mode != m) {
-            continue;
-        }
-        let _ = writeln!(o, "##### {}\n", mode.label());
-        let _ = writeln!(
-            o,
-            "| peer | msgs/s | CPU µs/msg (user + sys) | user | sys | p50 µs | p99 µs | smtp-source msgs/s | smtp-source CPU µs/msg | peak RSS MiB |"
-        );
-        let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-        for peer in Peer::POLICY {
-            let a = agg(m, peer);
-            let _ = writeln!(
-                o,
-                "| {}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                peer.label(),
-                failed_note(&a),
-                num(a.ours_rate),
-                num(a.ours_cpu),
-                num(a.ours_user),
-                num(a.ours_sys),
-                num(a.p50),
-                num(a.p99),
-                num(a.src_rate),
-                num(a.src_cpu),
-                num(a.hwm_mib)
-            );
-        }
-        let _ = writeln!(o);
-    }
+    per_mode_tables(
+        o,
+        &r.policy_modes,
+        cells,
+        &[
+            "msgs/s",
+            "CPU µs/msg (user + sys)",
+            "user",
+            "sys",
+            "p50 µs",
+            "p99 µs",
+            "smtp-source msgs/s",
+            "smtp-source CPU µs/msg",
+            "peak RSS MiB",
+        ],
+        &Peer::POLICY,
+        |_, _, a| {
+            [
+                a.ours_rate,
+                a.ours_cpu,
+                a.ours_user,
+                a.ours_sys,
+                a.p50,
+                a.p99,
+                a.src_rate,
+                a.src_cpu,
+                a.hwm_mib,
+            ]
+            .map(num)
+            .to_vec()
+        },
+    );
     pinning_table(
         o,
         "####",
