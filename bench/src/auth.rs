@@ -184,17 +184,7 @@ impl Nsd {
 
 impl Drop for Nsd {
     fn drop(&mut self) {
-        // SAFETY: signalling our own child process by its id.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(3) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::peers::terminate(&mut self.child);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

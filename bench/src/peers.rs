@@ -569,17 +569,7 @@ impl Server {
 
     fn shutdown(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            // SAFETY: signalling our own child process by its id.
-            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(3) {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            terminate(&mut self.child);
         }
         if let Some(dir) = self.maildir.take() {
             let _ = std::fs::remove_dir_all(dir);
@@ -681,4 +671,20 @@ pub fn resolve_python(python: &Path) -> Result<PathBuf> {
         bail!("{} -c 'import sys' failed", python.display());
     }
     Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+}
+
+/// Stop a child process the benchmark started: SIGTERM, and SIGKILL if it
+/// is still running 3 s later.
+pub fn terminate(child: &mut Child) {
+    // SAFETY: signalling our own child process by its id.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
