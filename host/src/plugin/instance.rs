@@ -142,16 +142,7 @@ impl Live {
             .reuse
             .as_ref()
             .ok_or("the plugin does not export reuse")?;
-        let _turn = match &plugin.calls {
-            None => None,
-            Some(calls) => Some(
-                tokio::time::timeout(plugin.limits.hook_timeout, calls.acquire())
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .ok_or("no turn to run within the hook deadline (max_concurrent_calls)")?,
-            ),
-        };
+        let _turn = turn(plugin).await.map_err(|NoTurn| NO_TURN)?;
         let _running = self.arm(plugin);
         let _timer = CallTimer::start(&plugin.name, Hook::Reuse);
         let guest = indices
@@ -186,6 +177,23 @@ impl Live {
             let _ = self.store.set_fuel(plugin.limits.fuel.unwrap_or(u64::MAX));
         }
         plugin.runtime.ticker.running()
+    }
+}
+
+/// No turn came for a call within the hook deadline.
+struct NoTurn;
+
+const NO_TURN: &str = "no turn to run within the hook deadline (max_concurrent_calls)";
+
+/// Wait for a turn to call into `plugin` when its concurrent calls are
+/// limited (`max_concurrent_calls`); `Ok(None)` when they are not.
+async fn turn(plugin: &Plugin) -> Result<Option<tokio::sync::SemaphorePermit<'_>>, NoTurn> {
+    let Some(calls) = &plugin.calls else {
+        return Ok(None);
+    };
+    match tokio::time::timeout(plugin.limits.hook_timeout, calls.acquire()).await {
+        Ok(Ok(permit)) => Ok(Some(permit)),
+        _ => Err(NoTurn),
     }
 }
 
@@ -425,21 +433,15 @@ impl PluginInstance {
         // Wait for a turn when the plugin's concurrent calls are limited; a
         // turn that doesn't come within the hook deadline counts as a timeout.
         let plugin = self.plugin.clone();
-        let _turn = match &plugin.calls {
-            None => None,
-            Some(calls) => match tokio::time::timeout(plugin.limits.hook_timeout, calls.acquire())
-                .await
-            {
-                Ok(Ok(permit)) => Some(permit),
-                _ => {
-                    let failure = Failure {
-                        kind: ErrorKind::Timeout,
-                        message: "no turn to run within the hook deadline (max_concurrent_calls)"
-                            .into(),
-                    };
-                    return Err(self.fail(call.hook(), session, failure).await);
-                }
-            },
+        let _turn = match turn(&plugin).await {
+            Ok(turn) => turn,
+            Err(NoTurn) => {
+                let failure = Failure {
+                    kind: ErrorKind::Timeout,
+                    message: NO_TURN.into(),
+                };
+                return Err(self.fail(call.hook(), session, failure).await);
+            }
         };
         let mark = self.shared.as_ref().map(crate::capability::Shared::mark);
         // The epoch deadline stops wasm that runs; this one also stops a hook
